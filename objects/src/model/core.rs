@@ -1,0 +1,6 @@
+//! Built-in definitions of the core objects.
+use super::ObjectDef;
+
+pub fn definitions() -> Vec<ObjectDef> {
+    Vec::new()
+}
