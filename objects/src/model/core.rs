@@ -1,6 +1,738 @@
-//! Built-in definitions of the core objects.
-use super::ObjectDef;
+//! The core objects built into the crate: 0 Security, 1 Server, 2 Access
+//! Control, 3 Device, 4 Connectivity Monitoring, 5 Firmware Update,
+//! 6 Location, 7 Connectivity Statistics and 9 Software Management, at the
+//! newest versions in the OMA registry (a test checks them resource by
+//! resource against the registry's DDF files).
+//!
+//! They are compiled in so that the server can decode the objects every
+//! device has without any file on disk; descriptions are left out (the DDF
+//! files carry them for an operator who loads them).
 
+use std::collections::BTreeMap;
+
+use super::{ObjectDef, Operations, ResourceDef, ResourceType, Version};
+
+/// Object ids of the built-in definitions.
+pub const IDS: [u16; 9] = [0, 1, 2, 3, 4, 5, 6, 7, 9];
+
+/// Fresh copies of every built-in definition.
 pub fn definitions() -> Vec<ObjectDef> {
-    Vec::new()
+    [
+        &SECURITY,
+        &SERVER,
+        &ACCESS_CONTROL,
+        &DEVICE,
+        &CONNECTIVITY_MONITORING,
+        &FIRMWARE_UPDATE,
+        &LOCATION,
+        &CONNECTIVITY_STATISTICS,
+        &SOFTWARE_MANAGEMENT,
+    ]
+    .into_iter()
+    .map(Obj::build)
+    .collect()
 }
+
+struct Obj {
+    id: u16,
+    name: &'static str,
+    version: (u8, u8),
+    lwm2m: (u8, u8),
+    multiple: bool,
+    mandatory: bool,
+    resources: &'static [Res],
+}
+
+struct Res {
+    id: u16,
+    name: &'static str,
+    ops: Operations,
+    multiple: bool,
+    mandatory: bool,
+    kind: ResourceType,
+    range: &'static str,
+    units: &'static str,
+}
+
+impl Obj {
+    fn build(&self) -> ObjectDef {
+        ObjectDef {
+            id: self.id,
+            name: self.name.to_string(),
+            description: String::new(),
+            version: Version::new(self.version.0, self.version.1),
+            lwm2m_version: Version::new(self.lwm2m.0, self.lwm2m.1),
+            urn: urn(self.id, self.version),
+            multiple: self.multiple,
+            mandatory: self.mandatory,
+            resources: self
+                .resources
+                .iter()
+                .map(|r| {
+                    let def = ResourceDef {
+                        id: r.id,
+                        name: r.name.to_string(),
+                        operations: r.ops,
+                        multiple: r.multiple,
+                        mandatory: r.mandatory,
+                        kind: r.kind,
+                        range: r.range.to_string(),
+                        units: r.units.to_string(),
+                        description: String::new(),
+                    };
+                    (r.id, def)
+                })
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+}
+
+/// `urn:oma:lwm2m:oma:<id>`, with `:<version>` unless the version is 1.0.
+fn urn(id: u16, (major, minor): (u8, u8)) -> String {
+    if (major, minor) == (1, 0) {
+        format!("urn:oma:lwm2m:oma:{id}")
+    } else {
+        format!("urn:oma:lwm2m:oma:{id}:{major}.{minor}")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn res(
+    id: u16,
+    name: &'static str,
+    ops: Operations,
+    multiple: bool,
+    mandatory: bool,
+    kind: ResourceType,
+    range: &'static str,
+    units: &'static str,
+) -> Res {
+    Res {
+        id,
+        name,
+        ops,
+        multiple,
+        mandatory,
+        kind,
+        range,
+        units,
+    }
+}
+
+use Operations::{Execute as E, None as NONE, Read as R, ReadWrite as RW, Write as W};
+use ResourceType::{
+    Boolean as BOOL, Float as FLOAT, Integer as INT, None as NONE_T, ObjLnk as OBJLNK,
+    Opaque as OPAQUE, String as STR, Time as TIME, UnsignedInteger as UINT,
+};
+const SINGLE: bool = false;
+const MULTI: bool = true;
+const OPT: bool = false;
+const MAND: bool = true;
+
+const SECURITY: Obj = Obj {
+    id: 0,
+    name: "LWM2M Security",
+    version: (1, 2),
+    lwm2m: (1, 1),
+    multiple: true,
+    mandatory: true,
+    resources: &[
+        res(
+            0,
+            "LWM2M  Server URI",
+            NONE,
+            SINGLE,
+            MAND,
+            STR,
+            "0..255",
+            "",
+        ),
+        res(1, "Bootstrap-Server", NONE, SINGLE, MAND, BOOL, "", ""),
+        res(2, "Security Mode", NONE, SINGLE, MAND, INT, "0..4", ""),
+        res(
+            3,
+            "Public Key or Identity",
+            NONE,
+            SINGLE,
+            MAND,
+            OPAQUE,
+            "",
+            "",
+        ),
+        res(4, "Server Public Key", NONE, SINGLE, MAND, OPAQUE, "", ""),
+        res(5, "Secret Key", NONE, SINGLE, MAND, OPAQUE, "", ""),
+        res(6, "SMS Security Mode", NONE, SINGLE, OPT, INT, "0..255", ""),
+        res(
+            7,
+            "SMS Binding Key Parameters",
+            NONE,
+            SINGLE,
+            OPT,
+            OPAQUE,
+            "6",
+            "",
+        ),
+        res(
+            8,
+            "SMS Binding Secret Key(s)",
+            NONE,
+            SINGLE,
+            OPT,
+            OPAQUE,
+            "16,32,48",
+            "",
+        ),
+        res(9, "LwM2M Server SMS Number", NONE, SINGLE, OPT, STR, "", ""),
+        res(
+            10,
+            "Short Server ID",
+            NONE,
+            SINGLE,
+            OPT,
+            INT,
+            "1..65534",
+            "",
+        ),
+        res(11, "Client Hold Off Time", NONE, SINGLE, OPT, INT, "", "s"),
+        res(
+            12,
+            "Bootstrap-Server Account Timeout",
+            NONE,
+            SINGLE,
+            OPT,
+            INT,
+            "",
+            "s",
+        ),
+        res(13, "Matching Type", NONE, SINGLE, OPT, UINT, "0..3", ""),
+        res(14, "SNI", NONE, SINGLE, OPT, STR, "", ""),
+        res(15, "Certificate Usage", NONE, SINGLE, OPT, UINT, "0..3", ""),
+        res(16, "DTLS/TLS Ciphersuite", NONE, MULTI, OPT, UINT, "", ""),
+        res(
+            17,
+            "OSCORE Security Mode",
+            NONE,
+            SINGLE,
+            OPT,
+            OBJLNK,
+            "",
+            "",
+        ),
+        res(
+            18,
+            "Groups To Use by Client",
+            NONE,
+            MULTI,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            19,
+            "Signature Algorithms Supported by Server",
+            NONE,
+            MULTI,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            20,
+            "Signature Algorithms To Use by Client",
+            NONE,
+            MULTI,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            21,
+            "Signature Algorithm Certs Supported by Server",
+            NONE,
+            MULTI,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            22,
+            "TLS 1.3 Features To Use by Client",
+            NONE,
+            SINGLE,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            23,
+            "TLS Extensions Supported by Server",
+            NONE,
+            SINGLE,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            24,
+            "TLS Extensions To Use by Client",
+            NONE,
+            SINGLE,
+            OPT,
+            UINT,
+            "0..65535",
+            "",
+        ),
+        res(
+            25,
+            "Secondary LwM2M Server URI",
+            NONE,
+            MULTI,
+            OPT,
+            STR,
+            "0..255",
+            "",
+        ),
+        res(26, "MQTT Server", NONE, SINGLE, OPT, OBJLNK, "", ""),
+        res(27, "LwM2M COSE Security", NONE, MULTI, OPT, OBJLNK, "", ""),
+        res(
+            28,
+            "RDS Destination Port",
+            NONE,
+            SINGLE,
+            OPT,
+            INT,
+            "0..15",
+            "",
+        ),
+        res(29, "RDS Source Port", NONE, SINGLE, OPT, INT, "0..15", ""),
+        res(30, "RDS Application ID", NONE, SINGLE, OPT, STR, "", ""),
+    ],
+};
+
+const SERVER: Obj = Obj {
+    id: 1,
+    name: "LwM2M Server",
+    version: (1, 2),
+    lwm2m: (1, 2),
+    multiple: true,
+    mandatory: true,
+    resources: &[
+        res(0, "Short Server ID", R, SINGLE, MAND, INT, "1..65534", ""),
+        res(1, "Lifetime", RW, SINGLE, MAND, INT, "", "s"),
+        res(2, "Default Minimum Period", RW, SINGLE, OPT, INT, "", "s"),
+        res(3, "Default Maximum Period", RW, SINGLE, OPT, INT, "", "s"),
+        res(4, "Disable", E, SINGLE, OPT, NONE_T, "", ""),
+        res(5, "Disable Timeout", RW, SINGLE, OPT, INT, "", "s"),
+        res(
+            6,
+            "Notification Storing When Disabled or Offline",
+            RW,
+            SINGLE,
+            MAND,
+            BOOL,
+            "",
+            "",
+        ),
+        res(7, "Binding", RW, SINGLE, MAND, STR, "", ""),
+        res(
+            8,
+            "Registration Update Trigger",
+            E,
+            SINGLE,
+            MAND,
+            NONE_T,
+            "",
+            "",
+        ),
+        res(
+            9,
+            "Bootstrap-Request Trigger",
+            E,
+            SINGLE,
+            OPT,
+            NONE_T,
+            "",
+            "",
+        ),
+        res(10, "APN Link", RW, SINGLE, OPT, OBJLNK, "", ""),
+        res(
+            11,
+            "TLS-DTLS Alert Code",
+            R,
+            SINGLE,
+            OPT,
+            UINT,
+            "0..255",
+            "",
+        ),
+        res(12, "Last Bootstrapped", R, SINGLE, OPT, TIME, "", ""),
+        res(
+            13,
+            "Registration Priority Order",
+            R,
+            SINGLE,
+            OPT,
+            UINT,
+            "",
+            "",
+        ),
+        res(
+            14,
+            "Initial Registration Delay Timer",
+            RW,
+            SINGLE,
+            OPT,
+            UINT,
+            "",
+            "s",
+        ),
+        res(
+            15,
+            "Registration Failure Block",
+            R,
+            SINGLE,
+            OPT,
+            BOOL,
+            "",
+            "",
+        ),
+        res(
+            16,
+            "Bootstrap on Registration Failure",
+            R,
+            SINGLE,
+            OPT,
+            BOOL,
+            "",
+            "",
+        ),
+        res(
+            17,
+            "Communication Retry Count",
+            RW,
+            SINGLE,
+            OPT,
+            UINT,
+            "",
+            "",
+        ),
+        res(
+            18,
+            "Communication Retry Timer",
+            RW,
+            SINGLE,
+            OPT,
+            UINT,
+            "",
+            "s",
+        ),
+        res(
+            19,
+            "Communication Sequence Delay Timer",
+            RW,
+            SINGLE,
+            OPT,
+            UINT,
+            "",
+            "s",
+        ),
+        res(
+            20,
+            "Communication Sequence Retry Count",
+            RW,
+            SINGLE,
+            OPT,
+            UINT,
+            "",
+            "",
+        ),
+        res(21, "Trigger", RW, SINGLE, OPT, BOOL, "", ""),
+        res(
+            22,
+            "Preferred Transport",
+            RW,
+            SINGLE,
+            OPT,
+            STR,
+            "The possible values are those listed in the LwM2M Core Specification",
+            "",
+        ),
+        res(23, "Mute Send", RW, SINGLE, OPT, BOOL, "", ""),
+        res(24, "Alternate APN Links", RW, MULTI, OPT, OBJLNK, "", ""),
+        res(25, "Supported Server Versions", RW, MULTI, OPT, STR, "", ""),
+        res(
+            26,
+            "Default Notification Mode",
+            RW,
+            SINGLE,
+            OPT,
+            INT,
+            "0..1",
+            "",
+        ),
+        res(
+            27,
+            "Profile ID Hash Algorithm",
+            RW,
+            SINGLE,
+            OPT,
+            UINT,
+            "0..255",
+            "",
+        ),
+    ],
+};
+
+const ACCESS_CONTROL: Obj = Obj {
+    id: 2,
+    name: "LwM2M Access Control",
+    version: (1, 1),
+    lwm2m: (1, 0),
+    multiple: true,
+    mandatory: false,
+    resources: &[
+        res(0, "Object ID", R, SINGLE, MAND, INT, "1..65534", ""),
+        res(
+            1,
+            "Object Instance ID",
+            R,
+            SINGLE,
+            MAND,
+            INT,
+            "0..65535",
+            "",
+        ),
+        res(2, "ACL", RW, MULTI, OPT, INT, "0..31", ""),
+        res(
+            3,
+            "Access Control Owner",
+            RW,
+            SINGLE,
+            MAND,
+            INT,
+            "0..65535",
+            "",
+        ),
+    ],
+};
+
+const DEVICE: Obj = Obj {
+    id: 3,
+    name: "Device",
+    version: (1, 2),
+    lwm2m: (1, 1),
+    multiple: false,
+    mandatory: true,
+    resources: &[
+        res(0, "Manufacturer", R, SINGLE, OPT, STR, "", ""),
+        res(1, "Model Number", R, SINGLE, OPT, STR, "", ""),
+        res(2, "Serial Number", R, SINGLE, OPT, STR, "", ""),
+        res(3, "Firmware Version", R, SINGLE, OPT, STR, "", ""),
+        res(4, "Reboot", E, SINGLE, MAND, NONE_T, "", ""),
+        res(5, "Factory Reset", E, SINGLE, OPT, NONE_T, "", ""),
+        res(6, "Available Power Sources", R, MULTI, OPT, INT, "0..7", ""),
+        res(7, "Power Source Voltage", R, MULTI, OPT, INT, "", ""),
+        res(8, "Power Source Current", R, MULTI, OPT, INT, "", ""),
+        res(9, "Battery Level", R, SINGLE, OPT, INT, "0..100", "/100"),
+        res(10, "Memory Free", R, SINGLE, OPT, INT, "", ""),
+        res(11, "Error Code", R, MULTI, MAND, INT, "0..32", ""),
+        res(12, "Reset Error Code", E, SINGLE, OPT, NONE_T, "", ""),
+        res(13, "Current Time", RW, SINGLE, OPT, TIME, "", ""),
+        res(14, "UTC Offset", RW, SINGLE, OPT, STR, "", ""),
+        res(15, "Timezone", RW, SINGLE, OPT, STR, "", ""),
+        res(
+            16,
+            "Supported Binding and Modes",
+            R,
+            SINGLE,
+            MAND,
+            STR,
+            "",
+            "",
+        ),
+        res(17, "Device Type", R, SINGLE, OPT, STR, "", ""),
+        res(18, "Hardware Version", R, SINGLE, OPT, STR, "", ""),
+        res(19, "Software Version", R, SINGLE, OPT, STR, "", ""),
+        res(20, "Battery Status", R, SINGLE, OPT, INT, "0..6", ""),
+        res(21, "Memory Total", R, SINGLE, OPT, INT, "", ""),
+        res(22, "ExtDevInfo", R, MULTI, OPT, OBJLNK, "", ""),
+    ],
+};
+
+const CONNECTIVITY_MONITORING: Obj = Obj {
+    id: 4,
+    name: "Connectivity Monitoring",
+    version: (1, 3),
+    lwm2m: (1, 1),
+    multiple: false,
+    mandatory: false,
+    resources: &[
+        res(0, "Network Bearer", R, SINGLE, MAND, INT, "0..50", ""),
+        res(
+            1,
+            "Available Network Bearer",
+            R,
+            MULTI,
+            MAND,
+            INT,
+            "0..50",
+            "",
+        ),
+        res(2, "Radio Signal Strength", R, SINGLE, MAND, INT, "", "dBm"),
+        res(3, "Link Quality", R, SINGLE, OPT, INT, "", ""),
+        res(4, "IP Addresses", R, MULTI, MAND, STR, "", ""),
+        res(5, "Router IP Addresses", R, MULTI, OPT, STR, "", ""),
+        res(6, "Link Utilization", R, SINGLE, OPT, INT, "0..100", "/100"),
+        res(7, "APN", R, MULTI, OPT, STR, "", ""),
+        res(8, "Cell ID", R, SINGLE, OPT, INT, "", ""),
+        res(9, "SMNC", R, SINGLE, OPT, INT, "0..999", ""),
+        res(10, "SMCC", R, SINGLE, OPT, INT, "0..999", ""),
+        res(11, "SignalSNR", R, SINGLE, OPT, INT, "", "dB"),
+        res(12, "LAC", R, SINGLE, OPT, INT, "", ""),
+        res(
+            13,
+            "Coverage Enhancement Level",
+            R,
+            SINGLE,
+            OPT,
+            INT,
+            "0..4",
+            "",
+        ),
+    ],
+};
+
+const FIRMWARE_UPDATE: Obj = Obj {
+    id: 5,
+    name: "Firmware Update",
+    version: (1, 2),
+    lwm2m: (1, 1),
+    multiple: false,
+    mandatory: false,
+    resources: &[
+        res(0, "Package", W, SINGLE, MAND, OPAQUE, "", ""),
+        res(1, "Package URI", RW, SINGLE, MAND, STR, "0..255", ""),
+        res(2, "Update", E, SINGLE, MAND, NONE_T, "", ""),
+        res(3, "State", R, SINGLE, MAND, INT, "0..3", ""),
+        res(5, "Update Result", R, SINGLE, MAND, INT, "0..11", ""),
+        res(6, "PkgName", R, SINGLE, OPT, STR, "0..255", ""),
+        res(7, "PkgVersion", R, SINGLE, OPT, STR, "0..255", ""),
+        res(
+            8,
+            "Firmware Update Protocol Support",
+            R,
+            MULTI,
+            OPT,
+            INT,
+            "0..5",
+            "",
+        ),
+        res(
+            9,
+            "Firmware Update Delivery Method",
+            R,
+            SINGLE,
+            MAND,
+            INT,
+            "0..2",
+            "",
+        ),
+        res(10, "Cancel", E, SINGLE, OPT, NONE_T, "", ""),
+        res(11, "Severity", RW, SINGLE, OPT, INT, "0..2", ""),
+        res(12, "Last State Change Time", R, SINGLE, OPT, TIME, "", ""),
+        res(13, "Maximum Defer Period", RW, SINGLE, OPT, UINT, "", "s"),
+        res(
+            14,
+            "Automatic Upgrade at Download",
+            RW,
+            SINGLE,
+            OPT,
+            BOOL,
+            "",
+            "",
+        ),
+    ],
+};
+
+const LOCATION: Obj = Obj {
+    id: 6,
+    name: "Location",
+    version: (1, 0),
+    lwm2m: (1, 0),
+    multiple: false,
+    mandatory: false,
+    resources: &[
+        res(0, "Latitude", R, SINGLE, MAND, FLOAT, "", "lat"),
+        res(1, "Longitude", R, SINGLE, MAND, FLOAT, "", "lon"),
+        res(2, "Altitude", R, SINGLE, OPT, FLOAT, "", "m"),
+        res(3, "Radius", R, SINGLE, OPT, FLOAT, "", "m"),
+        res(4, "Velocity", R, SINGLE, OPT, OPAQUE, "", ""),
+        res(5, "Timestamp", R, SINGLE, MAND, TIME, "", ""),
+        res(6, "Speed", R, SINGLE, OPT, FLOAT, "", "m/s"),
+    ],
+};
+
+const CONNECTIVITY_STATISTICS: Obj = Obj {
+    id: 7,
+    name: "Connectivity Statistics",
+    version: (1, 0),
+    lwm2m: (1, 0),
+    multiple: false,
+    mandatory: false,
+    resources: &[
+        res(0, "SMS Tx Counter", R, SINGLE, OPT, INT, "", ""),
+        res(1, "SMS Rx Counter", R, SINGLE, OPT, INT, "", ""),
+        res(2, "Tx Data", R, SINGLE, OPT, INT, "", ""),
+        res(3, "Rx Data", R, SINGLE, OPT, INT, "", ""),
+        res(4, "Max Message Size", R, SINGLE, OPT, INT, "", "B"),
+        res(5, "Average Message Size", R, SINGLE, OPT, INT, "", "B"),
+        res(6, "Start", E, SINGLE, MAND, NONE_T, "", ""),
+        res(7, "Stop", E, SINGLE, MAND, NONE_T, "", ""),
+        res(8, "Collection Period", RW, SINGLE, OPT, INT, "", "s"),
+    ],
+};
+
+const SOFTWARE_MANAGEMENT: Obj = Obj {
+    id: 9,
+    name: "LWM2M Software Management",
+    version: (1, 0),
+    lwm2m: (1, 0),
+    multiple: true,
+    mandatory: false,
+    resources: &[
+        res(0, "PkgName", R, SINGLE, MAND, STR, "0..255 bytes", ""),
+        res(1, "PkgVersion", R, SINGLE, MAND, STR, "0..255 bytes", ""),
+        res(2, "Package", W, SINGLE, OPT, OPAQUE, "", ""),
+        res(3, "Package URI", W, SINGLE, OPT, STR, "0..255 bytes", ""),
+        res(4, "Install", E, SINGLE, MAND, NONE_T, "", ""),
+        res(5, "Checkpoint", R, SINGLE, OPT, OBJLNK, "", ""),
+        res(6, "Uninstall", E, SINGLE, MAND, NONE_T, "", ""),
+        res(7, "Update State", R, SINGLE, MAND, INT, "0..4", ""),
+        res(8, "Update Supported Objects", RW, SINGLE, OPT, BOOL, "", ""),
+        res(9, "Update Result", R, SINGLE, MAND, INT, "0..200", ""),
+        res(10, "Activate", E, SINGLE, MAND, NONE_T, "", ""),
+        res(11, "Deactivate", E, SINGLE, MAND, NONE_T, "", ""),
+        res(12, "Activation State", R, SINGLE, MAND, BOOL, "", ""),
+        res(13, "Package Settings", RW, SINGLE, OPT, OBJLNK, "", ""),
+        res(14, "User Name", W, SINGLE, OPT, STR, "0..255 bytes", ""),
+        res(15, "Password", W, SINGLE, OPT, STR, "0..255 bytes", ""),
+        res(16, "Status Reason", R, SINGLE, OPT, STR, "", ""),
+        res(17, "Software Component Link", R, MULTI, OPT, OBJLNK, "", ""),
+        res(
+            18,
+            "Software Component tree length",
+            R,
+            SINGLE,
+            OPT,
+            INT,
+            "0..255",
+            "",
+        ),
+    ],
+};
