@@ -1,0 +1,10 @@
+#![no_main]
+//! Decoding Cbor payloads, as a device or an operator can send them.
+
+use libfuzzer_sys::fuzz_target;
+use lwm2m_objects::ContentFormat;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| common::decode_all(ContentFormat::Cbor, data));
