@@ -184,9 +184,11 @@ impl Reader<'_> {
         depth: usize,
     ) -> Result<(), DecodeError> {
         let mut ids = [0u16; MAX_PATH_IDS];
-        ids[..prefix.len()].copy_from_slice(prefix);
+        for (slot, id) in ids.iter_mut().zip(prefix) {
+            *slot = *id;
+        }
         let len = read_key(d, &mut ids, prefix.len())?;
-        let path_ids = &ids[..len];
+        let path_ids = ids.get(..len).unwrap_or(&[]);
         match d.datatype().map_err(err)? {
             Type::Map | Type::MapIndef => {
                 if len == MAX_PATH_IDS {
