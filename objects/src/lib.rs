@@ -13,6 +13,7 @@
 //! multiple of its input.
 
 pub mod format;
+pub mod link;
 pub mod model;
 pub mod node;
 pub mod path;

@@ -18,6 +18,7 @@
 
 pub mod cbor;
 pub mod error;
+pub mod lwm2m_cbor;
 pub mod opaque;
 pub mod text;
 
@@ -209,6 +210,7 @@ impl Codecs {
             Box::new(text::TextCodec),
             Box::new(opaque::OpaqueCodec),
             Box::new(cbor::CborCodec),
+            Box::new(lwm2m_cbor::Lwm2mCborCodec),
         ];
         Codecs {
             codecs: all.into_iter().map(|c| (c.format().code(), c)).collect(),
