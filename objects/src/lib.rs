@@ -5,7 +5,7 @@
 //! - [`model`]: object and resource definitions, the built-in core objects and
 //!   the OMA DDF XML loader.
 //! - [`value`] and [`node`]: typed values and the object tree.
-//! - [`format`]: every LwM2M content format behind one registry, [`Codecs`].
+//! - [`mod@format`]: every LwM2M content format behind one registry, [`Codecs`].
 //! - [`link`]: CoRE link format, LwM2M attributes and registration payloads.
 //!
 //! Decoders accept anything a peer can send and answer with a typed error;

@@ -113,6 +113,22 @@ pub(crate) fn decode_value(d: &mut Decoder<'_>, cf: ContentFormat) -> Result<Val
         Type::Bool => Value::Boolean(d.bool().map_err(err)?),
         Type::Bytes => Value::Opaque(d.bytes().map_err(err)?.to_vec()),
         Type::String => Value::String(d.str().map_err(err)?.to_string()),
+        // Chunked strings are legal CBOR and some clients stream values that
+        // way; the chunks together are never longer than the input.
+        Type::BytesIndef => {
+            let mut out = Vec::new();
+            for chunk in d.bytes_iter().map_err(err)? {
+                out.extend_from_slice(chunk.map_err(err)?);
+            }
+            Value::Opaque(out)
+        }
+        Type::StringIndef => {
+            let mut out = String::new();
+            for chunk in d.str_iter().map_err(err)? {
+                out.push_str(chunk.map_err(err)?);
+            }
+            Value::String(out)
+        }
         Type::Tag => {
             let tag = d.tag().map_err(err)?;
             if tag.as_u64() != TAG_EPOCH {
