@@ -21,6 +21,7 @@ pub mod error;
 pub mod lwm2m_cbor;
 pub mod opaque;
 pub mod text;
+pub mod tlv;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -210,6 +211,7 @@ impl Codecs {
             Box::new(text::TextCodec),
             Box::new(opaque::OpaqueCodec),
             Box::new(cbor::CborCodec),
+            Box::new(tlv::TlvCodec),
             Box::new(lwm2m_cbor::Lwm2mCborCodec),
         ];
         Codecs {
