@@ -20,6 +20,7 @@ pub mod cbor;
 pub mod error;
 pub mod lwm2m_cbor;
 pub mod opaque;
+pub mod senml;
 pub mod text;
 pub mod tlv;
 
@@ -212,6 +213,8 @@ impl Codecs {
             Box::new(opaque::OpaqueCodec),
             Box::new(cbor::CborCodec),
             Box::new(tlv::TlvCodec),
+            Box::new(senml::json::SenmlJsonCodec),
+            Box::new(senml::cbor::SenmlCborCodec),
             Box::new(lwm2m_cbor::Lwm2mCborCodec),
         ];
         Codecs {

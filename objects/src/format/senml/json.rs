@@ -1,0 +1,276 @@
+//! SenML JSON (110): an array of record objects.
+
+use base64::Engine;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number as JsonNumber, Value as Json};
+
+use super::{Field, Number, Raw};
+use crate::format::{Codec, ContentFormat, DecodeError, EncodeError, Nodes};
+use crate::model::Model;
+use crate::node::{Node, TimestampedNode};
+use crate::path::Path;
+
+const CF: ContentFormat = ContentFormat::SenmlJson;
+
+pub struct SenmlJsonCodec;
+
+impl Codec for SenmlJsonCodec {
+    fn format(&self) -> ContentFormat {
+        CF
+    }
+
+    fn encode(&self, path: &Path, node: &Node, _model: &dyn Model) -> Result<Vec<u8>, EncodeError> {
+        write(&super::raws_for_node(CF, path, node)?)
+    }
+
+    fn decode(&self, bytes: &[u8], path: &Path, model: &dyn Model) -> Result<Node, DecodeError> {
+        super::decode_node(CF, model, read(bytes)?, path)
+    }
+
+    fn encode_nodes(&self, nodes: &Nodes, _model: &dyn Model) -> Result<Vec<u8>, EncodeError> {
+        write(&super::raws_for_nodes(CF, nodes)?)
+    }
+
+    fn decode_nodes(
+        &self,
+        bytes: &[u8],
+        requested: Option<&[Path]>,
+        model: &dyn Model,
+    ) -> Result<Nodes, DecodeError> {
+        super::decode_nodes(CF, model, read(bytes)?, requested)
+    }
+
+    fn encode_timestamped(
+        &self,
+        path: &Path,
+        nodes: &[TimestampedNode],
+        _model: &dyn Model,
+    ) -> Result<Vec<u8>, EncodeError> {
+        write(&super::raws_for_series(CF, path, nodes)?)
+    }
+
+    fn decode_timestamped(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        model: &dyn Model,
+    ) -> Result<Vec<TimestampedNode>, DecodeError> {
+        super::decode_timestamped(CF, model, read(bytes)?, path)
+    }
+
+    fn encode_paths(&self, paths: &[Path]) -> Result<Vec<u8>, EncodeError> {
+        write(&super::raws_for_paths(paths))
+    }
+
+    fn decode_paths(&self, bytes: &[u8]) -> Result<Vec<Path>, DecodeError> {
+        super::decode_paths(read(bytes)?)
+    }
+}
+
+fn read(bytes: &[u8]) -> Result<Vec<super::Resolved>, DecodeError> {
+    let raws = parse(bytes)?;
+    super::resolve(CF, raws)
+}
+
+/// Parses the JSON array of records.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Raw>, DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let raws = de.deserialize_seq(RecordsVisitor).map_err(json_error)?;
+    de.end().map_err(json_error)?;
+    Ok(raws)
+}
+
+/// Maps serde_json's errors onto ours: its recursion limit is our depth
+/// limit, running out of input is truncation.
+pub(crate) fn json_error(e: serde_json::Error) -> DecodeError {
+    json_error_in(CF, e)
+}
+
+pub(crate) fn json_error_in(format: ContentFormat, e: serde_json::Error) -> DecodeError {
+    let msg = e.to_string();
+    if msg.starts_with("recursion limit exceeded") {
+        DecodeError::TooDeep { format, limit: 128 }
+    } else if e.is_eof() {
+        DecodeError::Truncated {
+            format,
+            context: "JSON ends early",
+        }
+    } else {
+        DecodeError::malformed(format, msg)
+    }
+}
+
+struct RecordsVisitor;
+
+impl<'de> Visitor<'de> for RecordsVisitor {
+    type Value = Vec<Raw>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of SenML records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Raw>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(r) = seq.next_element_seed(RecordSeed)? {
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+struct RecordSeed;
+
+impl<'de> de::DeserializeSeed<'de> for RecordSeed {
+    type Value = Raw;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Raw, D::Error> {
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = Raw;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a SenML record object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+        let mut r = Raw::default();
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if seen.iter().any(|k| *k == key) {
+                return Err(de::Error::custom(format!("field {key:?} appears twice")));
+            }
+            seen.push(key.to_string());
+            let value = |f: Field, r: &mut Raw| -> Result<(), A::Error> {
+                if r.value.is_some() {
+                    return Err(de::Error::custom("record has more than one value field"));
+                }
+                r.value = Some(f);
+                Ok(())
+            };
+            match key.as_ref() {
+                "bn" => r.bn = Some(map.next_value()?),
+                "bt" => r.bt = Some(finite(map.next_value()?)?),
+                "n" => r.n = Some(map.next_value()?),
+                "t" => r.t = Some(finite(map.next_value()?)?),
+                "v" => value(Field::Number(number(map.next_value()?)?), &mut r)?,
+                "vs" => value(Field::String(map.next_value()?), &mut r)?,
+                "vb" => value(Field::Bool(map.next_value()?), &mut r)?,
+                "vd" => {
+                    let s: String = map.next_value()?;
+                    value(
+                        Field::Data(base64_any(&s).map_err(de::Error::custom)?),
+                        &mut r,
+                    )?
+                }
+                "vlo" => value(Field::ObjLnk(map.next_value()?), &mut r)?,
+                "bv" | "bs" => {
+                    return Err(de::Error::custom(format!(
+                        "base value field {key:?} is not used by LwM2M and not supported"
+                    )))
+                }
+                k if k.ends_with('_') => {
+                    return Err(de::Error::custom(format!(
+                        "field {k:?} must be understood (RFC 8428 §4.4) and is not"
+                    )))
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn finite<E: de::Error>(f: f64) -> Result<f64, E> {
+    if f.is_finite() {
+        Ok(f)
+    } else {
+        Err(E::custom("time is not finite"))
+    }
+}
+
+fn number<E: de::Error>(n: JsonNumber) -> Result<Number, E> {
+    if let Some(i) = n.as_i64() {
+        Ok(Number::Int(i))
+    } else if let Some(u) = n.as_u64() {
+        Ok(Number::Uint(u))
+    } else {
+        n.as_f64()
+            .filter(|f| f.is_finite())
+            .map(Number::Float)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+}
+
+/// RFC 8428 says base64url without padding; standard base64 and padding are
+/// accepted as well, as devices send both.
+pub(crate) fn base64_any(s: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let trimmed = s.trim_end_matches('=');
+    URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| STANDARD.decode(s))
+        .map_err(|_| "vd is not base64".to_string())
+}
+
+fn write(raws: &[Raw]) -> Result<Vec<u8>, EncodeError> {
+    let arr: Vec<Json> = raws.iter().map(to_json).collect();
+    // Serializing a `serde_json::Value` cannot fail: its keys are strings.
+    serde_json::to_vec(&arr).map_err(|_| EncodeError::ValueType {
+        format: CF,
+        kind: "value",
+    })
+}
+
+fn to_json(r: &Raw) -> Json {
+    let mut m = Map::new();
+    if let Some(bn) = &r.bn {
+        m.insert("bn".into(), Json::String(bn.clone()));
+    }
+    if let Some(bt) = r.bt {
+        m.insert("bt".into(), float(bt));
+    }
+    if let Some(n) = &r.n {
+        m.insert("n".into(), Json::String(n.clone()));
+    }
+    if let Some(t) = r.t {
+        m.insert("t".into(), float(t));
+    }
+    match &r.value {
+        Some(Field::Number(Number::Int(i))) => {
+            m.insert("v".into(), Json::Number((*i).into()));
+        }
+        Some(Field::Number(Number::Uint(u))) => {
+            m.insert("v".into(), Json::Number((*u).into()));
+        }
+        Some(Field::Number(Number::Float(f))) => {
+            m.insert("v".into(), float(*f));
+        }
+        Some(Field::String(s)) => {
+            m.insert("vs".into(), Json::String(s.clone()));
+        }
+        Some(Field::Bool(b)) => {
+            m.insert("vb".into(), Json::Bool(*b));
+        }
+        Some(Field::Data(d)) => {
+            let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+            m.insert("vd".into(), Json::String(s));
+        }
+        Some(Field::ObjLnk(s)) => {
+            m.insert("vlo".into(), Json::String(s.clone()));
+        }
+        None => {}
+    }
+    Json::Object(m)
+}
+
+/// A float as JSON. Non-finite values were refused by `field_of` and times
+/// are checked finite, so the null fallback is never written.
+fn float(f: f64) -> Json {
+    JsonNumber::from_f64(f).map_or(Json::Null, Json::Number)
+}
