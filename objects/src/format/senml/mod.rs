@@ -156,6 +156,9 @@ pub(crate) fn decode_nodes(
     )?)
 }
 
+/// The records measured at one time.
+type Measurement = (Option<f64>, Vec<(Path, Value)>);
+
 pub(crate) fn decode_timestamped(
     cf: ContentFormat,
     model: &dyn Model,
@@ -165,7 +168,7 @@ pub(crate) fn decode_timestamped(
     let recs = typed_records(cf, model, resolved)?;
     // Groups by time in order of first appearance; times compare by bits so
     // that the grouping is exact.
-    let mut groups: Vec<(Option<f64>, Vec<(Path, Value)>)> = Vec::new();
+    let mut groups: Vec<Measurement> = Vec::new();
     for (p, v, t) in recs {
         let key = t.map(f64::to_bits);
         match groups
