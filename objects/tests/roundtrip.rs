@@ -235,7 +235,7 @@ const TIMESTAMPED: [ContentFormat; 3] = [
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn every_format_round_trips_what_it_carries(

@@ -19,6 +19,7 @@
 pub mod cbor;
 pub mod error;
 pub mod lwm2m_cbor;
+pub mod lwm2m_json;
 pub mod opaque;
 pub mod senml;
 pub mod text;
@@ -215,6 +216,7 @@ impl Codecs {
             Box::new(tlv::TlvCodec),
             Box::new(senml::json::SenmlJsonCodec),
             Box::new(senml::cbor::SenmlCborCodec),
+            Box::new(lwm2m_json::Lwm2mJsonCodec),
             Box::new(lwm2m_cbor::Lwm2mCborCodec),
         ];
         Codecs {
