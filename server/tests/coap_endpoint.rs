@@ -400,7 +400,7 @@ fn block2_response_is_fetched_and_reassembled() {
             assert_eq!(packet.payload, body);
             assert!(packet
                 .get_option(CoapOption::Block2)
-                .map_or(true, |l| l.is_empty()));
+                .is_none_or(|l| l.is_empty()));
             assert!(packet.get_option(CoapOption::ContentFormat).is_some());
         }
         other => panic!("{other:?}"),
@@ -538,7 +538,7 @@ fn incoming_block1_register_is_reassembled_with_continue() {
     assert_eq!(packet.payload, body);
     assert!(packet
         .get_option(CoapOption::Block1)
-        .map_or(true, |l| l.is_empty()));
+        .is_none_or(|l| l.is_empty()));
     let mut created = Packet::new();
     created.header.code = MessageClass::Response(ResponseType::Created);
     ep.respond(t0, *id, created).unwrap();

@@ -612,11 +612,10 @@ impl Endpoint {
     // ----- incoming datagrams ------------------------------------------------------
 
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
-        let Some(header) = bytes.get(..4) else {
+        let Some(&[first, code, mid_hi, mid_lo]) = bytes.get(..4) else {
             return;
         };
-        let (first, code) = (header[0], header[1]);
-        let mid = u16::from_be_bytes([header[2], header[3]]);
+        let mid = u16::from_be_bytes([mid_hi, mid_lo]);
         if first >> 6 != 1 {
             return; // unknown version: silently ignored (RFC 7252 §3)
         }
