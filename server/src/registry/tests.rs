@@ -605,3 +605,46 @@ fn restore_puts_back_a_stored_registration_with_its_times() {
     assert_eq!(fresh.restore(stored.clone()).unwrap(), Some(stored));
     assert_eq!(fresh.len(), 1);
 }
+
+// ----------------------------------------------------------- arbitrary input
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn query_option() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(ep|lt|lwm2m|b|Q|sms|pid|x)(=[ -~]{0,12})?",
+            "[ -~\u{80}-\u{10ffff}]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever a peer sends, parsing answers with a request or a
+        /// 4.xx, and the registry never panics applying it.
+        #[test]
+        fn any_request_is_answered_without_panic(
+            method in prop_oneof![Just(Method::Post), Just(Method::Delete), Just(Method::Get)],
+            path in proptest::collection::vec("(rd|[a-zA-Z0-9_-]{0,14})", 0..4),
+            query in proptest::collection::vec(query_option(), 0..10),
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+            cf in proptest::option::of(prop_oneof![Just(40u16), any::<u16>()]),
+        ) {
+            let now = Instant::now();
+            let mut reg: Registry<()> = Registry::new(config());
+            match parse_request(method, &path, &query, &payload, cf) {
+                Ok(req) => {
+                    if let Err(e) = reg.handle(req, peer(1), now) {
+                        prop_assert!(e.code.0 == 4 || e.code.0 == 5, "{e}");
+                    }
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.code.0, 4, "{}", e);
+                    prop_assert!(e.message.len() < 300, "{}", e);
+                }
+            }
+        }
+    }
+}
