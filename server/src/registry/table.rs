@@ -1,0 +1,587 @@
+//! The registrations themselves: who is registered, until when, whether a
+//! queue-mode device is awake, and what waits for it. Pure state: every
+//! method takes `now`, nothing reads a clock or touches a socket.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lwm2m_objects::link::RegistrationPayload;
+use lwm2m_objects::Version;
+
+use super::binding::Binding;
+use super::error::RegistrationError;
+use super::queue::{DeviceQueue, Ready};
+use super::request::{RdRequest, RegisterRequest, UpdateRequest};
+
+/// Length of a location id. 12 base64url characters carry 72 random bits
+/// and stay far below Zephyr's 32-character limit on the second
+/// Location-Path segment.
+pub const ID_LEN: usize = 12;
+/// Random bytes behind one id (`ID_LEN * 6 / 8`).
+pub const ID_BYTES: usize = 9;
+/// Tries at drawing an id that is not taken before giving up with 5.00.
+const ID_TRIES: usize = 8;
+
+/// Where location ids come from. The default reads the operating system's
+/// random source, because an id guessed is a registration another peer
+/// could update or delete; tests and fuzzing pass a deterministic one.
+pub trait IdSource: Send {
+    /// Fresh random bytes, or `None` when randomness is unavailable.
+    fn next_bytes(&mut self) -> Option<[u8; ID_BYTES]>;
+}
+
+/// [`IdSource`] backed by the operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsIds;
+
+impl IdSource for OsIds {
+    fn next_bytes(&mut self) -> Option<[u8; ID_BYTES]> {
+        let mut b = [0u8; ID_BYTES];
+        getrandom::fill(&mut b).ok()?;
+        Some(b)
+    }
+}
+
+/// Limits and timings of the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Most registrations held. A Register beyond it (of an endpoint not
+    /// already registered) gets 5.03: the server is full for now, which a
+    /// device retries later, where 4.03 would read as "never".
+    pub max_registrations: usize,
+    /// Time past the lifetime before a registration is dropped, to absorb
+    /// an Update still being retransmitted (default MAX_TRANSMIT_SPAN, 45 s).
+    pub expiry_grace: Duration,
+    /// How long a queue-mode device stays reachable after a Register or
+    /// Update (default MAX_TRANSMIT_WAIT, 93 s; nRF91 samples use 30 s).
+    pub awake_window: Duration,
+    /// Most requests queued for one device.
+    pub max_queued_per_device: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> RegistryConfig {
+        RegistryConfig {
+            max_registrations: 100_000,
+            expiry_grace: Duration::from_secs(45),
+            awake_window: Duration::from_secs(93),
+            max_queued_per_device: 64,
+        }
+    }
+}
+
+/// One registered client, as the registry knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Registration {
+    /// Location id: the server's name for this registration, `/rd/{id}`.
+    pub id: String,
+    pub endpoint: String,
+    pub version: Version,
+    /// Seconds; 0 means no expiry.
+    pub lifetime_s: u32,
+    pub binding: Binding,
+    pub queue_mode: bool,
+    pub sms: Option<String>,
+    pub profile_id: Option<String>,
+    pub objects: RegistrationPayload,
+    pub extra_params: Vec<(String, Option<String>)>,
+    /// Where the last Register or Update came from: devices change port
+    /// after sleep, so requests go to the newest address.
+    pub peer: SocketAddr,
+    pub registered_at: Instant,
+    /// Last Register or Update: the lifetime counts from here.
+    pub refreshed_at: Instant,
+}
+
+impl Registration {
+    /// `["rd", id]`, the Location-Path of the 2.01 answer.
+    pub fn location_path(&self) -> Vec<String> {
+        vec!["rd".to_string(), self.id.clone()]
+    }
+}
+
+/// A Register that succeeded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Registered {
+    pub id: String,
+    pub location_path: Vec<String>,
+    /// The earlier registration of the same endpoint, now gone: its
+    /// observations must be dropped. Its queued requests moved to the new
+    /// registration (they are for the device, not for a session).
+    pub replaced: Option<Registration>,
+}
+
+/// What an Update changed. The lifetime is always refreshed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Changes {
+    pub lifetime: bool,
+    pub binding: bool,
+    pub queue_mode: bool,
+    pub sms: bool,
+    pub profile_id: bool,
+    pub objects: bool,
+    pub peer: bool,
+}
+
+/// An Update that succeeded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Updated {
+    pub id: String,
+    pub changes: Changes,
+}
+
+/// A registration that ended (De-register or expiry), with the requests
+/// that were still queued for it, so their callers can be failed.
+#[derive(Debug, PartialEq)]
+pub struct Removed<R> {
+    pub registration: Registration,
+    pub dropped: Vec<R>,
+}
+
+/// The outcome of [`Registry::handle`].
+#[derive(Debug, PartialEq)]
+pub enum RdOutcome<R> {
+    Registered(Registered),
+    Updated(Updated),
+    Deregistered(Removed<R>),
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("no registration {0:?}")]
+    UnknownRegistration(String),
+    #[error("the device's queue already holds {0} requests")]
+    QueueFull(usize),
+}
+
+#[derive(Debug)]
+struct Entry<R> {
+    reg: Registration,
+    expires_at: Option<Instant>,
+    awake_until: Option<Instant>,
+    queue: DeviceQueue<R>,
+}
+
+/// Registrations by location id and by endpoint, their expiry times, and
+/// each device's queue of outbound requests (of the caller's type `R`).
+pub struct Registry<R> {
+    config: RegistryConfig,
+    by_id: HashMap<String, Entry<R>>,
+    by_endpoint: HashMap<String, String>,
+    expiries: BTreeSet<(Instant, String)>,
+    ids: Box<dyn IdSource>,
+}
+
+impl<R> std::fmt::Debug for Registry<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("config", &self.config)
+            .field("registrations", &self.by_id.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Registry<R> {
+    /// A registry drawing location ids from the operating system.
+    pub fn new(config: RegistryConfig) -> Registry<R> {
+        Registry::with_id_source(config, Box::new(OsIds))
+    }
+
+    pub fn with_id_source(config: RegistryConfig, ids: Box<dyn IdSource>) -> Registry<R> {
+        Registry {
+            config,
+            by_id: HashMap::new(),
+            by_endpoint: HashMap::new(),
+            expiries: BTreeSet::new(),
+            ids,
+        }
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Registration> {
+        self.by_id.get(id).map(|e| &e.reg)
+    }
+
+    pub fn by_endpoint(&self, endpoint: &str) -> Option<&Registration> {
+        self.by_endpoint.get(endpoint).and_then(|id| self.get(id))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Registration> {
+        self.by_id.values().map(|e| &e.reg)
+    }
+
+    /// Applies a parsed request from `peer`.
+    pub fn handle(
+        &mut self,
+        request: RdRequest,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<RdOutcome<R>, RegistrationError> {
+        match request {
+            RdRequest::Register(r) => self.register(r, peer, now).map(RdOutcome::Registered),
+            RdRequest::Update(u) => self.update(u, peer, now).map(RdOutcome::Updated),
+            RdRequest::Deregister { id } => self.deregister(&id, now).map(RdOutcome::Deregistered),
+        }
+    }
+
+    /// Registers an endpoint, replacing any registration it already has
+    /// (a device that lost its session registers afresh, quirk 4).
+    pub fn register(
+        &mut self,
+        req: RegisterRequest,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Registered, RegistrationError> {
+        let old_id = self.by_endpoint.get(&req.endpoint).cloned();
+        if old_id.is_none() && self.by_id.len() >= self.config.max_registrations {
+            return Err(RegistrationError::new(
+                RegistrationError::SERVICE_UNAVAILABLE,
+                "registration table is full, try again later",
+            ));
+        }
+        let id = self.fresh_id()?;
+        let (replaced, queue) = match old_id.and_then(|old| self.remove_entry(&old)) {
+            Some(e) => (Some(e.reg), e.queue),
+            None => (None, DeviceQueue::default()),
+        };
+        let reg = Registration {
+            id: id.clone(),
+            endpoint: req.endpoint,
+            version: req.version,
+            lifetime_s: req.lifetime_s,
+            binding: req.binding,
+            queue_mode: req.queue_mode,
+            sms: req.sms,
+            profile_id: req.profile_id,
+            objects: req.objects,
+            extra_params: req.extra_params,
+            peer,
+            registered_at: now,
+            refreshed_at: now,
+        };
+        let location_path = reg.location_path();
+        self.insert_entry(reg, queue, now);
+        Ok(Registered {
+            id,
+            location_path,
+            replaced,
+        })
+    }
+
+    /// Applies an Update: refreshes the lifetime and changes only what the
+    /// client sent. A registration past its expiry is gone for the client
+    /// even before [`expire`](Self::expire) has swept it: 4.04, so the
+    /// client registers again as the specification requires.
+    pub fn update(
+        &mut self,
+        req: UpdateRequest,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Updated, RegistrationError> {
+        let live = self
+            .by_id
+            .get(&req.id)
+            .is_some_and(|e| e.expires_at.is_none_or(|t| now < t));
+        if !live {
+            return Err(unknown(&req.id));
+        }
+        let Some(mut entry) = self.remove_entry(&req.id) else {
+            return Err(unknown(&req.id));
+        };
+        let reg = &mut entry.reg;
+        let mut c = Changes::default();
+        if let Some(lt) = req.lifetime_s {
+            c.lifetime = lt != reg.lifetime_s;
+            reg.lifetime_s = lt;
+        }
+        if let Some(b) = req.binding {
+            c.binding = b != reg.binding;
+            reg.binding = b;
+        }
+        let queue_mode = req.queue_mode(reg.queue_mode);
+        c.queue_mode = queue_mode != reg.queue_mode;
+        reg.queue_mode = queue_mode;
+        if let Some(sms) = req.sms {
+            c.sms = reg.sms.as_ref() != Some(&sms);
+            reg.sms = Some(sms);
+        }
+        if let Some(pid) = req.profile_id {
+            c.profile_id = reg.profile_id.as_ref() != Some(&pid);
+            reg.profile_id = Some(pid);
+        }
+        if let Some(objects) = req.objects {
+            c.objects = objects != reg.objects;
+            reg.objects = objects;
+        }
+        c.peer = peer != reg.peer;
+        reg.peer = peer;
+        reg.refreshed_at = now;
+        let reg = entry.reg;
+        self.insert_entry(reg, entry.queue, now);
+        Ok(Updated {
+            id: req.id,
+            changes: c,
+        })
+    }
+
+    /// Ends a registration at the client's request. Past its expiry it is
+    /// already gone for the client (4.04); [`expire`](Self::expire) reports it.
+    pub fn deregister(&mut self, id: &str, now: Instant) -> Result<Removed<R>, RegistrationError> {
+        let live = self
+            .by_id
+            .get(id)
+            .is_some_and(|e| e.expires_at.is_none_or(|t| now < t));
+        if !live {
+            return Err(unknown(id));
+        }
+        let mut e = self.remove_entry(id).ok_or_else(|| unknown(id))?;
+        Ok(Removed {
+            dropped: e.queue.drain(),
+            registration: e.reg,
+        })
+    }
+
+    /// Removes every registration whose expiry (last Register/Update +
+    /// lifetime + grace) is at or before `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Removed<R>> {
+        let mut out = Vec::new();
+        while let Some((at, id)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            match self.remove_entry(&id) {
+                Some(mut e) => out.push(Removed {
+                    dropped: e.queue.drain(),
+                    registration: e.reg,
+                }),
+                // An index entry without a registration cannot be made by
+                // this type; drop it rather than loop on it.
+                None => {
+                    self.expiries.remove(&(at, id));
+                }
+            }
+        }
+        out
+    }
+
+    /// The earliest registration expiry, for the driver's timer.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    /// When this registration expires; `None` when unknown or never.
+    pub fn expires_at(&self, id: &str) -> Option<Instant> {
+        self.by_id.get(id).and_then(|e| e.expires_at)
+    }
+
+    /// Whether requests may be sent to the device now. A device not in
+    /// queue mode is always reachable; an unknown one never.
+    pub fn is_awake(&self, id: &str, now: Instant) -> bool {
+        match self.by_id.get(id) {
+            None => false,
+            Some(e) if !e.reg.queue_mode => true,
+            Some(e) => e.awake_until.is_some_and(|t| now < t),
+        }
+    }
+
+    /// End of a queue-mode device's current awake window; `None` for a
+    /// device not in queue mode (always awake) or an unknown id.
+    pub fn awake_until(&self, id: &str) -> Option<Instant> {
+        self.by_id
+            .get(id)
+            .filter(|e| e.reg.queue_mode)
+            .and_then(|e| e.awake_until)
+    }
+
+    /// Any other message from the device (a response, a notification, a
+    /// Send) shows it is still listening: T12 asks it to stay awake
+    /// MAX_TRANSMIT_WAIT after its last message, so the window restarts.
+    pub fn touch(&mut self, id: &str, now: Instant) {
+        let window = self.config.awake_window;
+        if let Some(e) = self.by_id.get_mut(id).filter(|e| e.reg.queue_mode) {
+            let until = now.checked_add(window);
+            if until > e.awake_until {
+                e.awake_until = until;
+            }
+        }
+    }
+
+    /// Queues a request for the device; it comes out of
+    /// [`take_ready`](Self::take_ready) once the device is awake, unless
+    /// `expires_at` passes first. On refusal the request is handed back.
+    pub fn enqueue(
+        &mut self,
+        id: &str,
+        request: R,
+        expires_at: Instant,
+    ) -> Result<(), (EnqueueError, R)> {
+        let max = self.config.max_queued_per_device;
+        let Some(e) = self.by_id.get_mut(id) else {
+            return Err((EnqueueError::UnknownRegistration(id.to_string()), request));
+        };
+        if e.queue.len() >= max {
+            return Err((EnqueueError::QueueFull(max), request));
+        }
+        e.queue.push(request, expires_at);
+        Ok(())
+    }
+
+    /// Number of requests waiting for the device.
+    pub fn queued(&self, id: &str) -> usize {
+        self.by_id.get(id).map_or(0, |e| e.queue.len())
+    }
+
+    /// The queued requests to send now, in order, if the device is awake;
+    /// expired ones are dropped and reported whether it is awake or not.
+    pub fn take_ready(&mut self, id: &str, now: Instant) -> Ready<R> {
+        let awake = self.is_awake(id, now);
+        let Some(e) = self.by_id.get_mut(id) else {
+            return Ready::default();
+        };
+        let expired = e.queue.drop_expired(now);
+        let ready = if awake { e.queue.drain() } else { Vec::new() };
+        Ready { ready, expired }
+    }
+
+    /// Drops expired queued requests of every device, for callers that
+    /// must learn of them while the device sleeps.
+    pub fn expire_queued(&mut self, now: Instant) -> Vec<(String, R)> {
+        let mut out = Vec::new();
+        for (id, e) in &mut self.by_id {
+            for r in e.queue.drop_expired(now) {
+                out.push((id.clone(), r));
+            }
+        }
+        out
+    }
+
+    /// The earliest expiry among queued requests.
+    pub fn next_queue_expiry(&self) -> Option<Instant> {
+        self.by_id
+            .values()
+            .filter_map(|e| e.queue.next_expiry())
+            .min()
+    }
+
+    /// Puts back a registration loaded from storage after a restart, with
+    /// its times as stored: it expires, and is awake, as if the server had
+    /// never stopped. A registration of the same endpoint or id is replaced
+    /// and returned. Refused with 5.03 when the table is full.
+    pub fn restore(
+        &mut self,
+        reg: Registration,
+    ) -> Result<Option<Registration>, RegistrationError> {
+        let known =
+            self.by_endpoint.contains_key(&reg.endpoint) || self.by_id.contains_key(&reg.id);
+        if !known && self.by_id.len() >= self.config.max_registrations {
+            return Err(RegistrationError::new(
+                RegistrationError::SERVICE_UNAVAILABLE,
+                "registration table is full",
+            ));
+        }
+        let mut replaced = None;
+        if let Some(old) = self.by_endpoint.get(&reg.endpoint).cloned() {
+            replaced = self.remove_entry(&old).map(|e| e.reg);
+        }
+        if let Some(e) = self.remove_entry(&reg.id) {
+            replaced.get_or_insert(e.reg);
+        }
+        let refreshed = reg.refreshed_at;
+        self.insert_entry(reg, DeviceQueue::default(), refreshed);
+        Ok(replaced)
+    }
+
+    fn fresh_id(&mut self) -> Result<String, RegistrationError> {
+        for _ in 0..ID_TRIES {
+            let Some(bytes) = self.ids.next_bytes() else {
+                break;
+            };
+            let id = encode_id(&bytes);
+            if !self.by_id.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        Err(RegistrationError::new(
+            RegistrationError::INTERNAL,
+            "could not allocate a registration id",
+        ))
+    }
+
+    fn insert_entry(&mut self, reg: Registration, queue: DeviceQueue<R>, refreshed: Instant) {
+        let expires_at = match reg.lifetime_s {
+            0 => None,
+            lt => refreshed
+                .checked_add(Duration::from_secs(u64::from(lt)))
+                .and_then(|t| t.checked_add(self.config.expiry_grace)),
+        };
+        let awake_until = if reg.queue_mode {
+            refreshed.checked_add(self.config.awake_window)
+        } else {
+            None
+        };
+        if let Some(t) = expires_at {
+            self.expiries.insert((t, reg.id.clone()));
+        }
+        self.by_endpoint
+            .insert(reg.endpoint.clone(), reg.id.clone());
+        self.by_id.insert(
+            reg.id.clone(),
+            Entry {
+                reg,
+                expires_at,
+                awake_until,
+                queue,
+            },
+        );
+    }
+
+    fn remove_entry(&mut self, id: &str) -> Option<Entry<R>> {
+        let e = self.by_id.remove(id)?;
+        if let Some(t) = e.expires_at {
+            self.expiries.remove(&(t, id.to_string()));
+        }
+        if self
+            .by_endpoint
+            .get(&e.reg.endpoint)
+            .is_some_and(|x| x == id)
+        {
+            self.by_endpoint.remove(&e.reg.endpoint);
+        }
+        Some(e)
+    }
+}
+
+fn unknown(id: &str) -> RegistrationError {
+    RegistrationError::not_found(format!(
+        "no registration {}; register again",
+        super::error::echo(id)
+    ))
+}
+
+const ID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// base64url without padding: 9 bytes give exactly 12 characters.
+fn encode_id(bytes: &[u8; ID_BYTES]) -> String {
+    let mut out = String::with_capacity(ID_LEN);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        for shift in [18u32, 12, 6, 0] {
+            let i = ((n >> shift) & 63) as usize;
+            out.push(char::from(ID_ALPHABET.get(i).copied().unwrap_or(b'A')));
+        }
+    }
+    out
+}
