@@ -2,3 +2,5 @@
 //!
 //! Empty until its issue lands; the workspace lists it so the layout is
 //! visible from the start.
+
+pub mod store;
