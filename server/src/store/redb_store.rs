@@ -571,3 +571,129 @@ impl Store for RedbStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::samples::{observation, queued, registration};
+    use super::*;
+
+    fn write_raw<K: redb::Key + 'static>(
+        store: &RedbStore,
+        def: TableDefinition<K, &[u8]>,
+        key: K::SelfType<'_>,
+        value: &[u8],
+    ) {
+        let txn = store.db.begin_write().expect("txn");
+        txn.open_table(def)
+            .expect("table")
+            .insert(key, value)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn everything_survives_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reg = registration("a", "ep");
+        let obs = observation(&[1, 2, 3], "a", "ep");
+        let seq;
+        {
+            let s = RedbStore::open(dir.path()).expect("open");
+            s.put_registration(&reg).expect("put");
+            s.put_observation(&obs).expect("obs");
+            seq = s.enqueue(&queued("ep", 5)).expect("enqueue");
+        }
+        assert!(dir.path().join(FILE_NAME).is_file());
+        let s = RedbStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(reg)));
+        assert_eq!(s.get_observation(&[1, 2, 3]).ok(), Some(Some(obs)));
+        let q = s.peek_queue("ep", 10).expect("peek");
+        assert_eq!(q.iter().map(|q| q.seq).collect::<Vec<_>>(), vec![seq]);
+        // the seq counter is persistent too
+        assert!(s.enqueue(&queued("ep", 5)).expect("enqueue") > seq);
+    }
+
+    #[test]
+    fn open_creates_missing_directories() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nested = dir.path().join("a/b");
+        RedbStore::open(&nested).expect("open");
+        assert!(nested.join(FILE_NAME).is_file());
+    }
+
+    #[test]
+    fn undecodable_records_name_table_and_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = RedbStore::open(dir.path()).expect("open");
+        s.put_registration(&registration("a", "ep")).expect("put");
+        s.put_observation(&observation(&[0xab, 0xcd], "a", "ep"))
+            .expect("obs");
+        let seq = s.enqueue(&queued("ep", 5)).expect("enqueue");
+        write_raw(&s, REGS, "a", &[0x85, 0x07]);
+        write_raw(&s, OBS, &[0xab, 0xcd][..], &[0xff]);
+        write_raw(&s, QUEUE, ("ep", seq), &[]);
+
+        let is_corrupt = |r: Result<(), StoreError>, t: &str, k: &str| match r {
+            Err(StoreError::Corrupt { table, key, .. }) => {
+                assert_eq!((table, key.as_str()), (t, k))
+            }
+            other => panic!("expected Corrupt in {t} at {k}, got {other:?}"),
+        };
+        is_corrupt(s.get_registration("a").map(drop), "registrations", "a");
+        is_corrupt(s.list_registrations().map(drop), "registrations", "a");
+        is_corrupt(
+            s.find_registration_by_endpoint("ep").map(drop),
+            "registrations",
+            "a",
+        );
+        is_corrupt(
+            s.get_observation(&[0xab, 0xcd]).map(drop),
+            "observations",
+            "abcd",
+        );
+        is_corrupt(s.list_all_observations().map(drop), "observations", "abcd");
+        let key = format!("ep/{seq}");
+        is_corrupt(s.peek_queue("ep", 1).map(drop), "queue", &key);
+        is_corrupt(s.drop_expired_queued(0).map(drop), "queue", &key);
+        // A failed write changes nothing: the corrupt record is still there, untouched.
+        is_corrupt(s.delete_registration("a").map(drop), "registrations", "a");
+        let txn = s.db.begin_read().expect("txn");
+        let regs = txn.open_table(REGS).expect("table");
+        assert_eq!(
+            regs.get("a").expect("get").map(|v| v.value().to_vec()),
+            Some(vec![0x85, 0x07])
+        );
+    }
+
+    #[test]
+    fn a_file_of_another_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let s = RedbStore::open(dir.path()).expect("open");
+            let txn = s.db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert(SCHEMA_KEY, 99)
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        match RedbStore::open(dir.path()) {
+            Err(StoreError::UnsupportedSchema {
+                found: 99,
+                supported: SCHEMA_VERSION,
+            }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a file of schema version 99"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(FILE_NAME), b"not a redb file at all").expect("write");
+        assert!(matches!(
+            RedbStore::open(dir.path()),
+            Err(StoreError::Backend(_))
+        ));
+    }
+}
