@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, WriteTransaction,
 };
 
 use super::records::{
@@ -56,7 +56,8 @@ backend_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 pub struct RedbStore {
@@ -98,7 +99,9 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // Immediate is redb's default; said explicitly because the crash guarantee rests on it.
+        txn.set_durability(Durability::Immediate)?;
         let result = {
             let mut tables = Tables::open(&txn)?;
             f(&mut tables)
