@@ -1,4 +1,16 @@
-//! LwM2M device-management server: CoAP/DTLS, registry, device management, campaigns
+//! LwM2M device-management server.
+//!
+//! The protocol layers are written without I/O (sans-IO, as `quinn-proto`
+//! writes QUIC): each takes datagrams or parsed requests and the current
+//! time and returns what to send, timers and events, so that loss,
+//! retransmission and expiry are tested with a simulated clock. A thin
+//! tokio driver (coming) owns the sockets and the clock.
+//!
+//! - [`coap`]: the CoAP message layer (RFC 7252, 7641, 7959).
+//! - [`registry`]: the registration interface, lifetimes and queue mode.
+//! - [`store`]: persistence of registrations, observations and queued
+//!   requests behind a narrow trait, on `redb`.
 
 pub mod coap;
 pub mod registry;
+pub mod store;

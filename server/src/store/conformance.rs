@@ -1,0 +1,453 @@
+//! One behavioural suite for every [`Store`] implementation: the server must not be able to
+//! tell the backends apart. `conformance_suite!` instantiates every case for a backend.
+
+use super::records::samples::{observation, queued, registration};
+use super::*;
+
+/// A store under test plus whatever must outlive it (a temporary directory).
+pub(crate) struct Fixture {
+    pub store: Box<dyn Store>,
+    pub _keep: Option<Box<dyn std::any::Any>>,
+}
+
+pub(crate) fn small() -> StoreLimits {
+    StoreLimits {
+        max_registrations: 3,
+        max_observations: 3,
+        max_queued_per_endpoint: 3,
+    }
+}
+
+fn ids(regs: &[StoredRegistration]) -> Vec<&str> {
+    regs.iter().map(|r| r.id.as_str()).collect()
+}
+
+fn tokens(obs: &[StoredObservation]) -> Vec<Vec<u8>> {
+    obs.iter().map(|o| o.token.clone()).collect()
+}
+
+pub(crate) fn register_and_look_up(f: Fixture) {
+    let s = f.store;
+    assert_eq!(s.get_registration("a").ok(), Some(None));
+    assert_eq!(s.list_registrations().ok(), Some(vec![]));
+    let a = registration("a", "ep-a");
+    let b = registration("b", "ep-b");
+    s.put_registration(&b).expect("put b");
+    s.put_registration(&a).expect("put a");
+    assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
+    assert_eq!(
+        s.find_registration_by_endpoint("ep-b").ok(),
+        Some(Some(b.clone()))
+    );
+    assert_eq!(s.find_registration_by_endpoint("ep-c").ok(), Some(None));
+    assert_eq!(s.list_registrations().ok(), Some(vec![a, b]));
+}
+
+pub(crate) fn update_overwrites_and_moves_expiry(f: Fixture) {
+    let s = f.store;
+    let mut a = registration("a", "ep-a");
+    a.last_update_unix_ms = 1_000;
+    a.lifetime_s = 10;
+    s.put_registration(&a).expect("put");
+    a.last_update_unix_ms = 5_000;
+    a.objects_link_format = "</3/0>".into();
+    s.put_registration(&a).expect("update");
+    assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
+    // The old expiry (11_000) no longer applies, the new one (15_000) does.
+    assert_eq!(
+        s.delete_expired_registrations(11_000).ok().map(|v| v.len()),
+        Some(0)
+    );
+    assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
+    let gone = s.delete_expired_registrations(15_000).expect("sweep");
+    assert_eq!(gone, vec![a]);
+    assert_eq!(s.list_registrations().ok(), Some(vec![]));
+    assert_eq!(s.find_registration_by_endpoint("ep-a").ok(), Some(None));
+}
+
+pub(crate) fn update_may_change_endpoint_index(f: Fixture) {
+    let s = f.store;
+    let mut a = registration("a", "ep-1");
+    s.put_registration(&a).expect("put");
+    a.endpoint = "ep-2".into();
+    s.put_registration(&a).expect("rename");
+    assert_eq!(s.find_registration_by_endpoint("ep-1").ok(), Some(None));
+    assert_eq!(s.find_registration_by_endpoint("ep-2").ok(), Some(Some(a)));
+}
+
+pub(crate) fn second_id_for_endpoint_is_refused_and_changes_nothing(f: Fixture) {
+    let s = f.store;
+    let a = registration("a", "ep");
+    s.put_registration(&a).expect("put");
+    let err = s.put_registration(&registration("b", "ep"));
+    assert!(
+        matches!(&err, Err(StoreError::EndpointTaken { existing_id, .. }) if existing_id == "a"),
+        "{err:?}"
+    );
+    assert_eq!(s.list_registrations().ok(), Some(vec![a.clone()]));
+    assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(a)));
+}
+
+pub(crate) fn replace_drops_old_registration_and_its_observations(f: Fixture) {
+    let s = f.store;
+    let old = registration("old", "ep");
+    let other = registration("other", "ep-2");
+    s.put_registration(&old).expect("put");
+    s.put_registration(&other).expect("put");
+    s.put_observation(&observation(&[1], "old", "ep"))
+        .expect("obs");
+    s.put_observation(&observation(&[2], "old", "ep"))
+        .expect("obs");
+    s.put_observation(&observation(&[3], "other", "ep-2"))
+        .expect("obs");
+    let new = registration("new", "ep");
+    assert_eq!(s.replace_registration(&new).ok(), Some(Some(old)));
+    assert_eq!(s.get_registration("old").ok(), Some(None));
+    assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(new)));
+    assert_eq!(s.get_observation(&[1]).ok(), Some(None));
+    assert_eq!(s.list_observations("old").ok(), Some(vec![]));
+    assert_eq!(
+        tokens(&s.list_all_observations().expect("all")),
+        vec![vec![3]]
+    );
+    // Without a previous registration it is a plain insert.
+    let fresh = registration("fresh", "ep-3");
+    assert_eq!(s.replace_registration(&fresh).ok(), Some(None));
+    assert_eq!(
+        ids(&s.list_registrations().expect("list")),
+        vec!["fresh", "new", "other"]
+    );
+}
+
+pub(crate) fn replace_with_same_id_keeps_one_record(f: Fixture) {
+    let s = f.store;
+    let a = registration("a", "ep");
+    s.put_registration(&a).expect("put");
+    s.put_observation(&observation(&[1], "a", "ep"))
+        .expect("obs");
+    let mut a2 = a.clone();
+    a2.lifetime_s = 60;
+    assert_eq!(s.replace_registration(&a2).ok(), Some(Some(a)));
+    assert_eq!(s.list_registrations().ok(), Some(vec![a2]));
+    assert_eq!(s.list_all_observations().ok(), Some(vec![]));
+}
+
+pub(crate) fn deregister_drops_observations_only_of_that_registration(f: Fixture) {
+    let s = f.store;
+    let a = registration("a", "ep-a");
+    s.put_registration(&a).expect("put");
+    s.put_registration(&registration("b", "ep-b")).expect("put");
+    s.put_observation(&observation(&[1], "a", "ep-a"))
+        .expect("obs");
+    s.put_observation(&observation(&[2], "b", "ep-b"))
+        .expect("obs");
+    assert_eq!(s.delete_registration("a").ok(), Some(Some(a)));
+    assert_eq!(s.delete_registration("a").ok(), Some(None));
+    assert_eq!(s.find_registration_by_endpoint("ep-a").ok(), Some(None));
+    assert_eq!(
+        tokens(&s.list_all_observations().expect("all")),
+        vec![vec![2]]
+    );
+}
+
+pub(crate) fn expiry_boundary_and_order(f: Fixture) {
+    let s = f.store;
+    let mut early = registration("z-early", "ep-1");
+    early.last_update_unix_ms = 1_000;
+    early.lifetime_s = 10; // expires at 11_000
+    let mut late = registration("a-late", "ep-2");
+    late.last_update_unix_ms = 2_000;
+    late.lifetime_s = 10; // expires at 12_000
+    let mut forever = registration("m-forever", "ep-3");
+    forever.last_update_unix_ms = u64::MAX - 5;
+    forever.lifetime_s = u32::MAX; // saturates, never expires
+    for r in [&early, &late, &forever] {
+        s.put_registration(r).expect("put");
+    }
+    s.put_observation(&observation(&[7], "z-early", "ep-1"))
+        .expect("obs");
+    assert_eq!(s.delete_expired_registrations(10_999).ok(), Some(vec![]));
+    assert_eq!(
+        s.delete_expired_registrations(12_000).ok(),
+        Some(vec![early, late])
+    );
+    assert_eq!(s.get_observation(&[7]).ok(), Some(None));
+    assert_eq!(
+        s.delete_expired_registrations(u64::MAX - 1).ok(),
+        Some(vec![])
+    );
+    assert_eq!(s.list_registrations().ok(), Some(vec![forever.clone()]));
+    assert_eq!(
+        s.delete_expired_registrations(u64::MAX).ok(),
+        Some(vec![forever])
+    );
+}
+
+pub(crate) fn registration_cap(f: Fixture) {
+    let s = f.store; // limits: 3
+    for i in 0..3 {
+        s.put_registration(&registration(&format!("r{i}"), &format!("ep{i}")))
+            .expect("under cap");
+    }
+    let err = s.put_registration(&registration("r3", "ep3"));
+    assert!(
+        matches!(err, Err(StoreError::Full { limit: 3, .. })),
+        "{err:?}"
+    );
+    let err = s.replace_registration(&registration("r3", "ep3"));
+    assert!(
+        matches!(err, Err(StoreError::Full { limit: 3, .. })),
+        "{err:?}"
+    );
+    // Updating or replacing an existing one needs no room.
+    s.put_registration(&registration("r0", "ep0"))
+        .expect("update at cap");
+    s.replace_registration(&registration("r9", "ep1"))
+        .expect("replace at cap");
+    assert_eq!(s.list_registrations().map(|v| v.len()).ok(), Some(3));
+}
+
+pub(crate) fn observations_by_token(f: Fixture) {
+    let s = f.store;
+    s.put_registration(&registration("a", "ep-a")).expect("put");
+    s.put_registration(&registration("b", "ep-b")).expect("put");
+    let token = [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3];
+    let mut o = observation(&token, "a", "ep-a");
+    s.put_observation(&o).expect("obs");
+    assert_eq!(s.get_observation(&token).ok(), Some(Some(o.clone())));
+    // advancing the sequence number overwrites in place
+    o.last_sequence = Some(8);
+    s.put_observation(&o).expect("overwrite");
+    assert_eq!(s.get_observation(&token).ok(), Some(Some(o.clone())));
+    assert_eq!(s.list_observations("a").ok(), Some(vec![o.clone()]));
+    // moving the token to another registration unlinks it from the first
+    let mut moved = o.clone();
+    moved.registration_id = "b".into();
+    s.put_observation(&moved).expect("move");
+    assert_eq!(s.list_observations("a").ok(), Some(vec![]));
+    assert_eq!(s.list_observations("b").ok(), Some(vec![moved.clone()]));
+    assert_eq!(s.delete_observation(&token).ok(), Some(Some(moved)));
+    assert_eq!(s.delete_observation(&token).ok(), Some(None));
+    assert_eq!(s.list_observations("b").ok(), Some(vec![]));
+}
+
+pub(crate) fn observation_needs_registration_and_valid_token(f: Fixture) {
+    let s = f.store;
+    let err = s.put_observation(&observation(&[1], "nobody", "ep"));
+    assert!(
+        matches!(err, Err(StoreError::UnknownRegistration(_))),
+        "{err:?}"
+    );
+    s.put_registration(&registration("a", "ep")).expect("put");
+    for bad in [&[][..], &[0u8; 9][..]] {
+        let err = s.put_observation(&observation(bad, "a", "ep"));
+        assert!(
+            matches!(err, Err(StoreError::InvalidToken(n)) if n == bad.len()),
+            "{err:?}"
+        );
+        assert!(matches!(
+            s.get_observation(bad),
+            Err(StoreError::InvalidToken(_))
+        ));
+        assert!(matches!(
+            s.delete_observation(bad),
+            Err(StoreError::InvalidToken(_))
+        ));
+    }
+    assert_eq!(s.list_all_observations().ok(), Some(vec![]));
+}
+
+pub(crate) fn delete_observations_of_returns_them(f: Fixture) {
+    let s = f.store;
+    s.put_registration(&registration("a", "ep-a")).expect("put");
+    s.put_registration(&registration("ab", "ep-ab"))
+        .expect("put");
+    s.put_observation(&observation(&[2], "a", "ep-a"))
+        .expect("obs");
+    s.put_observation(&observation(&[1], "a", "ep-a"))
+        .expect("obs");
+    // "ab" shares the prefix "a": a prefix range must not pick it up
+    s.put_observation(&observation(&[3], "ab", "ep-ab"))
+        .expect("obs");
+    let gone = s.delete_observations_of("a").expect("delete");
+    assert_eq!(tokens(&gone), vec![vec![1], vec![2]]);
+    assert_eq!(
+        tokens(&s.list_all_observations().expect("all")),
+        vec![vec![3]]
+    );
+    assert!(s.get_registration("a").ok().flatten().is_some());
+}
+
+pub(crate) fn observation_cap(f: Fixture) {
+    let s = f.store; // limits: 3
+    s.put_registration(&registration("a", "ep")).expect("put");
+    for t in 1..=3u8 {
+        s.put_observation(&observation(&[t], "a", "ep"))
+            .expect("under cap");
+    }
+    let err = s.put_observation(&observation(&[4], "a", "ep"));
+    assert!(
+        matches!(err, Err(StoreError::Full { limit: 3, .. })),
+        "{err:?}"
+    );
+    s.put_observation(&observation(&[1], "a", "ep"))
+        .expect("overwrite at cap");
+    s.delete_observation(&[2]).expect("delete");
+    s.put_observation(&observation(&[4], "a", "ep"))
+        .expect("room again");
+}
+
+pub(crate) fn queue_is_ordered_per_endpoint(f: Fixture) {
+    let s = f.store;
+    let mut seqs = Vec::new();
+    for (i, ep) in ["x", "y", "x", "x", "y"].iter().enumerate() {
+        let mut q = queued(ep, 1_000);
+        q.uri_path = format!("/{i}");
+        q.seq = 999; // ignored
+        seqs.push(s.enqueue(&q).expect("enqueue"));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(s.queue_len("x").ok(), Some(3));
+    assert_eq!(s.queue_len("y").ok(), Some(2));
+    assert_eq!(s.queue_len("z").ok(), Some(0));
+    let peek = s.peek_queue("x", 2).expect("peek");
+    assert_eq!(
+        peek.iter()
+            .map(|q| (q.seq, q.uri_path.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(seqs[0], "/0"), (seqs[2], "/2")]
+    );
+    assert_eq!(s.queue_len("x").ok(), Some(3), "peek removes nothing");
+    assert_eq!(
+        s.pop_queue("x").ok().flatten().map(|q| q.uri_path),
+        Some("/0".into())
+    );
+    assert_eq!(
+        s.remove_queued("x", seqs[3])
+            .ok()
+            .flatten()
+            .map(|q| q.uri_path),
+        Some("/3".into())
+    );
+    assert_eq!(s.remove_queued("x", seqs[3]).ok(), Some(None));
+    assert_eq!(
+        s.pop_queue("x").ok().flatten().map(|q| q.uri_path),
+        Some("/2".into())
+    );
+    assert_eq!(s.pop_queue("x").ok(), Some(None));
+    assert_eq!(s.clear_queue("y").ok(), Some(2));
+    assert_eq!(s.peek_queue("y", 10).ok(), Some(vec![]));
+    // seqs are never reused, even after queues emptied
+    let again = s.enqueue(&queued("x", 1_000)).expect("enqueue");
+    assert!(again > seqs[4]);
+}
+
+pub(crate) fn queue_cap_is_per_endpoint(f: Fixture) {
+    let s = f.store; // limits: 3
+    for _ in 0..3 {
+        s.enqueue(&queued("x", 1_000)).expect("under cap");
+    }
+    let err = s.enqueue(&queued("x", 1_000));
+    assert!(
+        matches!(&err, Err(StoreError::QueueFull { endpoint, limit: 3 }) if endpoint == "x"),
+        "{err:?}"
+    );
+    assert_eq!(s.queue_len("x").ok(), Some(3));
+    s.enqueue(&queued("y", 1_000))
+        .expect("other endpoint unaffected");
+    s.pop_queue("x").expect("pop");
+    s.enqueue(&queued("x", 1_000)).expect("room again");
+}
+
+pub(crate) fn expired_queued_requests_are_dropped(f: Fixture) {
+    let s = f.store;
+    let a = s.enqueue(&queued("x", 100)).expect("enqueue");
+    let b = s.enqueue(&queued("y", 200)).expect("enqueue");
+    let c = s.enqueue(&queued("x", 300)).expect("enqueue");
+    assert_eq!(s.drop_expired_queued(99).ok(), Some(vec![]));
+    let gone = s.drop_expired_queued(200).expect("sweep");
+    let mut gone_seqs: Vec<u64> = gone.iter().map(|q| q.seq).collect();
+    gone_seqs.sort_unstable();
+    assert_eq!(gone_seqs, vec![a, b]);
+    assert_eq!(s.peek_queue("x", 10).ok().map(|v| v.len()), Some(1));
+    assert_eq!(
+        s.peek_queue("x", 10)
+            .ok()
+            .and_then(|v| v.first().map(|q| q.seq)),
+        Some(c)
+    );
+}
+
+pub(crate) fn keys_are_validated(f: Fixture) {
+    let s = f.store;
+    let long = "e".repeat(MAX_KEY_LEN + 1);
+    for (id, ep) in [("", "ep"), ("id", ""), ("id", long.as_str())] {
+        let err = s.put_registration(&registration(id, ep));
+        assert!(matches!(err, Err(StoreError::InvalidKey { .. })), "{err:?}");
+        let err = s.replace_registration(&registration(id, ep));
+        assert!(matches!(err, Err(StoreError::InvalidKey { .. })), "{err:?}");
+    }
+    let err = s.enqueue(&queued("", 1));
+    assert!(matches!(err, Err(StoreError::InvalidKey { .. })), "{err:?}");
+    let ok = "e".repeat(MAX_KEY_LEN);
+    s.put_registration(&registration(&ok, &ok))
+        .expect("max length is fine");
+    assert_eq!(s.list_registrations().map(|v| v.len()).ok(), Some(1));
+}
+
+/// Instantiates every case for one backend. `$make` is an expression of type
+/// `fn(StoreLimits) -> Fixture`.
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        conformance_suite!(@cases $make,
+            register_and_look_up: default,
+            update_overwrites_and_moves_expiry: default,
+            update_may_change_endpoint_index: default,
+            second_id_for_endpoint_is_refused_and_changes_nothing: default,
+            replace_drops_old_registration_and_its_observations: default,
+            replace_with_same_id_keeps_one_record: default,
+            deregister_drops_observations_only_of_that_registration: default,
+            expiry_boundary_and_order: default,
+            registration_cap: small,
+            observations_by_token: default,
+            observation_needs_registration_and_valid_token: default,
+            delete_observations_of_returns_them: default,
+            observation_cap: small,
+            queue_is_ordered_per_endpoint: default,
+            queue_cap_is_per_endpoint: small,
+            expired_queued_requests_are_dropped: default,
+            keys_are_validated: default,
+        );
+    };
+    (@cases $make:expr, $($case:ident : $limits:ident),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            let make: fn($crate::store::StoreLimits) -> $crate::store::conformance::Fixture = $make;
+            $crate::store::conformance::$case(make($crate::store::conformance::$limits()));
+        }
+    )*};
+}
+
+pub(crate) fn default() -> StoreLimits {
+    StoreLimits::default()
+}
+
+mod memory_backend {
+    use super::*;
+    conformance_suite!(|limits| Fixture {
+        store: Box::new(MemoryStore::with_limits(limits)),
+        _keep: None,
+    });
+}
+
+mod redb_backend {
+    use super::*;
+    conformance_suite!(|limits| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open_with_limits(dir.path(), limits).expect("open");
+        Fixture {
+            store: Box::new(store),
+            _keep: Some(Box::new(dir)),
+        }
+    });
+}

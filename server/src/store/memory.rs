@@ -1,0 +1,289 @@
+//! The [`Store`] kept in process memory, for unit tests of the modules above the store. Same
+//! semantics and limits as the redb store (checked by the shared conformance suite); nothing
+//! survives the process.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    check_key, check_observation, check_registration, check_token, QueuedRequest, Store,
+    StoreError, StoreLimits, StoredObservation, StoredRegistration,
+};
+
+#[derive(Default)]
+struct Inner {
+    registrations: BTreeMap<String, StoredRegistration>,
+    by_endpoint: BTreeMap<String, String>,
+    observations: BTreeMap<Vec<u8>, StoredObservation>,
+    queue: BTreeMap<(String, u64), QueuedRequest>,
+    next_seq: u64,
+}
+
+impl Inner {
+    fn remove_registration(&mut self, id: &str) -> Option<StoredRegistration> {
+        let reg = self.registrations.remove(id)?;
+        if self.by_endpoint.get(&reg.endpoint).map(String::as_str) == Some(id) {
+            self.by_endpoint.remove(&reg.endpoint);
+        }
+        self.remove_observations_of(id);
+        Some(reg)
+    }
+
+    fn remove_observations_of(&mut self, id: &str) -> Vec<StoredObservation> {
+        let tokens: Vec<Vec<u8>> = self
+            .observations
+            .iter()
+            .filter(|(_, o)| o.registration_id == id)
+            .map(|(t, _)| t.clone())
+            .collect();
+        tokens
+            .iter()
+            .filter_map(|t| self.observations.remove(t))
+            .collect()
+    }
+
+    fn queue_keys(&self, endpoint: &str) -> Vec<(String, u64)> {
+        self.queue
+            .range((endpoint.to_owned(), 0)..=(endpoint.to_owned(), u64::MAX))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    limits: StoreLimits,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::with_limits(StoreLimits::default())
+    }
+
+    pub fn with_limits(limits: StoreLimits) -> Self {
+        MemoryStore {
+            inner: Mutex::new(Inner::default()),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change: every method
+        // validates before it mutates. So a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError> {
+        check_registration(reg)?;
+        let mut g = self.lock();
+        if let Some(existing) = g.by_endpoint.get(&reg.endpoint) {
+            if existing != &reg.id {
+                return Err(StoreError::EndpointTaken {
+                    endpoint: reg.endpoint.clone(),
+                    existing_id: existing.clone(),
+                });
+            }
+        }
+        let old = g.registrations.get(&reg.id).cloned();
+        if old.is_none() && g.registrations.len() as u64 >= self.limits.max_registrations {
+            return Err(StoreError::Full {
+                table: "registrations",
+                limit: self.limits.max_registrations,
+            });
+        }
+        if let Some(old) = old {
+            if g.by_endpoint.get(&old.endpoint) == Some(&reg.id) {
+                g.by_endpoint.remove(&old.endpoint);
+            }
+        }
+        g.by_endpoint.insert(reg.endpoint.clone(), reg.id.clone());
+        g.registrations.insert(reg.id.clone(), reg.clone());
+        Ok(())
+    }
+
+    fn replace_registration(
+        &self,
+        reg: &StoredRegistration,
+    ) -> Result<Option<StoredRegistration>, StoreError> {
+        check_registration(reg)?;
+        let mut g = self.lock();
+        let old_id = g.by_endpoint.get(&reg.endpoint).cloned();
+        let replaced = old_id.is_some() || g.registrations.contains_key(&reg.id);
+        if !replaced && g.registrations.len() as u64 >= self.limits.max_registrations {
+            return Err(StoreError::Full {
+                table: "registrations",
+                limit: self.limits.max_registrations,
+            });
+        }
+        let old = old_id.and_then(|id| g.remove_registration(&id));
+        // The same id under another endpoint is replaced too: ids are unique.
+        let same_id = g.remove_registration(&reg.id);
+        g.by_endpoint.insert(reg.endpoint.clone(), reg.id.clone());
+        g.registrations.insert(reg.id.clone(), reg.clone());
+        Ok(old.or(same_id))
+    }
+
+    fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
+        Ok(self.lock().registrations.get(id).cloned())
+    }
+
+    fn find_registration_by_endpoint(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<StoredRegistration>, StoreError> {
+        let g = self.lock();
+        Ok(g.by_endpoint
+            .get(endpoint)
+            .and_then(|id| g.registrations.get(id))
+            .cloned())
+    }
+
+    fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
+        Ok(self.lock().registrations.values().cloned().collect())
+    }
+
+    fn delete_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
+        Ok(self.lock().remove_registration(id))
+    }
+
+    fn delete_expired_registrations(
+        &self,
+        now_unix_ms: u64,
+    ) -> Result<Vec<StoredRegistration>, StoreError> {
+        let mut g = self.lock();
+        let mut expired: Vec<(u64, String)> = g
+            .registrations
+            .values()
+            .filter(|r| r.is_expired(now_unix_ms))
+            .map(|r| (r.expires_at_unix_ms(), r.id.clone()))
+            .collect();
+        expired.sort();
+        Ok(expired
+            .iter()
+            .filter_map(|(_, id)| g.remove_registration(id))
+            .collect())
+    }
+
+    fn put_observation(&self, obs: &StoredObservation) -> Result<(), StoreError> {
+        check_observation(obs)?;
+        let mut g = self.lock();
+        if !g.registrations.contains_key(&obs.registration_id) {
+            return Err(StoreError::UnknownRegistration(obs.registration_id.clone()));
+        }
+        let exists = g.observations.contains_key(&obs.token);
+        if !exists && g.observations.len() as u64 >= self.limits.max_observations {
+            return Err(StoreError::Full {
+                table: "observations",
+                limit: self.limits.max_observations,
+            });
+        }
+        g.observations.insert(obs.token.clone(), obs.clone());
+        Ok(())
+    }
+
+    fn get_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError> {
+        check_token(token)?;
+        Ok(self.lock().observations.get(token).cloned())
+    }
+
+    fn delete_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError> {
+        check_token(token)?;
+        Ok(self.lock().observations.remove(token))
+    }
+
+    fn list_observations(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        Ok(self
+            .lock()
+            .observations
+            .values()
+            .filter(|o| o.registration_id == registration_id)
+            .cloned()
+            .collect())
+    }
+
+    fn list_all_observations(&self) -> Result<Vec<StoredObservation>, StoreError> {
+        Ok(self.lock().observations.values().cloned().collect())
+    }
+
+    fn delete_observations_of(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        Ok(self.lock().remove_observations_of(registration_id))
+    }
+
+    fn enqueue(&self, req: &QueuedRequest) -> Result<u64, StoreError> {
+        check_key("endpoint", &req.endpoint)?;
+        let mut g = self.lock();
+        let len = g.queue_keys(&req.endpoint).len() as u64;
+        if len >= self.limits.max_queued_per_endpoint {
+            return Err(StoreError::QueueFull {
+                endpoint: req.endpoint.clone(),
+                limit: self.limits.max_queued_per_endpoint,
+            });
+        }
+        let seq = g.next_seq;
+        g.next_seq = seq.checked_add(1).ok_or(StoreError::Full {
+            table: "queue",
+            limit: u64::MAX,
+        })?;
+        let mut stored = req.clone();
+        stored.seq = seq;
+        g.queue.insert((req.endpoint.clone(), seq), stored);
+        Ok(seq)
+    }
+
+    fn peek_queue(&self, endpoint: &str, max: usize) -> Result<Vec<QueuedRequest>, StoreError> {
+        let g = self.lock();
+        Ok(g.queue
+            .range((endpoint.to_owned(), 0)..=(endpoint.to_owned(), u64::MAX))
+            .take(max)
+            .map(|(_, q)| q.clone())
+            .collect())
+    }
+
+    fn pop_queue(&self, endpoint: &str) -> Result<Option<QueuedRequest>, StoreError> {
+        let mut g = self.lock();
+        let first = g.queue_keys(endpoint).into_iter().next();
+        Ok(first.and_then(|k| g.queue.remove(&k)))
+    }
+
+    fn remove_queued(&self, endpoint: &str, seq: u64) -> Result<Option<QueuedRequest>, StoreError> {
+        Ok(self.lock().queue.remove(&(endpoint.to_owned(), seq)))
+    }
+
+    fn queue_len(&self, endpoint: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().queue_keys(endpoint).len() as u64)
+    }
+
+    fn clear_queue(&self, endpoint: &str) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let keys = g.queue_keys(endpoint);
+        for k in &keys {
+            g.queue.remove(k);
+        }
+        Ok(keys.len() as u64)
+    }
+
+    fn drop_expired_queued(&self, now_unix_ms: u64) -> Result<Vec<QueuedRequest>, StoreError> {
+        let mut g = self.lock();
+        let keys: Vec<(String, u64)> = g
+            .queue
+            .iter()
+            .filter(|(_, q)| q.is_expired(now_unix_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(keys.iter().filter_map(|k| g.queue.remove(k)).collect())
+    }
+}

@@ -1,0 +1,217 @@
+//! Persistence of what must outlive the process: registrations, observation relations and
+//! requests queued for sleeping queue-mode devices.
+//!
+//! The rest of the server talks to the [`Store`] trait only, so that a distributed backend can
+//! be added later without touching protocol code. Two implementations exist: [`RedbStore`]
+//! (the default, an embedded ACID file in the data directory) and [`MemoryStore`] (for unit
+//! tests of other modules). Both pass the same conformance suite.
+//!
+//! Every mutating call is one write transaction; when it returns `Ok`, the change is on disk
+//! (redb commits with `Durability::Immediate`, i.e. fsync). A call that fails changes nothing.
+//! The calls are blocking: the tokio driver runs them on a blocking thread.
+//!
+//! # Table layout of [`RedbStore`] (file `lwm2m.redb`)
+//!
+//! | table | key | value | why |
+//! |---|---|---|---|
+//! | `meta` | `&str` | `u64` | `schema_version` (refuse to open a file written by an incompatible build) and `queue_next_seq` (one global counter, so seqs are never reused even after a queue empties, and no per-endpoint counter is left behind) |
+//! | `registrations` | id `&str` | record | the primary copy; lookups by `/rd/{id}` on every Update/De-register |
+//! | `registrations_by_endpoint` | endpoint `&str` | id `&str` | a Register must find and replace the endpoint's previous registration; unique by construction |
+//! | `registrations_by_expiry` | `(expires_at_ms u64, id &str)` | `()` | expiry sweeps read only what has expired, in order, instead of scanning the fleet |
+//! | `observations` | token `&[u8]` | record | notifications are matched by token, the hot path |
+//! | `observations_by_registration` | `(registration id &str, token &[u8])` | `()` | a new Register or a De-register drops all observations of the old registration by a prefix range |
+//! | `queue` | `(endpoint &str, seq u64)` | record | one ordered range per endpoint: peek/pop in order, count for the cap |
+//!
+//! Records are versioned CBOR arrays (see [`records`]); a record that fails to decode
+//! surfaces as [`StoreError::Corrupt`] naming table and key. Secondary indexes are written in
+//! the same transaction as the primary record, so they cannot diverge.
+//!
+//! Queued requests are kept per endpoint, not per registration: a device that re-registers
+//! (new registration id) still gets what was queued for it; they leave by delivery, by
+//! [`Store::clear_queue`] or by their own expiry.
+
+mod memory;
+pub mod records;
+mod redb_store;
+
+#[cfg(test)]
+mod conformance;
+
+pub use memory::MemoryStore;
+pub use records::{QueuedRequest, RecordError, StoredObservation, StoredRegistration};
+pub use redb_store::RedbStore;
+
+/// Longest registration id or endpoint name the store accepts. Endpoint names come from the
+/// network; the registry should reject longer ones earlier, this is the last line.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Caps on the tables whose size a peer can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    pub max_registrations: u64,
+    pub max_observations: u64,
+    pub max_queued_per_endpoint: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_registrations: 1_000_000,
+            max_observations: 4_000_000,
+            max_queued_per_endpoint: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("record in table {table} at key {key} does not decode: {source}")]
+    Corrupt {
+        table: &'static str,
+        /// The key in readable form (text, or hex for tokens).
+        key: String,
+        source: RecordError,
+    },
+    #[error("{table} is full ({limit} entries)")]
+    Full { table: &'static str, limit: u64 },
+    #[error("queue of endpoint {endpoint:?} is full ({limit} requests)")]
+    QueueFull { endpoint: String, limit: u64 },
+    #[error("endpoint {endpoint:?} is already registered as {existing_id:?}")]
+    EndpointTaken {
+        endpoint: String,
+        existing_id: String,
+    },
+    #[error("no registration {0:?}")]
+    UnknownRegistration(String),
+    #[error("observation token must be 1 to 8 bytes, got {0}")]
+    InvalidToken(usize),
+    #[error("invalid {what}: {reason}")]
+    InvalidKey {
+        what: &'static str,
+        reason: &'static str,
+    },
+    #[error("store file has schema version {found}, this build reads {supported}")]
+    UnsupportedSchema { found: u64, supported: u64 },
+    #[error("cannot prepare data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The operations the server needs from persistent storage. Object-safe: the server holds an
+/// `Arc<dyn Store>`.
+pub trait Store: Send + Sync {
+    /// Inserts a registration, or overwrites the one with the same id (an Update). Fails with
+    /// [`StoreError::EndpointTaken`] if another id holds the endpoint: replacing is
+    /// [`Store::replace_registration`]'s job.
+    fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError>;
+
+    /// A new Register: removes any registration of the same endpoint together with its
+    /// observations and inserts `reg`, atomically. Returns the replaced registration.
+    fn replace_registration(
+        &self,
+        reg: &StoredRegistration,
+    ) -> Result<Option<StoredRegistration>, StoreError>;
+
+    fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError>;
+
+    fn find_registration_by_endpoint(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<StoredRegistration>, StoreError>;
+
+    /// All registrations, ordered by id; for rebuilding state at start.
+    fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError>;
+
+    /// De-register: removes the registration and its observations. Returns what was removed.
+    fn delete_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError>;
+
+    /// Removes every registration whose lifetime has run out at `now_unix_ms` (see
+    /// [`StoredRegistration::is_expired`]) with its observations; returns them.
+    fn delete_expired_registrations(
+        &self,
+        now_unix_ms: u64,
+    ) -> Result<Vec<StoredRegistration>, StoreError>;
+
+    /// Inserts or overwrites (e.g. to advance `last_sequence`) an observation. Its
+    /// registration must exist, so that dropping a registration drops all its observations.
+    fn put_observation(&self, obs: &StoredObservation) -> Result<(), StoreError>;
+
+    fn get_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError>;
+
+    fn delete_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError>;
+
+    /// Observations of one registration, ordered by token.
+    fn list_observations(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<StoredObservation>, StoreError>;
+
+    /// All observations, ordered by token; for rebuilding the token table at start.
+    fn list_all_observations(&self) -> Result<Vec<StoredObservation>, StoreError>;
+
+    /// Removes and returns all observations of one registration.
+    fn delete_observations_of(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<StoredObservation>, StoreError>;
+
+    /// Appends to the endpoint's queue; `req.seq` is ignored and the assigned seq returned.
+    /// Seqs increase monotonically across the whole store and are never reused.
+    fn enqueue(&self, req: &QueuedRequest) -> Result<u64, StoreError>;
+
+    /// Up to `max` oldest requests of the endpoint, in order, without removing them.
+    fn peek_queue(&self, endpoint: &str, max: usize) -> Result<Vec<QueuedRequest>, StoreError>;
+
+    /// Removes and returns the oldest request of the endpoint.
+    fn pop_queue(&self, endpoint: &str) -> Result<Option<QueuedRequest>, StoreError>;
+
+    /// Removes one request once delivered; with [`Store::peek_queue`] this gives
+    /// at-least-once delivery across a crash, where pop-then-send would lose the request.
+    fn remove_queued(&self, endpoint: &str, seq: u64) -> Result<Option<QueuedRequest>, StoreError>;
+
+    fn queue_len(&self, endpoint: &str) -> Result<u64, StoreError>;
+
+    /// Drops the whole queue of the endpoint; returns how many requests were dropped.
+    fn clear_queue(&self, endpoint: &str) -> Result<u64, StoreError>;
+
+    /// Removes and returns every queued request expired at `now_unix_ms`.
+    fn drop_expired_queued(&self, now_unix_ms: u64) -> Result<Vec<QueuedRequest>, StoreError>;
+}
+
+fn check_key(what: &'static str, key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey {
+            what,
+            reason: "empty",
+        });
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(StoreError::InvalidKey {
+            what,
+            reason: "longer than MAX_KEY_LEN",
+        });
+    }
+    Ok(())
+}
+
+fn check_registration(reg: &StoredRegistration) -> Result<(), StoreError> {
+    check_key("registration id", &reg.id)?;
+    check_key("endpoint", &reg.endpoint)
+}
+
+fn check_token(token: &[u8]) -> Result<(), StoreError> {
+    if token.is_empty() || token.len() > 8 {
+        return Err(StoreError::InvalidToken(token.len()));
+    }
+    Ok(())
+}
+
+fn check_observation(obs: &StoredObservation) -> Result<(), StoreError> {
+    check_token(&obs.token)?;
+    check_key("registration id", &obs.registration_id)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,702 @@
+//! The default [`Store`]: one redb file in the data directory. See the module docs of
+//! [`super`] for the table layout.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, WriteTransaction,
+};
+
+use super::records::{
+    decode_observation, decode_queued, decode_registration, encode_observation, encode_queued,
+    encode_registration,
+};
+use super::{
+    check_key, check_observation, check_registration, check_token, hex, QueuedRequest, Store,
+    StoreError, StoreLimits, StoredObservation, StoredRegistration,
+};
+
+/// File name inside the data directory.
+pub const FILE_NAME: &str = "lwm2m.redb";
+/// Layout version of the tables; bumped when a table's key or value type changes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const SCHEMA_KEY: &str = "schema_version";
+const NEXT_SEQ_KEY: &str = "queue_next_seq";
+
+const REGS_NAME: &str = "registrations";
+const OBS_NAME: &str = "observations";
+const QUEUE_NAME: &str = "queue";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REGS: TableDefinition<&str, &[u8]> = TableDefinition::new(REGS_NAME);
+const REGS_BY_EP: TableDefinition<&str, &str> = TableDefinition::new("registrations_by_endpoint");
+const REGS_BY_EXPIRY: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("registrations_by_expiry");
+const OBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(OBS_NAME);
+const OBS_BY_REG: TableDefinition<(&str, &[u8]), ()> =
+    TableDefinition::new("observations_by_registration");
+const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new(QUEUE_NAME);
+
+/// Sorts after every token of at most 8 bytes, closing prefix ranges over tokens.
+const TOKEN_MAX: [u8; 9] = [0xff; 9];
+
+macro_rules! backend_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Backend(Box::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+backend_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub struct RedbStore {
+    db: Database,
+    limits: StoreLimits,
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) `dir/lwm2m.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_limits(dir, StoreLimits::default())
+    }
+
+    pub fn open_with_limits(dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::create(dir.join(FILE_NAME))?;
+        let store = RedbStore { db, limits };
+        store.write(|t| {
+            let found = t.meta.get(SCHEMA_KEY)?.map(|v| v.value());
+            match found {
+                None => {
+                    t.meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    return Err(StoreError::UnsupportedSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `f` in one write transaction, committing (durably) only if it succeeds.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        // Immediate is redb's default; said explicitly because the crash guarantee rests on it.
+        txn.set_durability(Durability::Immediate)?;
+        let result = {
+            let mut tables = Tables::open(&txn)?;
+            f(&mut tables)
+        };
+        match result {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Abort errors are secondary; the caller needs the original one.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// All tables of one write transaction, opened once so helpers can use several together.
+struct Tables<'txn> {
+    meta: Table<'txn, &'static str, u64>,
+    regs: Table<'txn, &'static str, &'static [u8]>,
+    regs_by_ep: Table<'txn, &'static str, &'static str>,
+    regs_by_expiry: Table<'txn, (u64, &'static str), ()>,
+    obs: Table<'txn, &'static [u8], &'static [u8]>,
+    obs_by_reg: Table<'txn, (&'static str, &'static [u8]), ()>,
+    queue: Table<'txn, (&'static str, u64), &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            regs: txn.open_table(REGS)?,
+            regs_by_ep: txn.open_table(REGS_BY_EP)?,
+            regs_by_expiry: txn.open_table(REGS_BY_EXPIRY)?,
+            obs: txn.open_table(OBS)?,
+            obs_by_reg: txn.open_table(OBS_BY_REG)?,
+            queue: txn.open_table(QUEUE)?,
+        })
+    }
+
+    fn insert_registration(&mut self, reg: &StoredRegistration) -> Result<(), StoreError> {
+        self.regs
+            .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
+        self.regs_by_ep
+            .insert(reg.endpoint.as_str(), reg.id.as_str())?;
+        self.regs_by_expiry
+            .insert((reg.expires_at_unix_ms(), reg.id.as_str()), ())?;
+        Ok(())
+    }
+
+    /// Removes the registration and its index entries, but not its observations.
+    fn unlink_registration(&mut self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
+        let Some(old) = get_registration(&self.regs, id)? else {
+            return Ok(None);
+        };
+        self.regs.remove(id)?;
+        self.regs_by_expiry.remove((old.expires_at_unix_ms(), id))?;
+        let points_here = self
+            .regs_by_ep
+            .get(old.endpoint.as_str())?
+            .is_some_and(|v| v.value() == id);
+        if points_here {
+            self.regs_by_ep.remove(old.endpoint.as_str())?;
+        }
+        Ok(Some(old))
+    }
+
+    fn remove_registration(&mut self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
+        let old = self.unlink_registration(id)?;
+        if old.is_some() {
+            self.remove_observations_of(id)?;
+        }
+        Ok(old)
+    }
+
+    fn remove_observations_of(&mut self, id: &str) -> Result<Vec<StoredObservation>, StoreError> {
+        let tokens = tokens_of(&self.obs_by_reg, id)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            self.obs_by_reg.remove((id, token.as_slice()))?;
+            if let Some(o) = get_observation(&self.obs, &token)? {
+                out.push(o);
+            }
+            self.obs.remove(token.as_slice())?;
+        }
+        Ok(out)
+    }
+}
+
+fn get_registration(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<StoredRegistration>, StoreError> {
+    match t.get(id)? {
+        None => Ok(None),
+        Some(v) => decode_registration(v.value())
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                table: REGS_NAME,
+                key: id.to_owned(),
+                source,
+            }),
+    }
+}
+
+fn get_observation(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    token: &[u8],
+) -> Result<Option<StoredObservation>, StoreError> {
+    match t.get(token)? {
+        None => Ok(None),
+        Some(v) => decode_observation(v.value())
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                table: OBS_NAME,
+                key: hex(token),
+                source,
+            }),
+    }
+}
+
+fn queued_corrupt(endpoint: &str, seq: u64, source: super::RecordError) -> StoreError {
+    StoreError::Corrupt {
+        table: QUEUE_NAME,
+        key: format!("{endpoint}/{seq}"),
+        source,
+    }
+}
+
+fn tokens_of(
+    t: &impl ReadableTable<(&'static str, &'static [u8]), ()>,
+    id: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    for item in t.range((id, &[][..])..=(id, &TOKEN_MAX[..]))? {
+        let (k, _) = item?;
+        out.push(k.value().1.to_vec());
+    }
+    Ok(out)
+}
+
+/// Up to `max` queued requests of one endpoint in seq order.
+fn queue_of(
+    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    endpoint: &str,
+    max: usize,
+) -> Result<Vec<QueuedRequest>, StoreError> {
+    let mut out = Vec::new();
+    for item in t.range((endpoint, 0u64)..=(endpoint, u64::MAX))?.take(max) {
+        let (k, v) = item?;
+        let seq = k.value().1;
+        out.push(decode_queued(v.value()).map_err(|e| queued_corrupt(endpoint, seq, e))?);
+    }
+    Ok(out)
+}
+
+fn queue_count(
+    t: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    endpoint: &str,
+) -> Result<u64, StoreError> {
+    let mut n = 0u64;
+    for item in t.range((endpoint, 0u64)..=(endpoint, u64::MAX))? {
+        item?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+impl Store for RedbStore {
+    fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError> {
+        check_registration(reg)?;
+        let max = self.limits.max_registrations;
+        self.write(|t| {
+            if let Some(existing) = t.regs_by_ep.get(reg.endpoint.as_str())? {
+                let existing = existing.value();
+                if existing != reg.id {
+                    return Err(StoreError::EndpointTaken {
+                        endpoint: reg.endpoint.clone(),
+                        existing_id: existing.to_owned(),
+                    });
+                }
+            }
+            let old = t.unlink_registration(&reg.id)?;
+            if old.is_none() && t.regs.len()? >= max {
+                return Err(StoreError::Full {
+                    table: REGS_NAME,
+                    limit: max,
+                });
+            }
+            t.insert_registration(reg)
+        })
+    }
+
+    fn replace_registration(
+        &self,
+        reg: &StoredRegistration,
+    ) -> Result<Option<StoredRegistration>, StoreError> {
+        check_registration(reg)?;
+        let max = self.limits.max_registrations;
+        self.write(|t| {
+            let old_id = t
+                .regs_by_ep
+                .get(reg.endpoint.as_str())?
+                .map(|v| v.value().to_owned());
+            let old = match old_id {
+                Some(id) => t.remove_registration(&id)?,
+                None => None,
+            };
+            // Ids are unique: one held by another endpoint is replaced too.
+            let same_id = t.remove_registration(&reg.id)?;
+            if old.is_none() && same_id.is_none() && t.regs.len()? >= max {
+                return Err(StoreError::Full {
+                    table: REGS_NAME,
+                    limit: max,
+                });
+            }
+            t.insert_registration(reg)?;
+            Ok(old.or(same_id))
+        })
+    }
+
+    fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
+        let txn = self.db.begin_read()?;
+        get_registration(&txn.open_table(REGS)?, id)
+    }
+
+    fn find_registration_by_endpoint(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<StoredRegistration>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let by_ep = txn.open_table(REGS_BY_EP)?;
+        let Some(id) = by_ep.get(endpoint)? else {
+            return Ok(None);
+        };
+        get_registration(&txn.open_table(REGS)?, id.value())
+    }
+
+    fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let regs = txn.open_table(REGS)?;
+        let mut out = Vec::new();
+        for item in regs.iter()? {
+            let (k, v) = item?;
+            out.push(
+                decode_registration(v.value()).map_err(|source| StoreError::Corrupt {
+                    table: REGS_NAME,
+                    key: k.value().to_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn delete_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
+        self.write(|t| t.remove_registration(id))
+    }
+
+    fn delete_expired_registrations(
+        &self,
+        now_unix_ms: u64,
+    ) -> Result<Vec<StoredRegistration>, StoreError> {
+        self.write(|t| {
+            // Expired means expires_at <= now: every index key below (now + 1, "").
+            let range = match now_unix_ms.checked_add(1) {
+                Some(end) => t.regs_by_expiry.range(..(end, ""))?,
+                None => t.regs_by_expiry.iter()?,
+            };
+            let mut ids = Vec::new();
+            for item in range {
+                let (k, _) = item?;
+                ids.push(k.value().1.to_owned());
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(r) = t.remove_registration(&id)? {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn put_observation(&self, obs: &StoredObservation) -> Result<(), StoreError> {
+        check_observation(obs)?;
+        let max = self.limits.max_observations;
+        self.write(|t| {
+            if t.regs.get(obs.registration_id.as_str())?.is_none() {
+                return Err(StoreError::UnknownRegistration(obs.registration_id.clone()));
+            }
+            let token = obs.token.as_slice();
+            // An overwrite may move the token to another registration: drop the old link.
+            let previous = t.obs.get(token)?.map(|v| decode_observation(v.value()));
+            match previous {
+                Some(Ok(prev)) => {
+                    t.obs_by_reg
+                        .remove((prev.registration_id.as_str(), token))?;
+                }
+                Some(Err(source)) => {
+                    return Err(StoreError::Corrupt {
+                        table: OBS_NAME,
+                        key: hex(token),
+                        source,
+                    })
+                }
+                None => {
+                    if t.obs.len()? >= max {
+                        return Err(StoreError::Full {
+                            table: OBS_NAME,
+                            limit: max,
+                        });
+                    }
+                }
+            }
+            t.obs.insert(token, encode_observation(obs).as_slice())?;
+            t.obs_by_reg
+                .insert((obs.registration_id.as_str(), token), ())?;
+            Ok(())
+        })
+    }
+
+    fn get_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError> {
+        check_token(token)?;
+        let txn = self.db.begin_read()?;
+        get_observation(&txn.open_table(OBS)?, token)
+    }
+
+    fn delete_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError> {
+        check_token(token)?;
+        self.write(|t| {
+            let Some(o) = get_observation(&t.obs, token)? else {
+                return Ok(None);
+            };
+            t.obs.remove(token)?;
+            t.obs_by_reg.remove((o.registration_id.as_str(), token))?;
+            Ok(Some(o))
+        })
+    }
+
+    fn list_observations(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tokens = tokens_of(&txn.open_table(OBS_BY_REG)?, registration_id)?;
+        let obs = txn.open_table(OBS)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            if let Some(o) = get_observation(&obs, &token)? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_all_observations(&self) -> Result<Vec<StoredObservation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let obs = txn.open_table(OBS)?;
+        let mut out = Vec::new();
+        for item in obs.iter()? {
+            let (k, v) = item?;
+            out.push(
+                decode_observation(v.value()).map_err(|source| StoreError::Corrupt {
+                    table: OBS_NAME,
+                    key: hex(k.value()),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn delete_observations_of(
+        &self,
+        registration_id: &str,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        self.write(|t| t.remove_observations_of(registration_id))
+    }
+
+    fn enqueue(&self, req: &QueuedRequest) -> Result<u64, StoreError> {
+        check_key("endpoint", &req.endpoint)?;
+        let max = self.limits.max_queued_per_endpoint;
+        self.write(|t| {
+            let endpoint = req.endpoint.as_str();
+            if queue_count(&t.queue, endpoint)? >= max {
+                return Err(StoreError::QueueFull {
+                    endpoint: req.endpoint.clone(),
+                    limit: max,
+                });
+            }
+            let seq = t.meta.get(NEXT_SEQ_KEY)?.map_or(0, |v| v.value());
+            let next = seq.checked_add(1).ok_or(StoreError::Full {
+                table: QUEUE_NAME,
+                limit: u64::MAX,
+            })?;
+            t.meta.insert(NEXT_SEQ_KEY, next)?;
+            let mut stored = req.clone();
+            stored.seq = seq;
+            t.queue
+                .insert((endpoint, seq), encode_queued(&stored).as_slice())?;
+            Ok(seq)
+        })
+    }
+
+    fn peek_queue(&self, endpoint: &str, max: usize) -> Result<Vec<QueuedRequest>, StoreError> {
+        let txn = self.db.begin_read()?;
+        queue_of(&txn.open_table(QUEUE)?, endpoint, max)
+    }
+
+    fn pop_queue(&self, endpoint: &str) -> Result<Option<QueuedRequest>, StoreError> {
+        self.write(|t| {
+            let Some(first) = queue_of(&t.queue, endpoint, 1)?.into_iter().next() else {
+                return Ok(None);
+            };
+            t.queue.remove((endpoint, first.seq))?;
+            Ok(Some(first))
+        })
+    }
+
+    fn remove_queued(&self, endpoint: &str, seq: u64) -> Result<Option<QueuedRequest>, StoreError> {
+        self.write(|t| {
+            let Some(v) = t.queue.remove((endpoint, seq))? else {
+                return Ok(None);
+            };
+            decode_queued(v.value())
+                .map(Some)
+                .map_err(|e| queued_corrupt(endpoint, seq, e))
+        })
+    }
+
+    fn queue_len(&self, endpoint: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        queue_count(&txn.open_table(QUEUE)?, endpoint)
+    }
+
+    fn clear_queue(&self, endpoint: &str) -> Result<u64, StoreError> {
+        self.write(|t| {
+            let mut seqs = Vec::new();
+            for item in t.queue.range((endpoint, 0u64)..=(endpoint, u64::MAX))? {
+                let (k, _) = item?;
+                seqs.push(k.value().1);
+            }
+            for seq in &seqs {
+                t.queue.remove((endpoint, *seq))?;
+            }
+            Ok(seqs.len() as u64)
+        })
+    }
+
+    fn drop_expired_queued(&self, now_unix_ms: u64) -> Result<Vec<QueuedRequest>, StoreError> {
+        self.write(|t| {
+            // A full scan: the queue holds at most max_queued_per_endpoint per sleeping
+            // device and is swept rarely, so an expiry index would cost more than it saves.
+            let mut expired = Vec::new();
+            for item in t.queue.iter()? {
+                let (k, v) = item?;
+                let (endpoint, seq) = k.value();
+                let q = decode_queued(v.value()).map_err(|e| queued_corrupt(endpoint, seq, e))?;
+                if q.is_expired(now_unix_ms) {
+                    expired.push(q);
+                }
+            }
+            for q in &expired {
+                t.queue.remove((q.endpoint.as_str(), q.seq))?;
+            }
+            Ok(expired)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::samples::{observation, queued, registration};
+    use super::*;
+
+    fn write_raw<K: redb::Key + 'static>(
+        store: &RedbStore,
+        def: TableDefinition<K, &[u8]>,
+        key: K::SelfType<'_>,
+        value: &[u8],
+    ) {
+        let txn = store.db.begin_write().expect("txn");
+        txn.open_table(def)
+            .expect("table")
+            .insert(key, value)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn everything_survives_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reg = registration("a", "ep");
+        let obs = observation(&[1, 2, 3], "a", "ep");
+        let seq;
+        {
+            let s = RedbStore::open(dir.path()).expect("open");
+            s.put_registration(&reg).expect("put");
+            s.put_observation(&obs).expect("obs");
+            seq = s.enqueue(&queued("ep", 5)).expect("enqueue");
+        }
+        assert!(dir.path().join(FILE_NAME).is_file());
+        let s = RedbStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(reg)));
+        assert_eq!(s.get_observation(&[1, 2, 3]).ok(), Some(Some(obs)));
+        let q = s.peek_queue("ep", 10).expect("peek");
+        assert_eq!(q.iter().map(|q| q.seq).collect::<Vec<_>>(), vec![seq]);
+        // the seq counter is persistent too
+        assert!(s.enqueue(&queued("ep", 5)).expect("enqueue") > seq);
+    }
+
+    #[test]
+    fn open_creates_missing_directories() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nested = dir.path().join("a/b");
+        RedbStore::open(&nested).expect("open");
+        assert!(nested.join(FILE_NAME).is_file());
+    }
+
+    #[test]
+    fn undecodable_records_name_table_and_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = RedbStore::open(dir.path()).expect("open");
+        s.put_registration(&registration("a", "ep")).expect("put");
+        s.put_observation(&observation(&[0xab, 0xcd], "a", "ep"))
+            .expect("obs");
+        let seq = s.enqueue(&queued("ep", 5)).expect("enqueue");
+        write_raw(&s, REGS, "a", &[0x85, 0x07]);
+        write_raw(&s, OBS, &[0xab, 0xcd][..], &[0xff]);
+        write_raw(&s, QUEUE, ("ep", seq), &[]);
+
+        let is_corrupt = |r: Result<(), StoreError>, t: &str, k: &str| match r {
+            Err(StoreError::Corrupt { table, key, .. }) => {
+                assert_eq!((table, key.as_str()), (t, k))
+            }
+            other => panic!("expected Corrupt in {t} at {k}, got {other:?}"),
+        };
+        is_corrupt(s.get_registration("a").map(drop), "registrations", "a");
+        is_corrupt(s.list_registrations().map(drop), "registrations", "a");
+        is_corrupt(
+            s.find_registration_by_endpoint("ep").map(drop),
+            "registrations",
+            "a",
+        );
+        is_corrupt(
+            s.get_observation(&[0xab, 0xcd]).map(drop),
+            "observations",
+            "abcd",
+        );
+        is_corrupt(s.list_all_observations().map(drop), "observations", "abcd");
+        let key = format!("ep/{seq}");
+        is_corrupt(s.peek_queue("ep", 1).map(drop), "queue", &key);
+        is_corrupt(s.drop_expired_queued(0).map(drop), "queue", &key);
+        // A failed write changes nothing: the corrupt record is still there, untouched.
+        is_corrupt(s.delete_registration("a").map(drop), "registrations", "a");
+        let txn = s.db.begin_read().expect("txn");
+        let regs = txn.open_table(REGS).expect("table");
+        assert_eq!(
+            regs.get("a").expect("get").map(|v| v.value().to_vec()),
+            Some(vec![0x85, 0x07])
+        );
+    }
+
+    #[test]
+    fn a_file_of_another_schema_version_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let s = RedbStore::open(dir.path()).expect("open");
+            let txn = s.db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert(SCHEMA_KEY, 99)
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        match RedbStore::open(dir.path()) {
+            Err(StoreError::UnsupportedSchema {
+                found: 99,
+                supported: SCHEMA_VERSION,
+            }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a file of schema version 99"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(FILE_NAME), b"not a redb file at all").expect("write");
+        assert!(matches!(
+            RedbStore::open(dir.path()),
+            Err(StoreError::Backend(_))
+        ));
+    }
+}
