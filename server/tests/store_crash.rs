@@ -47,7 +47,7 @@ fn registration(i: u64) -> StoredRegistration {
         lifetime_s: 3600,
         lwm2m_version: "1.2".into(),
         binding: "UQ".into(),
-        queue_mode: i % 2 == 0,
+        queue_mode: i.is_multiple_of(2),
         sms: None,
         root_path: "/".into(),
         objects_link_format: format!("</1/0>,</3/0>,</3303/{i}>"),
@@ -98,7 +98,7 @@ fn apply(store: &dyn Store, i: u64) {
             store.enqueue(&req).expect("enqueue");
         }
         _ => {
-            if (i / 4) % 2 == 0 {
+            if (i / 4).is_multiple_of(2) {
                 store.pop_queue(&endpoint(i)).expect("pop_queue");
             } else {
                 let mut obs = store
