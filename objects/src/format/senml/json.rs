@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number as JsonNumber, Value as Json};
+use serde_json::Number as JsonNumber;
 
 use super::{Field, Number, Raw};
 use crate::format::{Codec, ContentFormat, DecodeError, EncodeError, Nodes};
@@ -219,58 +219,67 @@ pub(crate) fn base64_any(s: &str) -> Result<Vec<u8>, String> {
 }
 
 fn write(raws: &[Raw]) -> Result<Vec<u8>, EncodeError> {
-    let arr: Vec<Json> = raws.iter().map(to_json).collect();
-    // Serializing a `serde_json::Value` cannot fail: its keys are strings.
-    serde_json::to_vec(&arr).map_err(|_| EncodeError::ValueType {
+    // Serializes straight from the records; the only failure serde_json can
+    // report here is a non-finite float, which `field_of` already refused.
+    serde_json::to_vec(&Records(raws)).map_err(|_| EncodeError::ValueType {
         format: CF,
-        kind: "value",
+        kind: "non-finite float",
     })
 }
 
-fn to_json(r: &Raw) -> Json {
-    let mut m = Map::new();
-    if let Some(bn) = &r.bn {
-        m.insert("bn".into(), Json::String(bn.clone()));
+struct Records<'a>(&'a [Raw]);
+
+impl serde::Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for r in self.0 {
+            seq.serialize_element(&Record(r))?;
+        }
+        seq.end()
     }
-    if let Some(bt) = r.bt {
-        m.insert("bt".into(), float(bt));
-    }
-    if let Some(n) = &r.n {
-        m.insert("n".into(), Json::String(n.clone()));
-    }
-    if let Some(t) = r.t {
-        m.insert("t".into(), float(t));
-    }
-    match &r.value {
-        Some(Field::Number(Number::Int(i))) => {
-            m.insert("v".into(), Json::Number((*i).into()));
-        }
-        Some(Field::Number(Number::Uint(u))) => {
-            m.insert("v".into(), Json::Number((*u).into()));
-        }
-        Some(Field::Number(Number::Float(f))) => {
-            m.insert("v".into(), float(*f));
-        }
-        Some(Field::String(s)) => {
-            m.insert("vs".into(), Json::String(s.clone()));
-        }
-        Some(Field::Bool(b)) => {
-            m.insert("vb".into(), Json::Bool(*b));
-        }
-        Some(Field::Data(d)) => {
-            let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
-            m.insert("vd".into(), Json::String(s));
-        }
-        Some(Field::ObjLnk(s)) => {
-            m.insert("vlo".into(), Json::String(s.clone()));
-        }
-        None => {}
-    }
-    Json::Object(m)
 }
 
-/// A float as JSON. Non-finite values were refused by `field_of` and times
-/// are checked finite, so the null fallback is never written.
-fn float(f: f64) -> Json {
-    JsonNumber::from_f64(f).map_or(Json::Null, Json::Number)
+struct Record<'a>(&'a Raw);
+
+impl serde::Serialize for Record<'_> {
+    /// Fields in the order of the specification's examples: bn, bt, n, t, value.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let r = self.0;
+        let finite = |f: f64| {
+            if f.is_finite() {
+                Ok(f)
+            } else {
+                Err(S::Error::custom("non-finite float"))
+            }
+        };
+        let mut m = s.serialize_map(None)?;
+        if let Some(bn) = &r.bn {
+            m.serialize_entry("bn", bn)?;
+        }
+        if let Some(bt) = r.bt {
+            m.serialize_entry("bt", &finite(bt)?)?;
+        }
+        if let Some(n) = &r.n {
+            m.serialize_entry("n", n)?;
+        }
+        if let Some(t) = r.t {
+            m.serialize_entry("t", &finite(t)?)?;
+        }
+        match &r.value {
+            Some(Field::Number(Number::Int(i))) => m.serialize_entry("v", i)?,
+            Some(Field::Number(Number::Uint(u))) => m.serialize_entry("v", u)?,
+            Some(Field::Number(Number::Float(f))) => m.serialize_entry("v", &finite(*f)?)?,
+            Some(Field::String(v)) => m.serialize_entry("vs", v)?,
+            Some(Field::Bool(b)) => m.serialize_entry("vb", b)?,
+            Some(Field::Data(d)) => m.serialize_entry(
+                "vd",
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d),
+            )?,
+            Some(Field::ObjLnk(v)) => m.serialize_entry("vlo", v)?,
+            None => {}
+        }
+        m.end()
+    }
 }
