@@ -1078,3 +1078,64 @@ fn device_context_from_a_registration_payload() {
     assert_eq!(uri_path(&req), ["lwm2m", "3", "0", "0"]);
     assert_eq!(accept(&req), Some(112));
 }
+
+// ------------------------------------------------------------ hostile input
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_packet() -> impl Strategy<Value = Packet> {
+        (
+            any::<u8>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..4)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5)),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..20),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(code, cf, obs, locs, payload)| {
+                let mut r = Packet::new();
+                r.header.code = MessageClass::from(code);
+                if let Some(v) = cf {
+                    r.add_option(CoapOption::ContentFormat, v);
+                }
+                if let Some(v) = obs {
+                    r.add_option(CoapOption::Observe, v);
+                }
+                for l in locs {
+                    r.add_option(CoapOption::LocationPath, l);
+                }
+                r.payload = payload;
+                r
+            })
+    }
+
+    proptest! {
+        /// Whatever a device answers, parsing returns a value or a typed
+        /// error, and a device error's diagnostic stays bounded and free
+        /// of control characters.
+        #[test]
+        fn responses_never_panic(packet in any_packet(), which in 0usize..8) {
+            let d = rooted(V12, &[ContentFormat::SenmlJson]);
+            let paths = vec![p("/3/0/0"), p("/1/0/1")];
+            let ops = [
+                Operation::Read { path: p("/3/0"), format: None },
+                Operation::Discover { path: p("/3"), depth: None },
+                Operation::Create { object: 1, instance: None, resources: vec![], format: None },
+                Operation::Observe { path: p("/3/0/9"), attributes: Attributes::default(), format: None },
+                Operation::ReadComposite { paths: paths.clone(), format: None },
+                Operation::ObserveComposite { paths, attributes: Attributes::default(), format: None },
+                Operation::Delete { path: p("/1/0") },
+                Operation::Read { path: p("/3/0/6"), format: Some(ContentFormat::Tlv) },
+            ];
+            let op = &ops[which];
+            if let Err(DmError::Device(e)) = parse(op, &d, &packet) {
+                prop_assert!(e.diagnostic.len() <= 3 * error::MAX_DIAGNOSTIC_BYTES);
+                prop_assert!(!e.diagnostic.chars().any(char::is_control));
+            }
+            let mut send = packet.clone();
+            send.header.code = MessageClass::Request(RequestType::Post);
+            let _ = parse_send(&send, &Codecs::new(), &Registry::with_core());
+        }
+    }
+}
