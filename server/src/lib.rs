@@ -8,9 +8,12 @@
 //!
 //! - [`coap`]: the CoAP message layer (RFC 7252, 7641, 7959).
 //! - [`registry`]: the registration interface, lifetimes and queue mode.
+//! - [`dm`]: device-management operations as CoAP requests and typed
+//!   responses.
 //! - [`store`]: persistence of registrations, observations and queued
 //!   requests behind a narrow trait, on `redb`.
 
 pub mod coap;
+pub mod dm;
 pub mod registry;
 pub mod store;
