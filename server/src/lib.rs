@@ -8,6 +8,8 @@
 //!
 //! - [`coap`]: the CoAP message layer (RFC 7252, 7641, 7959).
 //! - [`registry`]: the registration interface, lifetimes and queue mode.
+//! - [`dm`]: device-management operations as CoAP requests, and the
+//!   device's answers as typed results; content-format choice per device.
 //! - [`dm`]: device-management operations as CoAP requests and typed
 //!   responses.
 //! - [`store`]: persistence of registrations, observations and queued
