@@ -193,47 +193,13 @@ fn float(f: f64) -> Result<Json, EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::fixtures::{device, single};
     use crate::model::Registry;
-    use crate::node::{Instance, Resource};
     use crate::value::Value;
-
-    fn single(id: u16, value: impl Into<Value>) -> Resource {
-        Resource::Single {
-            id,
-            value: value.into(),
-        }
-    }
 
     /// The Device object example of the 1.0 specification (§6.4.4), with
     /// the values of the TLV and SenML examples.
     const DEVICE: &str = r#"{"bn":"/3/0/","e":[{"n":"0","sv":"Open Mobile Alliance"},{"n":"1","sv":"Lightweight M2M Client"},{"n":"2","sv":"345000123"},{"n":"3","sv":"1.0"},{"n":"6/0","v":1},{"n":"6/1","v":5},{"n":"7/0","v":3800},{"n":"7/1","v":5000},{"n":"8/0","v":125},{"n":"8/1","v":900},{"n":"9","v":100},{"n":"10","v":15},{"n":"11/0","v":0},{"n":"13","v":1367491215},{"n":"14","sv":"+02:00"},{"n":"16","sv":"U"}]}"#;
-
-    fn device() -> Node {
-        let ints = |id, v: &[i64]| Resource::Multiple {
-            id,
-            instances: v
-                .iter()
-                .enumerate()
-                .map(|(i, x)| (i as u16, Value::Integer(*x)))
-                .collect(),
-        };
-        Node::Instance(
-            Instance::new(0)
-                .with(single(0, "Open Mobile Alliance"))
-                .with(single(1, "Lightweight M2M Client"))
-                .with(single(2, "345000123"))
-                .with(single(3, "1.0"))
-                .with(ints(6, &[1, 5]))
-                .with(ints(7, &[3800, 5000]))
-                .with(ints(8, &[125, 900]))
-                .with(single(9, 100i64))
-                .with(single(10, 15i64))
-                .with(ints(11, &[0]))
-                .with(single(13, Value::Time(1_367_491_215)))
-                .with(single(14, "+02:00"))
-                .with(single(16, "U")),
-        )
-    }
 
     #[test]
     fn device_instance() {

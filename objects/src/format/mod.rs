@@ -18,6 +18,8 @@
 
 pub mod cbor;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod lwm2m_cbor;
 pub mod lwm2m_json;
 pub mod opaque;

@@ -7,10 +7,7 @@ use minicbor::{Decoder, Encoder};
 
 use super::{Field, Number, Raw};
 use crate::format::cbor::{cbor_error, decode_value, encode_float, to_vec, WriteError};
-use crate::format::{Codec, ContentFormat, DecodeError, EncodeError, Nodes};
-use crate::model::Model;
-use crate::node::{Node, TimestampedNode};
-use crate::path::Path;
+use crate::format::{ContentFormat, DecodeError, EncodeError};
 use crate::value::Value;
 
 const CF: ContentFormat = ContentFormat::SenmlCbor;
@@ -33,61 +30,16 @@ const VD: i64 = 8;
 
 pub struct SenmlCborCodec;
 
-impl Codec for SenmlCborCodec {
-    fn format(&self) -> ContentFormat {
-        CF
+impl super::Serialization for SenmlCborCodec {
+    const FORMAT: ContentFormat = CF;
+
+    fn parse(bytes: &[u8]) -> Result<Vec<Raw>, DecodeError> {
+        parse(bytes)
     }
 
-    fn encode(&self, path: &Path, node: &Node, _model: &dyn Model) -> Result<Vec<u8>, EncodeError> {
-        write(&super::raws_for_node(CF, path, node)?)
+    fn write(raws: &[Raw]) -> Result<Vec<u8>, EncodeError> {
+        write(raws)
     }
-
-    fn decode(&self, bytes: &[u8], path: &Path, model: &dyn Model) -> Result<Node, DecodeError> {
-        super::decode_node(CF, model, read(bytes)?, path)
-    }
-
-    fn encode_nodes(&self, nodes: &Nodes, _model: &dyn Model) -> Result<Vec<u8>, EncodeError> {
-        write(&super::raws_for_nodes(CF, nodes)?)
-    }
-
-    fn decode_nodes(
-        &self,
-        bytes: &[u8],
-        requested: Option<&[Path]>,
-        model: &dyn Model,
-    ) -> Result<Nodes, DecodeError> {
-        super::decode_nodes(CF, model, read(bytes)?, requested)
-    }
-
-    fn encode_timestamped(
-        &self,
-        path: &Path,
-        nodes: &[TimestampedNode],
-        _model: &dyn Model,
-    ) -> Result<Vec<u8>, EncodeError> {
-        write(&super::raws_for_series(CF, path, nodes)?)
-    }
-
-    fn decode_timestamped(
-        &self,
-        bytes: &[u8],
-        path: &Path,
-        model: &dyn Model,
-    ) -> Result<Vec<TimestampedNode>, DecodeError> {
-        super::decode_timestamped(CF, model, read(bytes)?, path)
-    }
-
-    fn encode_paths(&self, paths: &[Path]) -> Result<Vec<u8>, EncodeError> {
-        write(&super::raws_for_paths(paths))
-    }
-
-    fn decode_paths(&self, bytes: &[u8]) -> Result<Vec<Path>, DecodeError> {
-        super::decode_paths(read(bytes)?)
-    }
-}
-
-fn read(bytes: &[u8]) -> Result<Vec<super::Resolved>, DecodeError> {
-    super::resolve(CF, parse(bytes)?)
 }
 
 fn err(e: minicbor::decode::Error) -> DecodeError {

@@ -15,11 +15,77 @@
 pub mod cbor;
 pub mod json;
 
-use super::{typed, ContentFormat, DecodeError, EncodeError, Nodes};
+use super::{typed, Codec, ContentFormat, DecodeError, EncodeError, Nodes};
 use crate::model::Model;
 use crate::node::{node_from_records, nodes_from_records, Node, Record, TimestampedNode};
 use crate::path::Path;
 use crate::value::Value;
+
+/// The two SenML serializations: how records are read from and written to
+/// bytes. Everything else (names, times, types, nodes) is shared, so both
+/// forms implement [`Codec`] through this one trait.
+pub(crate) trait Serialization: Send + Sync {
+    const FORMAT: ContentFormat;
+    fn parse(bytes: &[u8]) -> Result<Vec<Raw>, DecodeError>;
+    fn write(raws: &[Raw]) -> Result<Vec<u8>, EncodeError>;
+}
+
+fn read<S: Serialization>(bytes: &[u8]) -> Result<Vec<Resolved>, DecodeError> {
+    resolve(S::FORMAT, S::parse(bytes)?)
+}
+
+impl<S: Serialization> Codec for S {
+    fn format(&self) -> ContentFormat {
+        S::FORMAT
+    }
+
+    fn encode(&self, path: &Path, node: &Node, _model: &dyn Model) -> Result<Vec<u8>, EncodeError> {
+        S::write(&raws_for_node(S::FORMAT, path, node)?)
+    }
+
+    fn decode(&self, bytes: &[u8], path: &Path, model: &dyn Model) -> Result<Node, DecodeError> {
+        decode_node(S::FORMAT, model, read::<S>(bytes)?, path)
+    }
+
+    fn encode_nodes(&self, nodes: &Nodes, _model: &dyn Model) -> Result<Vec<u8>, EncodeError> {
+        S::write(&raws_for_nodes(S::FORMAT, nodes)?)
+    }
+
+    fn decode_nodes(
+        &self,
+        bytes: &[u8],
+        requested: Option<&[Path]>,
+        model: &dyn Model,
+    ) -> Result<Nodes, DecodeError> {
+        decode_nodes(S::FORMAT, model, read::<S>(bytes)?, requested)
+    }
+
+    fn encode_timestamped(
+        &self,
+        path: &Path,
+        nodes: &[TimestampedNode],
+        _model: &dyn Model,
+    ) -> Result<Vec<u8>, EncodeError> {
+        S::write(&raws_for_series(S::FORMAT, path, nodes)?)
+    }
+
+    fn decode_timestamped(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        model: &dyn Model,
+    ) -> Result<Vec<TimestampedNode>, DecodeError> {
+        decode_timestamped(S::FORMAT, model, read::<S>(bytes)?, path)
+    }
+
+    fn encode_paths(&self, paths: &[Path]) -> Result<Vec<u8>, EncodeError> {
+        S::write(&raws_for_paths(paths))
+    }
+
+    fn decode_paths(&self, bytes: &[u8]) -> Result<Vec<Path>, DecodeError> {
+        decode_paths(read::<S>(bytes)?)
+    }
+}
 
 /// A SenML number as decoded, before the model gives it a type.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -3,56 +3,12 @@
 
 use super::cbor::SenmlCborCodec;
 use super::json::SenmlJsonCodec;
+use crate::format::fixtures::{device, hex, single};
 use crate::format::{Codec, DecodeError};
 use crate::model::Registry;
-use crate::node::{Instance, Node, Resource, TimestampedNode};
+use crate::node::{Instance, Node, TimestampedNode};
 use crate::path::Path;
 use crate::value::{ObjLnk, Value};
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("test hex"))
-        .collect()
-}
-
-fn single(id: u16, value: impl Into<Value>) -> Resource {
-    Resource::Single {
-        id,
-        value: value.into(),
-    }
-}
-
-fn ints(id: u16, v: &[i64]) -> Resource {
-    Resource::Multiple {
-        id,
-        instances: v
-            .iter()
-            .enumerate()
-            .map(|(i, x)| (i as u16, Value::Integer(*x)))
-            .collect(),
-    }
-}
-
-fn device() -> Node {
-    Node::Instance(
-        Instance::new(0)
-            .with(single(0, "Open Mobile Alliance"))
-            .with(single(1, "Lightweight M2M Client"))
-            .with(single(2, "345000123"))
-            .with(single(3, "1.0"))
-            .with(ints(6, &[1, 5]))
-            .with(ints(7, &[3800, 5000]))
-            .with(ints(8, &[125, 900]))
-            .with(single(9, 100i64))
-            .with(single(10, 15i64))
-            .with(ints(11, &[0]))
-            .with(single(13, Value::Time(1_367_491_215)))
-            .with(single(14, "+02:00"))
-            .with(single(16, "U")),
-    )
-}
 
 const DEVICE_CBOR: &str = "
 90A321652F332F302F00613003744F70656E204D6F62696C6520416C6C69616E
