@@ -4,18 +4,20 @@
 //! writes QUIC): each takes datagrams or parsed requests and the current
 //! time and returns what to send, timers and events, so that loss,
 //! retransmission and expiry are tested with a simulated clock. A thin
-//! tokio driver (coming) owns the sockets and the clock.
+//! tokio driver ([`runtime`]) owns the socket and the clock.
 //!
 //! - [`coap`]: the CoAP message layer (RFC 7252, 7641, 7959).
 //! - [`registry`]: the registration interface, lifetimes and queue mode.
 //! - [`dm`]: device-management operations as CoAP requests, and the
 //!   device's answers as typed results; content-format choice per device.
-//! - [`dm`]: device-management operations as CoAP requests and typed
-//!   responses.
+//! - [`runtime`]: the tokio driver and [`runtime::ServerHandle`], the API to
+//!   a running server; [`config`] is what it is started with.
 //! - [`store`]: persistence of registrations, observations and queued
 //!   requests behind a narrow trait, on `redb`.
 
 pub mod coap;
+pub mod config;
 pub mod dm;
 pub mod registry;
+pub mod runtime;
 pub mod store;

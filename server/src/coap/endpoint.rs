@@ -388,6 +388,71 @@ impl Endpoint {
         }
     }
 
+    /// The token our request carries (its first message's token; block fetches of a
+    /// notification use tokens of their own). A driver persists it so that an observation
+    /// can be [`restore_observation`](Self::restore_observation)ed after a restart.
+    pub fn token(&self, id: RequestId) -> Option<&[u8]> {
+        self.requests.get(&id).map(|r| r.token.as_slice())
+    }
+
+    /// Re-establishes an observation made before a restart, so that the device's
+    /// notifications carrying `token` are matched again instead of being answered with RST.
+    /// `template` is the original request (used only to fetch further blocks of a
+    /// block-wise notification). `last_seq` is the sequence number of the newest
+    /// notification accepted before the restart, if known; without it the next
+    /// notification is accepted whatever its number, since the ordering state is lost.
+    pub fn restore_observation(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        token: Vec<u8>,
+        mut template: Packet,
+        last_seq: Option<u32>,
+    ) -> Result<RequestId, SendError> {
+        if !matches!(template.header.code, MessageClass::Request(_)) {
+            return Err(SendError::NotARequest);
+        }
+        if self.requests.len() >= self.config.max_pending {
+            return Err(SendError::TooManyPending(self.requests.len()));
+        }
+        if token.is_empty() || token.len() > 8 || self.by_token.contains_key(&token) {
+            return Err(SendError::Encode(
+                "token must be 1 to 8 bytes and unused".into(),
+            ));
+        }
+        template.set_token(Vec::new());
+        encode(&template).map_err(SendError::Encode)?;
+        // Without a stored sequence number, date the last one far enough back that the
+        // freshness rule of RFC 7641 §3.4 accepts any number.
+        let stale = self
+            .config
+            .observe_freshness
+            .checked_add(Duration::from_secs(1))
+            .and_then(|d| now.checked_sub(d));
+        let (last_seq, last_at) = match (last_seq, stale) {
+            (Some(seq), _) => (seq, now),
+            (None, Some(at)) => (0, at),
+            (None, None) => (0, now),
+        };
+        let id = RequestId(self.next_id());
+        self.by_token.insert(token.clone(), id);
+        self.requests.insert(
+            id,
+            OutRequest {
+                peer,
+                slot_peer: None,
+                token,
+                template,
+                confirmable: true,
+                phase: Phase::Observing { last_seq, last_at },
+                flight: None,
+                upload: None,
+                download: None,
+            },
+        );
+        Ok(id)
+    }
+
     fn start(&mut self, now: Instant, id: RequestId, peer: SocketAddr) {
         if let Some(req) = self.requests.get_mut(&id) {
             req.slot_peer = Some(peer);
@@ -1273,5 +1338,88 @@ impl Endpoint {
             token = self.rng.next_u64().to_be_bytes().to_vec();
         }
         token
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use coap_lite::{CoapOption, RequestType};
+
+    fn notification(token: &[u8], seq: u32, mid: u16) -> Vec<u8> {
+        let mut p = Packet::new();
+        p.header.set_type(MessageType::NonConfirmable);
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.header.message_id = mid;
+        p.set_token(token.to_vec());
+        p.set_observe_value(seq);
+        p.payload = b"42".to_vec();
+        p.to_bytes().unwrap_or_default()
+    }
+
+    fn observe_get() -> Packet {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Request(RequestType::Get);
+        p.add_option(CoapOption::UriPath, b"3".to_vec());
+        p.set_observe_value(0);
+        p
+    }
+
+    #[test]
+    fn restored_observation_matches_notifications_and_unknown_tokens_do_not() {
+        let now = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:5683".parse().unwrap_or_else(|_| unreachable!());
+        let moved: SocketAddr = "127.0.0.1:6000".parse().unwrap_or_else(|_| unreachable!());
+        let mut ep = Endpoint::new(Config::default(), 7);
+        let token = vec![1, 2, 3, 4, 5, 6, 7, 8];
+        let id = ep
+            .restore_observation(now, peer, token.clone(), observe_get(), None)
+            .expect("restore");
+        assert_eq!(ep.token(id), Some(token.as_slice()));
+        assert!(ep.poll_transmit().is_none(), "restoring sends nothing");
+        // Any sequence number is fresh after a restart, and the device may have moved.
+        ep.handle_datagram(now, moved, &notification(&token, 5, 100));
+        match ep.poll_event() {
+            Some(Event::Notification {
+                request_id,
+                peer: from,
+                sequence,
+                ..
+            }) => {
+                assert_eq!((request_id, from, sequence), (id, moved, 5));
+            }
+            other => panic!("expected a notification, got {other:?}"),
+        }
+        // Ordering applies from then on: an older number is dropped.
+        ep.handle_datagram(now, moved, &notification(&token, 4, 101));
+        assert!(ep.poll_event().is_none());
+        // A token that was not restored is still refused with RST.
+        ep.handle_datagram(now, moved, &notification(&[9; 8], 1, 102));
+        assert!(ep.poll_event().is_none());
+        let rst = ep.poll_transmit().expect("RST for an unknown token");
+        assert_eq!(rst.bytes.first().map(|b| (b >> 4) & 3), Some(RST));
+        // The same token cannot be restored twice; cancel forgets it.
+        assert!(ep
+            .restore_observation(now, peer, token.clone(), observe_get(), Some(1))
+            .is_err());
+        assert!(ep.cancel(now, id));
+        assert_eq!(ep.sizes().tokens, 0);
+    }
+
+    #[test]
+    fn restore_with_known_sequence_keeps_ordering() {
+        let now = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:5683".parse().unwrap_or_else(|_| unreachable!());
+        let mut ep = Endpoint::new(Config::default(), 7);
+        let token = vec![7; 4];
+        ep.restore_observation(now, peer, token.clone(), observe_get(), Some(10))
+            .expect("restore");
+        ep.handle_datagram(now, peer, &notification(&token, 9, 1));
+        assert!(ep.poll_event().is_none(), "older than the stored sequence");
+        ep.handle_datagram(now, peer, &notification(&token, 11, 2));
+        assert!(matches!(
+            ep.poll_event(),
+            Some(Event::Notification { sequence: 11, .. })
+        ));
     }
 }

@@ -1,0 +1,315 @@
+//! The tokio driver: owns the UDP socket and the clock, feeds the sans-IO [`Endpoint`]
+//! and [`Registry`](crate::registry::Registry), writes through to the [`RedbStore`], and
+//! exposes a [`ServerHandle`] to the rest of the program.
+//!
+//! The driver runs on a thread of its own with a single-threaded tokio runtime. The store's
+//! calls are blocking (one fsync per change); running them inline on that thread keeps the
+//! order "persisted, then answered" trivially true without blocking anyone else's runtime.
+//! Everything else talks to the driver through channels: commands in, a broadcast of
+//! [`ServerEvent`]s out.
+//!
+//! - [`route`]: pure routing of an incoming request (also the fuzzing entry point).
+//! - `persist`: conversions between live state and store records.
+//! - `driver`: the event loop.
+
+mod driver;
+pub mod persist;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coap_lite::Packet;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::coap::{Endpoint, FailReason, SendError};
+use crate::config::ServerConfig;
+use crate::registry::{Changes, Registration};
+use crate::store::{RedbStore, StoreError};
+
+pub use route::{route, route_datagram, Route};
+
+/// Capacity of the event broadcast; a subscriber that falls further behind loses the oldest
+/// events (and learns so from `RecvError::Lagged`) rather than stalling the server.
+pub const EVENT_CAPACITY: usize = 4096;
+/// Commands waiting for the driver.
+const COMMAND_CAPACITY: usize = 1024;
+
+/// What happened, for every layer above (fleet, campaigns, API).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// A Register succeeded; `replaced` is the location id of the endpoint's previous
+    /// registration, whose observations are gone.
+    Registered {
+        registration: Registration,
+        replaced: Option<String>,
+    },
+    Updated {
+        registration: Registration,
+        changes: Changes,
+    },
+    Deregistered {
+        registration: Registration,
+    },
+    /// The lifetime (plus grace) ran out without an Update.
+    Expired {
+        registration: Registration,
+    },
+    /// A notification of an observation made with [`ServerHandle::observe`] (or restored
+    /// from the store after a restart).
+    Notification {
+        endpoint: String,
+        registration_id: String,
+        token: Vec<u8>,
+        sequence: u32,
+        packet: Packet,
+    },
+    /// The device ended an observation (an error or a response without Observe).
+    ObservationCancelled {
+        endpoint: String,
+        token: Vec<u8>,
+        packet: Packet,
+    },
+    /// A device's Send (`POST /dp`), undecoded.
+    SendReceived {
+        endpoint: String,
+        registration_id: String,
+        content_format: Option<u16>,
+        payload: Vec<u8>,
+    },
+    /// A request queued before a restart, whose caller is gone, was answered or failed.
+    QueuedRequestCompleted {
+        endpoint: String,
+        outcome: Result<Packet, RequestError>,
+    },
+}
+
+/// Why a request to a device produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no registered endpoint {0:?}")]
+    UnknownEndpoint(String),
+    #[error("the request expired before the device woke up")]
+    Expired,
+    #[error("the device's request queue is full")]
+    QueueFull,
+    #[error("the registration ended before the request was sent")]
+    Deregistered,
+    #[error("no response from the device: {0:?}")]
+    Failed(FailReason),
+    #[error("refused by the CoAP layer: {0}")]
+    Send(SendError),
+    #[error("the device answered without establishing the observation (code {0})")]
+    NotObserved(String),
+    #[error("storage failed: {0}")]
+    Store(String),
+    #[error("the server has stopped")]
+    Stopped,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind CoAP socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        dir: std::path::PathBuf,
+        source: StoreError,
+    },
+    #[error("no random source for CoAP tokens: {0}")]
+    Random(String),
+    #[error("cannot start the server thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// An established observation: its token (the key of its notifications) and the first
+/// response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub token: Vec<u8>,
+    pub response: Packet,
+}
+
+/// What a finished request hands back to its caller.
+#[derive(Debug)]
+struct Reply {
+    packet: Packet,
+    token: Vec<u8>,
+}
+
+type ReplyTx = oneshot::Sender<Result<Reply, RequestError>>;
+
+enum Command {
+    Request {
+        endpoint: String,
+        packet: Packet,
+        confirmable: bool,
+        observe: bool,
+        expires_at: Instant,
+        reply: ReplyTx,
+    },
+    Shutdown,
+}
+
+/// The server; [`Server::start`] is the way in.
+#[derive(Debug)]
+pub struct Server;
+
+/// A running server. Cloning gives another handle to the same server; it stops on
+/// [`shutdown`](Self::shutdown) or when every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    coap_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<ServerEvent>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Opens the store, restores registrations, observations and queued requests, binds
+    /// the socket and starts the driver thread. Synchronous, so it works with or without a
+    /// runtime around it.
+    pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
+        let store = RedbStore::open(&config.data_dir).map_err(|source| StartError::Store {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+        let socket =
+            std::net::UdpSocket::bind(config.coap_addr).map_err(|source| StartError::Bind {
+                addr: config.coap_addr,
+                source,
+            })?;
+        let bind_err = |source| StartError::Bind {
+            addr: config.coap_addr,
+            source,
+        };
+        socket.set_nonblocking(true).map_err(bind_err)?;
+        let coap_addr = socket.local_addr().map_err(bind_err)?;
+        // Tokens must be unguessable (RFC 7252 §5.3.1): no fallback seed.
+        let seed = crate::coap::os_seed().map_err(|e| StartError::Random(e.to_string()))?;
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let endpoint = Endpoint::new(config.coap.clone(), seed);
+        let mut driver = driver::Driver::new(
+            endpoint,
+            config.registry.clone(),
+            Arc::new(store),
+            events.clone(),
+        );
+        driver.restore();
+        std::thread::Builder::new()
+            .name("lwm2m-server".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => rt.block_on(async move {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(socket) => driver.run(socket, cmd_rx).await,
+                            Err(e) => tracing::error!(error = %e, "cannot register the socket"),
+                        }
+                    }),
+                    Err(e) => tracing::error!(error = %e, "cannot build the runtime"),
+                }
+                let _ = stopped_tx.send(true);
+            })
+            .map_err(StartError::Thread)?;
+        tracing::info!(%coap_addr, "server started");
+        Ok(ServerHandle {
+            coap_addr,
+            commands: cmd_tx,
+            events,
+            stopped: stopped_rx,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The address the CoAP socket is bound to (the real port when 0 was asked for).
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.coap_addr
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Sends a raw CoAP request to a registered device and waits for its response.
+    ///
+    /// A queue-mode device that is asleep gets it as soon as it wakes (its next Register
+    /// or Update), in the order requests were made; the request is persisted meanwhile and
+    /// fails with [`RequestError::Expired`] if `expires_in` passes first. Token, message id
+    /// and type are set by the CoAP layer.
+    pub async fn request(
+        &self,
+        endpoint_name: &str,
+        packet: Packet,
+        confirmable: bool,
+        expires_in: Duration,
+    ) -> Result<Packet, RequestError> {
+        self.command(endpoint_name, packet, confirmable, false, expires_in)
+            .await
+            .map(|r| r.packet)
+    }
+
+    /// Like [`request`](Self::request), with Observe=0 set: once the device answers with
+    /// a success carrying Observe, the observation is persisted (so its notifications are
+    /// still matched after a restart) and reported as [`ServerEvent::Notification`]s.
+    pub async fn observe(
+        &self,
+        endpoint_name: &str,
+        mut packet: Packet,
+        expires_in: Duration,
+    ) -> Result<Observation, RequestError> {
+        packet.set_observe_value(0);
+        let r = self
+            .command(endpoint_name, packet, true, true, expires_in)
+            .await?;
+        Ok(Observation {
+            token: r.token,
+            response: r.packet,
+        })
+    }
+
+    async fn command(
+        &self,
+        endpoint: &str,
+        packet: Packet,
+        confirmable: bool,
+        observe: bool,
+        expires_in: Duration,
+    ) -> Result<Reply, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        let now = Instant::now();
+        let expires_at = now
+            .checked_add(expires_in)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        self.commands
+            .send(Command::Request {
+                endpoint: endpoint.to_string(),
+                packet,
+                confirmable,
+                observe,
+                expires_at,
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        rx.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Stops the server and waits until its thread has let go of the socket and the store.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+}
