@@ -218,6 +218,9 @@ impl Driver {
                     Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, reply }) => {
                         self.on_request_command(endpoint, packet, confirmable, observe, expires_at, reply);
                     }
+                    Some(Command::Registration { endpoint, reply }) => {
+                        let _ = reply.send(self.registry.by_endpoint(&endpoint).cloned());
+                    }
                     Some(Command::Shutdown) | None => break,
                 },
                 () = sleep => self.on_timer(Instant::now()),

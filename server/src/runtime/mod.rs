@@ -13,8 +13,11 @@
 //! - `driver`: the event loop.
 
 mod driver;
+mod manage;
 pub mod persist;
 pub mod route;
+
+pub use manage::ManageError;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,6 +155,10 @@ enum Command {
         observe: bool,
         expires_at: Instant,
         reply: ReplyTx,
+    },
+    Registration {
+        endpoint: String,
+        reply: oneshot::Sender<Option<Registration>>,
     },
     Shutdown,
 }
@@ -304,6 +311,19 @@ impl ServerHandle {
             .await
             .map_err(|_| RequestError::Stopped)?;
         rx.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// The current registration of an endpoint, if it is registered.
+    pub async fn registration(&self, endpoint_name: &str) -> Option<Registration> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Registration {
+                endpoint: endpoint_name.to_string(),
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Stops the server and waits until its thread has let go of the socket and the store.

@@ -1,0 +1,99 @@
+//! The typed device-management API of a running server: an LwM2M operation
+//! ([`dm::Operation`]) goes to a registered device as a CoAP request, queued
+//! while a queue-mode device sleeps, and its answer comes back typed.
+//!
+//! The request is built and the answer read by [`crate::dm`] with the
+//! device's own context (enabler version, advertised content formats,
+//! alternate root path) from its current registration.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use coap_lite::Packet;
+use lwm2m_objects::{Codecs, Registry};
+
+use super::{RequestError, ServerHandle};
+use crate::dm::{self, DeviceContext, DmError, DmResponse, Operation};
+
+/// Why a device-management call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("endpoint {0:?} is not registered")]
+    NotRegistered(String),
+    #[error(transparent)]
+    Dm(#[from] DmError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// The codecs and the core object model, built once.
+fn codecs_and_model() -> &'static (Codecs, Registry) {
+    static SHARED: OnceLock<(Codecs, Registry)> = OnceLock::new();
+    SHARED.get_or_init(|| (Codecs::new(), Registry::with_core()))
+}
+
+impl ServerHandle {
+    /// Performs one operation on a registered device and waits for its typed
+    /// answer. `expires_in` bounds how long the request may wait for a
+    /// sleeping device. An Observe leaves the observation in place; its
+    /// notifications arrive as [`super::ServerEvent::Notification`] and are read
+    /// with [`ServerHandle::read_notification`].
+    pub async fn perform(
+        &self,
+        endpoint_name: &str,
+        op: &Operation,
+        expires_in: Duration,
+    ) -> Result<DmResponse, ManageError> {
+        let (codecs, model) = codecs_and_model();
+        let reg = self
+            .registration(endpoint_name)
+            .await
+            .ok_or_else(|| ManageError::NotRegistered(endpoint_name.to_string()))?;
+        let device = DeviceContext::from_registration(&reg);
+        let request = op.to_request(&device, codecs, model)?;
+        let response = if op.is_observe() {
+            self.observe(endpoint_name, request, expires_in)
+                .await?
+                .response
+        } else {
+            self.request(endpoint_name, request, true, expires_in)
+                .await?
+        };
+        Ok(op.parse_response(&response, &device, codecs, model)?)
+    }
+
+    /// Reads a notification of an observation made with `op`.
+    pub async fn read_notification(
+        &self,
+        endpoint_name: &str,
+        op: &Operation,
+        packet: &Packet,
+    ) -> Result<DmResponse, ManageError> {
+        let (codecs, model) = codecs_and_model();
+        let reg = self
+            .registration(endpoint_name)
+            .await
+            .ok_or_else(|| ManageError::NotRegistered(endpoint_name.to_string()))?;
+        let device = DeviceContext::from_registration(&reg);
+        Ok(op.parse_response(packet, &device, codecs, model)?)
+    }
+
+    /// Reads what a device sent with Send (`POST /dp`).
+    pub fn read_send(
+        &self,
+        content_format: Option<u16>,
+        payload: &[u8],
+    ) -> Result<dm::SendData, dm::SendError> {
+        let (codecs, model) = codecs_and_model();
+        let mut packet = Packet::new();
+        packet.header.code = coap_lite::MessageClass::Request(coap_lite::RequestType::Post);
+        if let Some(cf) = content_format {
+            packet.add_option(
+                coap_lite::CoapOption::ContentFormat,
+                super::route::encode_uint(u32::from(cf)),
+            );
+        }
+        packet.payload = payload.to_vec();
+        dm::parse_send(&packet, codecs, model)
+    }
+}
