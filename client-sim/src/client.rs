@@ -446,7 +446,12 @@ impl Driver {
             self.wake(now);
         }
         if self.awake_until.is_some_and(|t| t <= now) && !self.asleep {
-            self.go_to_sleep(now);
+            if self.pending.is_empty() && self.shutdown.is_none() {
+                self.go_to_sleep(now);
+            } else {
+                // Never sleep in the middle of an exchange of ours.
+                self.awake_until = Some(now + self.config.awake_window);
+            }
         }
         if let Some((_, deadline)) = &self.shutdown {
             if *deadline <= now {
@@ -875,6 +880,8 @@ impl Driver {
     }
 
     fn finish_shutdown(&mut self, result: Result<(), ClientError>) {
+        // Status first, so that a caller woken by the reply sees it.
+        let _ = self.status.send(Status::Stopped);
         if let Some((tx, _)) = self.shutdown.take() {
             let _ = tx.send(result);
         }

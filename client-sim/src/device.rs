@@ -210,7 +210,7 @@ impl Device {
         self.ticks += 1;
         let now = unix_now();
         store.set(&p(&[3, 0, 13]), Value::Time(now))?;
-        if self.ticks % 10 == 0 {
+        if self.ticks.is_multiple_of(10) {
             let battery = match store.value(&p(&[3, 0, 9])) {
                 Some(Value::Integer(b)) => *b,
                 _ => 100,

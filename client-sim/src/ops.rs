@@ -135,7 +135,7 @@ fn request_path(p: &Packet) -> Result<Path, OpError> {
                 .ok()
                 .filter(|t| t.len() <= 5 && t.bytes().all(|c| c.is_ascii_digit()))
                 .and_then(|t| t.parse::<u16>().ok())
-                .ok_or_else(|| OpError::NotFound(Path::ROOT))?;
+                .ok_or(OpError::NotFound(Path::ROOT))?;
             ids.push(id);
         }
     }
@@ -218,11 +218,8 @@ impl Core {
         let mut store = ObjectStore::new(lwm2m_objects::Registry::with_core(), &hosted);
         let mut device = Device::new(config.profile.clone(), &config.endpoint);
         let uri = format!("coap://{}", config.server);
-        let binding = match (config.queue_mode, config.version == Version::V1_0) {
-            (true, true) => "UQ",
-            (true, false) => "UQ",
-            _ => "U",
-        };
+        // /1/0/7 lists the transport and queue mode (`UQ`), whatever `b=` says.
+        let binding = if config.queue_mode { "UQ" } else { "U" };
         device.populate(&mut store, &uri, &config.endpoint, config.lifetime, binding)?;
         Ok(Core {
             config,
@@ -238,11 +235,13 @@ impl Core {
     /// The Register/Update payload: `</>;rt="oma.lwm2m";ct=...`, then the
     /// objects (never /0), with `ver=` for objects not at 1.0 (1.1+ only).
     pub fn registration_payload(&self) -> String {
-        let mut payload = RegistrationPayload::default();
-        payload.content_formats = match self.config.version {
-            v if v == Version::V1_0 => Vec::new(),
-            v if v == Version::V1_1 => vec![60, 110, 112],
-            _ => vec![60, 110, 112, 11544],
+        let mut payload = RegistrationPayload {
+            content_formats: match self.config.version {
+                v if v == Version::V1_0 => Vec::new(),
+                v if v == Version::V1_1 => vec![60, 110, 112],
+                _ => vec![60, 110, 112, 11544],
+            },
+            ..RegistrationPayload::default()
         };
         for (oid, instances) in self.store.layout() {
             if link::SECURITY_OBJECTS.contains(&oid) {

@@ -32,7 +32,11 @@ impl Seen {
     pub fn queries(&self) -> Vec<String> {
         self.packet
             .get_option(CoapOption::UriQuery)
-            .map(|q| q.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect())
+            .map(|q| {
+                q.iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
     pub fn method(&self) -> Option<RequestType> {
@@ -62,7 +66,12 @@ pub struct Note {
 }
 
 enum Cmd {
-    Request(SocketAddr, Packet, oneshot::Sender<Result<Packet, String>>, Option<mpsc::UnboundedSender<Note>>),
+    Request(
+        SocketAddr,
+        Packet,
+        oneshot::Sender<Result<Packet, String>>,
+        Option<mpsc::UnboundedSender<Note>>,
+    ),
     Cancel(RequestId),
 }
 
@@ -130,49 +139,73 @@ impl TestServer {
             let mut observers: HashMap<RequestId, mpsc::UnboundedSender<Note>> = HashMap::new();
             let mut buf = vec![0u8; 65_535];
             loop {
-                while let Some(t) = ep.poll_transmit() {
-                    let _ = socket.send_to(&t.bytes, t.peer).await;
-                }
-                while let Some(ev) = ep.poll_event() {
-                    let now = Instant::now();
-                    match ev {
-                        Event::Request { id, peer, packet } => {
-                            let path = uri_path(&packet);
-                            let method = packet.header.code;
-                            let mut resp = Packet::new();
-                            let c = match (method, path.as_str()) {
-                                (MessageClass::Request(RequestType::Post), "/rd") => {
-                                    for s in LOCATION {
-                                        resp.add_option(CoapOption::LocationPath, s.as_bytes().to_vec());
+                loop {
+                    while let Some(t) = ep.poll_transmit() {
+                        let _ = socket.send_to(&t.bytes, t.peer).await;
+                    }
+                    let Some(ev) = ep.poll_event() else { break };
+                    {
+                        let now = Instant::now();
+                        match ev {
+                            Event::Request { id, peer, packet } => {
+                                let path = uri_path(&packet);
+                                let method = packet.header.code;
+                                let mut resp = Packet::new();
+                                let c = match (method, path.as_str()) {
+                                    (MessageClass::Request(RequestType::Post), "/rd") => {
+                                        for s in LOCATION {
+                                            resp.add_option(
+                                                CoapOption::LocationPath,
+                                                s.as_bytes().to_vec(),
+                                            );
+                                        }
+                                        ResponseType::Created
                                     }
-                                    ResponseType::Created
+                                    (MessageClass::Request(RequestType::Post), "/rd/a1b2") => {
+                                        ResponseType::Changed
+                                    }
+                                    (MessageClass::Request(RequestType::Delete), "/rd/a1b2") => {
+                                        ResponseType::Deleted
+                                    }
+                                    (MessageClass::Request(RequestType::Post), "/dp") => {
+                                        ResponseType::Changed
+                                    }
+                                    _ => ResponseType::NotFound,
+                                };
+                                resp.header.code = MessageClass::Response(c);
+                                let _ = ep.respond(now, id, resp);
+                                let _ = seen_tx.send(Seen {
+                                    peer,
+                                    packet,
+                                    at: now,
+                                });
+                            }
+                            Event::Response {
+                                request_id, packet, ..
+                            } => {
+                                if let Some(tx) = waiting.remove(&request_id) {
+                                    let _ = tx.send(Ok(packet));
                                 }
-                                (MessageClass::Request(RequestType::Post), "/rd/a1b2") => ResponseType::Changed,
-                                (MessageClass::Request(RequestType::Delete), "/rd/a1b2") => ResponseType::Deleted,
-                                (MessageClass::Request(RequestType::Post), "/dp") => ResponseType::Changed,
-                                _ => ResponseType::NotFound,
-                            };
-                            resp.header.code = MessageClass::Response(c);
-                            let _ = ep.respond(now, id, resp);
-                            let _ = seen_tx.send(Seen { peer, packet, at: now });
-                        }
-                        Event::Response { request_id, packet, .. } => {
-                            if let Some(tx) = waiting.remove(&request_id) {
-                                let _ = tx.send(Ok(packet));
                             }
-                        }
-                        Event::Notification { request_id, packet, .. } => {
-                            if let Some(tx) = observers.get(&request_id) {
-                                let _ = tx.send(Note { request: request_id, packet, at: now });
+                            Event::Notification {
+                                request_id, packet, ..
+                            } => {
+                                if let Some(tx) = observers.get(&request_id) {
+                                    let _ = tx.send(Note {
+                                        request: request_id,
+                                        packet,
+                                        at: now,
+                                    });
+                                }
                             }
-                        }
-                        Event::RequestFailed { request_id, reason } => {
-                            if let Some(tx) = waiting.remove(&request_id) {
-                                let _ = tx.send(Err(format!("{reason:?}")));
+                            Event::RequestFailed { request_id, reason } => {
+                                if let Some(tx) = waiting.remove(&request_id) {
+                                    let _ = tx.send(Err(format!("{reason:?}")));
+                                }
                             }
-                        }
-                        Event::ObservationCancelled { request_id, .. } => {
-                            observers.remove(&request_id);
+                            Event::ObservationCancelled { request_id, .. } => {
+                                observers.remove(&request_id);
+                            }
                         }
                     }
                 }
@@ -214,7 +247,10 @@ impl TestServer {
 
     /// The next request the client sent, within `timeout`.
     pub async fn next_seen(&mut self, timeout: Duration) -> Option<Seen> {
-        tokio::time::timeout(timeout, self.seen.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.seen.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Waits for a request from the client matching `f`, skipping others.
@@ -253,12 +289,19 @@ impl TestServer {
             .await
             .map_err(|_| "no response".to_string())?
             .map_err(|_| "server stopped".to_string())??;
-        Ok(Observing { id: RequestId(0), first, notes: nrx })
+        Ok(Observing {
+            id: RequestId(0),
+            first,
+            notes: nrx,
+        })
     }
 }
 
 impl Observing {
     pub async fn next(&mut self, timeout: Duration) -> Option<Note> {
-        tokio::time::timeout(timeout, self.notes.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.notes.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
