@@ -472,6 +472,34 @@ async fn observe_notifies_on_change_and_pmax_and_cancels() {
     let n2 = obs.next(T).await.expect("change notification");
     assert_eq!(n2.packet.payload, b"55");
     assert!(n2.at - set_at < Duration::from_millis(800));
+    // Passive cancel: the server forgets the token, answers the next
+    // notification with RST, and the client stops notifying.
+    let mut events = h.subscribe();
+    server.forget(obs.id);
+    let deadline = Instant::now() + T;
+    loop {
+        match tokio::time::timeout(deadline - Instant::now(), events.recv()).await {
+            Ok(Ok(ClientEvent::ObservationCancelled)) => break,
+            Ok(Ok(_)) => continue,
+            other => panic!("observation not cancelled by RST: {other:?}"),
+        }
+    }
+    let mut events = h.subscribe();
+    h.set(Path::resource(3, 0, 9), Value::Integer(54))
+        .await
+        .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(1300), async {
+        loop {
+            if let Ok(ClientEvent::Notified { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "notified after the observation was cancelled"
+    );
     h.shutdown().await.unwrap();
 }
 

@@ -70,7 +70,7 @@ enum Cmd {
         SocketAddr,
         Packet,
         oneshot::Sender<Result<Packet, String>>,
-        Option<mpsc::UnboundedSender<Note>>,
+        Option<(mpsc::UnboundedSender<Note>, oneshot::Sender<RequestId>)>,
     ),
     Cancel(RequestId),
 }
@@ -223,8 +223,9 @@ impl TestServer {
                             match ep.send_request(Instant::now(), peer, p, true) {
                                 Ok(id) => {
                                     waiting.insert(id, tx);
-                                    if let Some(o) = obs {
+                                    if let Some((o, id_tx)) = obs {
                                         observers.insert(id, o);
+                                        let _ = id_tx.send(id);
                                     }
                                 }
                                 Err(e) => { let _ = tx.send(Err(e.to_string())); }
@@ -281,19 +282,28 @@ impl TestServer {
     pub async fn observe(&self, peer: SocketAddr, p: Packet) -> Result<Observing, String> {
         let (tx, rx) = oneshot::channel();
         let (ntx, nrx) = mpsc::unbounded_channel();
+        let (id_tx, id_rx) = oneshot::channel();
         self.cmds
-            .send(Cmd::Request(peer, p, tx, Some(ntx)))
+            .send(Cmd::Request(peer, p, tx, Some((ntx, id_tx))))
             .map_err(|_| "server stopped".to_string())?;
-        // The request id is not returned through the channel; take it from the first note.
         let first = tokio::time::timeout(Duration::from_secs(20), rx)
             .await
             .map_err(|_| "no response".to_string())?
             .map_err(|_| "server stopped".to_string())??;
+        let id = id_rx.await.map_err(|_| "server stopped".to_string())?;
         Ok(Observing {
-            id: RequestId(0),
+            id,
             first,
             notes: nrx,
         })
+    }
+}
+
+impl TestServer {
+    /// Forgets an observation locally: its next notification gets an RST
+    /// (a passive cancel, RFC 7641 §3.6).
+    pub fn forget(&self, id: RequestId) {
+        let _ = self.cmds.send(Cmd::Cancel(id));
     }
 }
 
