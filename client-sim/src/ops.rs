@@ -937,3 +937,123 @@ impl Core {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn core() -> Core {
+        let mut c = Config::new("127.0.0.1:5683".parse().unwrap(), "unit");
+        c.extra_objects = vec![9];
+        Core::new(c).expect("initial values fit the model")
+    }
+
+    fn req(method: RequestType, path: &str) -> Packet {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Request(method);
+        for s in path.split('/').filter(|s| !s.is_empty()) {
+            p.add_option(CoapOption::UriPath, s.as_bytes().to_vec());
+        }
+        p
+    }
+
+    fn code(p: &Packet) -> ResponseType {
+        match p.header.code {
+            MessageClass::Response(r) => r,
+            _ => ResponseType::UnKnown,
+        }
+    }
+
+    const PEER: &str = "127.0.0.1:5683";
+
+    #[test]
+    fn execute_arguments_follow_the_grammar() {
+        assert_eq!(parse_execute_args(b"").unwrap(), vec![]);
+        assert_eq!(parse_execute_args(b"5").unwrap(), vec![(5, None)]);
+        assert_eq!(
+            parse_execute_args(b"2='10.3',7").unwrap(),
+            vec![(2, Some("10.3".into())), (7, None)]
+        );
+        for bad in [
+            &b"a"[..],
+            b"12",
+            b"1=",
+            b"1='x",
+            b"1='a\\b'",
+            b"1,",
+            b",1",
+            b"1='x'y",
+            b"\xff",
+        ] {
+            assert!(parse_execute_args(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn active_cancel_ends_the_observation() {
+        let mut c = core();
+        let now = Instant::now();
+        let peer = PEER.parse().unwrap();
+        let mut o = req(RequestType::Get, "/3/0/9");
+        o.set_token(vec![1, 2, 3]);
+        o.set_observe_value(0);
+        let (resp, op, _) = c.handle(now, peer, &o);
+        assert_eq!(
+            (code(&resp), op),
+            (ResponseType::Content, Operation::Observe)
+        );
+        assert_eq!(c.observations.len(), 1);
+        let mut cancel = o.clone();
+        cancel.set_observe_value(1);
+        let (resp, op, _) = c.handle(now, peer, &cancel);
+        assert_eq!(
+            (code(&resp), op),
+            (ResponseType::Content, Operation::CancelObserve)
+        );
+        assert!(c.observations.is_empty());
+    }
+
+    #[test]
+    fn deleted_target_ends_observation_with_4_04() {
+        let mut c = core();
+        let now = Instant::now();
+        let peer = PEER.parse().unwrap();
+        let mut create = req(RequestType::Post, "/9");
+        create.add_option(CoapOption::ContentFormat, encode_uint(110));
+        create.payload = br#"[{"bn":"/9/0/","n":"8","vb":false}]"#.to_vec();
+        assert_eq!(code(&c.handle(now, peer, &create).0), ResponseType::Created);
+        let mut o = req(RequestType::Get, "/9/0");
+        o.set_token(vec![9]);
+        o.set_observe_value(0);
+        assert_eq!(code(&c.handle(now, peer, &o).0), ResponseType::Content);
+        let del = req(RequestType::Delete, "/9/0");
+        assert_eq!(code(&c.handle(now, peer, &del).0), ResponseType::Deleted);
+        let notes = c.poll_notifications(now + Duration::from_millis(10));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].last);
+        assert_eq!(code(&notes[0].packet), ResponseType::NotFound);
+        assert!(c.observations.is_empty());
+    }
+
+    #[test]
+    fn writes_on_security_and_object_level_are_refused() {
+        let mut c = core();
+        let now = Instant::now();
+        let peer = PEER.parse().unwrap();
+        let mut w = req(RequestType::Put, "/0/0/0");
+        w.add_option(CoapOption::ContentFormat, encode_uint(0));
+        w.payload = b"coap://evil".to_vec();
+        assert_eq!(code(&c.handle(now, peer, &w).0), ResponseType::Unauthorized);
+        let mut w = req(RequestType::Put, "/3");
+        w.add_option(CoapOption::ContentFormat, encode_uint(110));
+        w.payload = b"[]".to_vec();
+        assert_eq!(
+            code(&c.handle(now, peer, &w).0),
+            ResponseType::MethodNotAllowed
+        );
+        // A non-numeric segment names nothing.
+        let r = req(RequestType::Get, "/3/zero");
+        assert_eq!(code(&c.handle(now, peer, &r).0), ResponseType::NotFound);
+    }
+}
