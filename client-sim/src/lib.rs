@@ -1,4 +1,35 @@
-//! LwM2M client library and fleet simulator
+//! LwM2M client library: one simulated device per [`Client`], speaking real
+//! CoAP over UDP through the sans-IO endpoint of `lwm2m-server` (which is
+//! role-neutral), with an object tree checked against the OMA object model.
 //!
-//! Empty until its issue lands; the workspace lists it so the layout is
-//! visible from the start.
+//! - [`config`]: what a device is configured with.
+//! - [`store`]: the object tree; every access is checked against the model
+//!   (operations R/W/E, types).
+//! - [`device`]: initial values of objects 0, 1, 3, 4, 5, 6, drifting
+//!   sensors and the firmware-update state machine.
+//! - [`observe`]: notification attributes and observation rules.
+//! - [`ops`]: the DM and information-reporting operations, sans-IO.
+//! - [`client`]: the tokio driver (register, update, de-register, queue
+//!   mode, Send) and the [`ClientHandle`] tests drive it through.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lwm2m_client_sim::ClientError> {
+//! use lwm2m_client_sim::{Client, Config};
+//! let server = "127.0.0.1:5683".parse().unwrap();
+//! let handle = Client::start(Config::new(server, "dev-1")).await?;
+//! handle.wait_registered(std::time::Duration::from_secs(5)).await?;
+//! handle.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod config;
+pub mod device;
+pub mod observe;
+pub mod ops;
+pub mod store;
+
+pub use client::{Client, ClientError, ClientEvent, ClientHandle, Status};
+pub use config::Config;
+pub use device::DeviceProfile;
+pub use ops::Operation;

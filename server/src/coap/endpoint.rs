@@ -1232,6 +1232,36 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Sends a notification of an observation we serve (RFC 7641 §4.2): a response with
+    /// the observer's `token`, outside any pending exchange. A confirmable one is
+    /// retransmitted like any confirmable message. Returns the message id so that the
+    /// caller can recognise an RST to it (RFC 7641 §3.6: the observer lost interest).
+    /// Type, message id and token are filled in here.
+    pub fn notify(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        token: &[u8],
+        mut notification: Packet,
+        confirmable: bool,
+    ) -> Result<u16, RespondError> {
+        notification.set_token(token.to_vec());
+        let mid = self.alloc_mid();
+        notification.header.message_id = mid;
+        notification.header.set_type(if confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        });
+        let bytes = encode(&notification).map_err(RespondError::Encode)?;
+        if confirmable {
+            self.send_confirmable(now, peer, mid, bytes, Owner::Response);
+        } else {
+            self.transmits.push_back(Transmit { peer, bytes });
+        }
+        Ok(mid)
+    }
+
     // ----- timers ------------------------------------------------------------------
 
     fn timer_live(&self, at: Instant, key: TimerKey) -> bool {

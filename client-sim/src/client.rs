@@ -1,0 +1,891 @@
+//! The tokio driver around the sans-IO CoAP [`Endpoint`] and the DM [`Core`]:
+//! it owns the UDP socket and the clock, registers, updates, de-registers,
+//! sleeps in queue mode, and turns the [`ClientHandle`]'s commands into
+//! requests.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
+use lwm2m_objects::{ContentFormat, Node, Path, Value, Version};
+use lwm2m_server::coap::{Endpoint, Event, FailReason, RequestId};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::ops::{encode_uint, Action, Core, Operation};
+use crate::store::OpError;
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    #[error("socket: {0}")]
+    Io(String),
+    #[error("the client task has stopped")]
+    Stopped,
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("the server answered {0}")]
+    Rejected(String),
+    #[error("request failed: {0:?}")]
+    Failed(FailReason),
+    #[error("CoAP: {0}")]
+    Coap(String),
+    #[error(transparent)]
+    Op(#[from] OpError),
+}
+
+/// What the client reports to tests and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// Registered; the server's location (`/rd/...`).
+    Registered {
+        location: String,
+    },
+    RegistrationFailed {
+        reason: String,
+    },
+    Updated,
+    UpdateFailed {
+        reason: String,
+    },
+    Deregistered,
+    /// A DM request from the server was answered.
+    Operation {
+        operation: Operation,
+        method: String,
+        path: String,
+        code: String,
+    },
+    /// A notification went out.
+    Notified {
+        seq: u32,
+    },
+    /// The server reset a notification: the observation is gone.
+    ObservationCancelled,
+    /// Queue mode: the socket is closed until the next wake.
+    Sleeping,
+    /// Queue mode: awake again, on this local address.
+    Awake {
+        local: SocketAddr,
+    },
+    Rebooting,
+    FirmwareUpdated {
+        version: String,
+    },
+    /// The driver stopped.
+    Stopped,
+}
+
+/// Where the client is in its registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Unregistered,
+    Registered { location: String },
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+enum Command {
+    Read(Path, Reply<Node>),
+    Set(Path, Value, Reply<()>),
+    Update(Reply<()>),
+    Send(Vec<Path>, Reply<()>),
+    Sleep(Reply<()>),
+    Wake(Reply<()>),
+    Shutdown(Reply<()>),
+    LocalAddr(Reply<Option<SocketAddr>>),
+}
+
+/// Handle to a running client. Dropping it does not stop the client; call
+/// [`shutdown`](ClientHandle::shutdown).
+#[derive(Clone)]
+pub struct ClientHandle {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<ClientEvent>,
+    status: watch::Receiver<Status>,
+}
+
+/// Entry point of the library.
+pub struct Client;
+
+impl Client {
+    /// Binds the socket, fills the object tree and starts registering.
+    pub async fn start(config: Config) -> Result<ClientHandle, ClientError> {
+        let socket = UdpSocket::bind(config.bind)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let core = Core::new(config.clone())?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, _) = broadcast::channel(1024);
+        let (st_tx, st_rx) = watch::channel(Status::Unregistered);
+        let seed = lwm2m_server::coap::os_seed().unwrap_or_else(|_| {
+            // No OS randomness: the clock still varies tokens between runs.
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+        let driver = Driver {
+            endpoint: Endpoint::new(config.coap.clone(), seed),
+            socket: Some(Arc::new(socket)),
+            core,
+            config,
+            commands: cmd_rx,
+            events: ev_tx.clone(),
+            status: st_tx,
+            pending: HashMap::new(),
+            location: None,
+            update_at: None,
+            register_at: Some(Instant::now()),
+            tick_at: Instant::now(),
+            observe_at: Instant::now(),
+            awake_until: None,
+            asleep: false,
+            last_local: None,
+            wake_at: None,
+            objects_changed: false,
+            notification_mids: VecDeque::new(),
+            shutdown: None,
+            done: false,
+        };
+        tokio::spawn(driver.run());
+        Ok(ClientHandle {
+            commands: cmd_tx,
+            events: ev_tx,
+            status: st_rx,
+        })
+    }
+}
+
+impl ClientHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until registered; returns the server's location.
+    pub async fn wait_registered(&self, timeout: Duration) -> Result<String, ClientError> {
+        let mut rx = self.status.clone();
+        let fut = async {
+            rx.wait_for(|s| matches!(s, Status::Registered { .. } | Status::Stopped))
+                .await
+                .map(|s| s.clone())
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(ClientError::Timeout("registration")),
+            Ok(Err(_)) => Err(ClientError::Stopped),
+            Ok(Ok(Status::Registered { location })) => Ok(location),
+            Ok(Ok(_)) => Err(ClientError::Stopped),
+        }
+    }
+
+    /// The local value at `path`, as the device sees it (no operation checks).
+    pub async fn read(&self, path: Path) -> Result<Node, ClientError> {
+        self.call(|r| Command::Read(path, r)).await
+    }
+
+    /// Sets a local value (a sensor reading), type-checked against the model;
+    /// observations see the change.
+    pub async fn set(&self, path: Path, value: Value) -> Result<(), ClientError> {
+        self.call(|r| Command::Set(path, value, r)).await
+    }
+
+    /// Sends an Update now and waits for the answer.
+    pub async fn update(&self) -> Result<(), ClientError> {
+        self.call(Command::Update).await
+    }
+
+    /// Send operation (`POST /dp`) with the current values of `paths`.
+    pub async fn send(&self, paths: Vec<Path>) -> Result<(), ClientError> {
+        self.call(|r| Command::Send(paths, r)).await
+    }
+
+    /// Queue mode: go to sleep now.
+    pub async fn sleep(&self) -> Result<(), ClientError> {
+        self.call(Command::Sleep).await
+    }
+
+    /// Queue mode: wake now (sends an Update).
+    pub async fn wake(&self) -> Result<(), ClientError> {
+        self.call(Command::Wake).await
+    }
+
+    /// The local socket address, `None` while asleep.
+    pub async fn local_addr(&self) -> Result<Option<SocketAddr>, ClientError> {
+        self.call(Command::LocalAddr).await
+    }
+
+    /// De-registers (if registered) and stops the client.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.call(Command::Shutdown).await
+    }
+}
+
+enum Pending {
+    Register,
+    Update(Option<Reply<()>>),
+    Deregister,
+    Send(Reply<()>),
+}
+
+struct Driver {
+    endpoint: Endpoint,
+    socket: Option<Arc<UdpSocket>>,
+    core: Core,
+    config: Config,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<ClientEvent>,
+    status: watch::Sender<Status>,
+    pending: HashMap<RequestId, Pending>,
+    location: Option<String>,
+    update_at: Option<Instant>,
+    register_at: Option<Instant>,
+    tick_at: Instant,
+    observe_at: Instant,
+    awake_until: Option<Instant>,
+    asleep: bool,
+    /// The address we had before sleeping, to wake on the same port.
+    last_local: Option<SocketAddr>,
+    wake_at: Option<Instant>,
+    objects_changed: bool,
+    /// Message ids of recent notifications, to recognise an RST to one.
+    notification_mids: VecDeque<(u16, Vec<u8>)>,
+    shutdown: Option<(Reply<()>, Instant)>,
+    done: bool,
+}
+
+/// What woke the driver loop.
+enum Wake {
+    Datagram(Vec<u8>, SocketAddr),
+    Timer,
+    Command(Option<Command>),
+    SocketError,
+}
+
+async fn recv(socket: Option<Arc<UdpSocket>>) -> Wake {
+    let Some(s) = socket else {
+        return std::future::pending().await;
+    };
+    let mut buf = vec![0u8; 65_535];
+    match s.recv_from(&mut buf).await {
+        Ok((n, peer)) => {
+            buf.truncate(n);
+            Wake::Datagram(buf, peer)
+        }
+        Err(_) => Wake::SocketError,
+    }
+}
+
+fn code_text(p: &Packet) -> String {
+    match p.header.code {
+        MessageClass::Response(r) => format!("{r:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn request_packet(method: RequestType, path: &str, queries: &[String]) -> Packet {
+    let mut p = Packet::new();
+    p.header.code = MessageClass::Request(method);
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+    }
+    for q in queries {
+        p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
+    }
+    p
+}
+
+impl Driver {
+    fn emit(&self, e: ClientEvent) {
+        let _ = self.events.send(e);
+    }
+
+    async fn run(mut self) {
+        // Bounded per iteration: each pass handles one wake-up and drains the
+        // endpoint's queues, which only hold what that wake-up produced.
+        while !self.done {
+            self.flush().await;
+            let now = Instant::now();
+            let deadline = self.next_deadline(now);
+            let socket = self.socket.clone();
+            let wake = tokio::select! {
+                w = recv(socket) => w,
+                c = self.commands.recv() => Wake::Command(c),
+                _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+            };
+            let now = Instant::now();
+            match wake {
+                Wake::Datagram(bytes, peer) => self.on_datagram(now, peer, &bytes),
+                Wake::Timer => {}
+                Wake::Command(Some(c)) => self.on_command(now, c),
+                Wake::Command(None) => {
+                    // Every handle is gone: nobody can stop us later, so stop now.
+                    self.begin_shutdown(now, None);
+                }
+                Wake::SocketError => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            self.on_timers(Instant::now());
+        }
+        self.flush().await;
+        let _ = self.status.send(Status::Stopped);
+        self.emit(ClientEvent::Stopped);
+    }
+
+    async fn flush(&mut self) {
+        // Bounded: each pass sends what the endpoint queued; handling events
+        // only queues answers to them.
+        for _ in 0..64 {
+            while let Some(t) = self.endpoint.poll_transmit() {
+                if let Some(s) = &self.socket {
+                    if let Err(e) = s.send_to(&t.bytes, t.peer).await {
+                        tracing::debug!(error = %e, "send failed");
+                    }
+                }
+            }
+            let Some(ev) = self.endpoint.poll_event() else {
+                break;
+            };
+            self.on_event(Instant::now(), ev);
+        }
+    }
+
+    fn next_deadline(&mut self, now: Instant) -> Instant {
+        let far = now + Duration::from_secs(3600);
+        let mut candidates = vec![
+            self.endpoint.poll_timeout(),
+            self.core.device.next_deadline(),
+        ];
+        candidates.push(Some(self.tick_at));
+        if !self.core.observations.is_empty() && !self.asleep {
+            candidates.push(Some(self.observe_at));
+        }
+        candidates.extend([
+            self.update_at,
+            self.register_at,
+            self.awake_until,
+            self.wake_at,
+            self.shutdown.as_ref().map(|s| s.1),
+        ]);
+        candidates
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
+            .max(now)
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        if let Some(note) = self.core.device.poll(&mut self.core.store, now) {
+            let crate::device::DeviceNote::FirmwareUpdated(version) = note;
+            self.emit(ClientEvent::FirmwareUpdated { version });
+        }
+        if self.tick_at <= now {
+            if let Err(e) = self
+                .core
+                .device
+                .tick(&mut self.core.store, self.config.tick)
+            {
+                tracing::warn!(error = %e, "sensor step failed");
+            }
+            self.tick_at = now + self.config.tick;
+        }
+        if self.observe_at <= now && !self.asleep {
+            self.observe_at = now + self.config.observe_poll;
+            for n in self.core.poll_notifications(now) {
+                let seq = n.packet.get_observe_value().and_then(Result::ok);
+                match self
+                    .endpoint
+                    .notify(now, n.peer, &n.token, n.packet, n.confirmable)
+                {
+                    Ok(mid) => {
+                        self.notification_mids.push_back((mid, n.token));
+                        if self.notification_mids.len() > 256 {
+                            self.notification_mids.pop_front();
+                        }
+                        if let Some(seq) = seq {
+                            self.emit(ClientEvent::Notified { seq });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "notification not sent"),
+                }
+            }
+        }
+        if self.register_at.is_some_and(|t| t <= now) && !self.asleep {
+            self.register_at = None;
+            self.register(now);
+        }
+        if self.update_at.is_some_and(|t| t <= now) {
+            self.update_at = None;
+            if self.asleep {
+                self.wake(now);
+            } else {
+                self.send_update(now, None);
+            }
+        }
+        if self.wake_at.is_some_and(|t| t <= now) && self.asleep {
+            self.wake(now);
+        }
+        if self.awake_until.is_some_and(|t| t <= now) && !self.asleep {
+            if self.pending.is_empty() && self.shutdown.is_none() {
+                self.go_to_sleep(now);
+            } else {
+                // Never sleep in the middle of an exchange of ours.
+                self.awake_until = Some(now + self.config.awake_window);
+            }
+        }
+        if let Some((_, deadline)) = &self.shutdown {
+            if *deadline <= now {
+                self.finish_shutdown(Err(ClientError::Timeout("de-registration")));
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        // An RST to one of our notifications cancels that observation
+        // (RFC 7641 §3.6); the endpoint itself reports no event for it.
+        if let [first, 0, hi, lo] = *bytes {
+            if first >> 4 & 3 == 3 {
+                let mid = u16::from_be_bytes([hi, lo]);
+                if let Some(pos) = self.notification_mids.iter().position(|(m, _)| *m == mid) {
+                    if let Some((_, token)) = self.notification_mids.remove(pos) {
+                        if self.core.cancel_observation(peer, &token) {
+                            self.emit(ClientEvent::ObservationCancelled);
+                        }
+                    }
+                }
+            }
+        }
+        self.endpoint.handle_datagram(now, peer, bytes);
+        if self.config.queue_mode {
+            self.extend_awake(now);
+        }
+    }
+
+    fn extend_awake(&mut self, now: Instant) {
+        if self.config.queue_mode && !self.asleep && self.location.is_some() {
+            self.awake_until = Some(now + self.config.awake_window);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::Request { id, peer, packet } => {
+                let (resp, operation, actions) = self.core.handle(now, peer, &packet);
+                let method = match packet.header.code {
+                    MessageClass::Request(m) => format!("{m:?}"),
+                    _ => String::new(),
+                };
+                let path = packet
+                    .get_option(CoapOption::UriPath)
+                    .map(|segs| {
+                        segs.iter()
+                            .map(|s| format!("/{}", String::from_utf8_lossy(s)))
+                            .collect::<String>()
+                    })
+                    .unwrap_or_else(|| "/".into());
+                let code = code_text(&resp);
+                if let Err(e) = self.endpoint.respond(now, id, resp) {
+                    tracing::warn!(error = %e, "response not sent");
+                }
+                self.emit(ClientEvent::Operation {
+                    operation,
+                    method,
+                    path,
+                    code,
+                });
+                self.extend_awake(now);
+                for a in actions {
+                    match a {
+                        Action::ObjectsChanged => {
+                            self.objects_changed = true;
+                            self.send_update(now, None);
+                        }
+                        Action::TriggerUpdate => self.send_update(now, None),
+                        Action::Reboot => {
+                            self.emit(ClientEvent::Rebooting);
+                            self.core.clear_observations();
+                            self.location = None;
+                            self.update_at = None;
+                            let _ = self.status.send(Status::Unregistered);
+                            self.register_at = Some(now + self.config.reboot_delay);
+                        }
+                    }
+                }
+            }
+            Event::Response {
+                request_id, packet, ..
+            } => self.on_response(now, request_id, Ok(packet)),
+            Event::RequestFailed { request_id, reason } => {
+                self.on_response(now, request_id, Err(reason))
+            }
+            Event::Notification { .. } | Event::ObservationCancelled { .. } => {}
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, id: RequestId, result: Result<Packet, FailReason>) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        let code = result.as_ref().ok().map(|p| p.header.code);
+        let ok = |c: ResponseType| code == Some(MessageClass::Response(c));
+        let describe = || match &result {
+            Ok(p) => format!(
+                "{} {}",
+                code_text(p),
+                String::from_utf8_lossy(&p.payload)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
+            Err(r) => format!("{r:?}"),
+        };
+        match pending {
+            Pending::Register => {
+                let location = result.as_ref().ok().and_then(|p| {
+                    p.get_option(CoapOption::LocationPath).map(|segs| {
+                        segs.iter()
+                            .map(|s| format!("/{}", String::from_utf8_lossy(s)))
+                            .collect::<String>()
+                    })
+                });
+                match (ok(ResponseType::Created), location) {
+                    (true, Some(location)) if !location.is_empty() => {
+                        self.location = Some(location.clone());
+                        self.objects_changed = false;
+                        self.schedule_update(now);
+                        self.extend_awake(now);
+                        let _ = self.status.send(Status::Registered {
+                            location: location.clone(),
+                        });
+                        self.emit(ClientEvent::Registered { location });
+                    }
+                    _ => {
+                        self.emit(ClientEvent::RegistrationFailed { reason: describe() });
+                        self.register_at = Some(now + self.config.registration_retry);
+                    }
+                }
+            }
+            Pending::Update(reply) => {
+                if ok(ResponseType::Changed) {
+                    self.schedule_update(now);
+                    self.extend_awake(now);
+                    self.emit(ClientEvent::Updated);
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(()));
+                    }
+                } else {
+                    let reason = describe();
+                    self.emit(ClientEvent::UpdateFailed {
+                        reason: reason.clone(),
+                    });
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(ClientError::Rejected(reason)));
+                    }
+                    // 4.04 or no answer: the registration is gone; register anew.
+                    self.location = None;
+                    let _ = self.status.send(Status::Unregistered);
+                    self.core.clear_observations();
+                    self.register_at = Some(now);
+                }
+            }
+            Pending::Deregister => {
+                self.location = None;
+                self.emit(ClientEvent::Deregistered);
+                let r = if ok(ResponseType::Deleted) {
+                    Ok(())
+                } else {
+                    Err(ClientError::Rejected(describe()))
+                };
+                self.finish_shutdown(r);
+            }
+            Pending::Send(reply) => {
+                let r = match (&result, ok(ResponseType::Changed)) {
+                    (_, true) => Ok(()),
+                    (Err(reason), _) => Err(ClientError::Failed(*reason)),
+                    (Ok(_), false) => Err(ClientError::Rejected(describe())),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// The next Update goes out well before the lifetime ends: at 3/4 of it,
+    /// leaving the rest for retransmissions.
+    fn schedule_update(&mut self, now: Instant) {
+        let lt = u64::from(self.core.config.lifetime);
+        self.update_at =
+            (lt > 0).then(|| now + Duration::from_millis((lt * 1000 * 3 / 4).max(500)));
+    }
+
+    fn send(&mut self, now: Instant, packet: Packet, pending: Pending) -> Result<(), ClientError> {
+        let id = self
+            .endpoint
+            .send_request(now, self.config.server, packet, true)
+            .map_err(|e| ClientError::Coap(e.to_string()))?;
+        self.pending.insert(id, pending);
+        Ok(())
+    }
+
+    fn register(&mut self, now: Instant) {
+        let c = &self.core.config;
+        let mut queries = vec![
+            format!("ep={}", c.endpoint),
+            format!("lt={}", c.lifetime),
+            format!("lwm2m={}", c.version),
+            format!("b={}", c.binding()),
+        ];
+        if c.queue_mode && c.version != Version::V1_0 {
+            queries.push("Q".into());
+        }
+        let mut p = request_packet(RequestType::Post, "/rd", &queries);
+        p.add_option(
+            CoapOption::ContentFormat,
+            encode_uint(u32::from(ContentFormat::LinkFormat.code())),
+        );
+        p.payload = self.core.registration_payload().into_bytes();
+        self.core.clear_observations();
+        if let Err(e) = self.send(now, p, Pending::Register) {
+            self.emit(ClientEvent::RegistrationFailed {
+                reason: e.to_string(),
+            });
+            self.register_at = Some(now + self.config.registration_retry);
+        }
+    }
+
+    fn send_update(&mut self, now: Instant, reply: Option<Reply<()>>) {
+        let Some(location) = self.location.clone() else {
+            if let Some(r) = reply {
+                let _ = r.send(Err(ClientError::Rejected("not registered".into())));
+            }
+            return;
+        };
+        if self
+            .pending
+            .values()
+            .any(|p| matches!(p, Pending::Update(_)))
+            && reply.is_none()
+        {
+            return; // one already in flight carries the same news
+        }
+        let lt = self.core.config.lifetime;
+        let mut p = request_packet(RequestType::Post, &location, &[format!("lt={lt}")]);
+        if self.objects_changed {
+            p.add_option(
+                CoapOption::ContentFormat,
+                encode_uint(u32::from(ContentFormat::LinkFormat.code())),
+            );
+            p.payload = self.core.registration_payload().into_bytes();
+            self.objects_changed = false;
+        }
+        if let Err(e) = self.send(now, p, Pending::Update(reply)) {
+            self.emit(ClientEvent::UpdateFailed {
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    fn go_to_sleep(&mut self, now: Instant) {
+        self.awake_until = None;
+        self.asleep = true;
+        self.last_local = self.socket.as_ref().and_then(|s| s.local_addr().ok());
+        self.socket = None;
+        self.wake_at = Some(now + self.config.sleep_duration);
+        self.emit(ClientEvent::Sleeping);
+    }
+
+    fn wake(&mut self, now: Instant) {
+        if !self.asleep {
+            self.send_update(now, None);
+            return;
+        }
+        let bind = if self.config.rebind_on_wake {
+            self.config.bind
+        } else {
+            self.last_local.unwrap_or(self.config.bind)
+        };
+        let std_socket = std::net::UdpSocket::bind(bind)
+            .or_else(|_| std::net::UdpSocket::bind(self.config.bind))
+            .and_then(|s| s.set_nonblocking(true).map(|_| s));
+        let socket = std_socket.and_then(UdpSocket::from_std);
+        match socket {
+            Ok(s) => {
+                let local = s.local_addr().ok();
+                self.socket = Some(Arc::new(s));
+                self.asleep = false;
+                self.wake_at = None;
+                if let Some(local) = local {
+                    self.emit(ClientEvent::Awake { local });
+                }
+                self.awake_until = Some(now + self.config.awake_window);
+                if self.location.is_some() {
+                    self.send_update(now, None);
+                } else {
+                    self.register_at = Some(now);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot bind on wake; retrying");
+                self.wake_at = Some(now + Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn on_command(&mut self, now: Instant, c: Command) {
+        match c {
+            Command::Read(p, r) => {
+                let _ = r.send(
+                    self.core
+                        .store
+                        .read(&p, crate::store::Actor::Device)
+                        .map_err(ClientError::from),
+                );
+            }
+            Command::Set(p, v, r) => {
+                let _ = r.send(self.core.store.set(&p, v).map_err(ClientError::from));
+            }
+            Command::Update(r) => {
+                if self.asleep {
+                    self.wake(now);
+                    let _ = r.send(Ok(()));
+                } else {
+                    self.send_update(now, Some(r));
+                }
+            }
+            Command::Send(paths, r) => self.send_data(now, paths, r),
+            Command::Sleep(r) => {
+                if !self.asleep {
+                    self.go_to_sleep(now);
+                }
+                let _ = r.send(Ok(()));
+            }
+            Command::Wake(r) => {
+                self.wake(now);
+                let _ = r.send(Ok(()));
+            }
+            Command::LocalAddr(r) => {
+                let _ = r.send(Ok(self.socket.as_ref().and_then(|s| s.local_addr().ok())));
+            }
+            Command::Shutdown(r) => self.begin_shutdown(now, Some(r)),
+        }
+    }
+
+    fn send_data(&mut self, now: Instant, paths: Vec<Path>, reply: Reply<()>) {
+        let format = if matches!(
+            self.config.format,
+            ContentFormat::SenmlJson | ContentFormat::SenmlCbor | ContentFormat::Lwm2mCbor
+        ) {
+            self.config.format
+        } else {
+            ContentFormat::SenmlCbor
+        };
+        let nodes: lwm2m_objects::format::Nodes = paths
+            .iter()
+            .filter_map(|p| {
+                self.core
+                    .store
+                    .read(p, crate::store::Actor::Server)
+                    .ok()
+                    .map(|n| (*p, n))
+            })
+            .collect();
+        let bytes = match self
+            .core
+            .codecs
+            .get(format.code())
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                c.encode_nodes(&nodes, self.core.store.model())
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = reply.send(Err(ClientError::Coap(e)));
+                return;
+            }
+        };
+        if self.asleep {
+            self.wake(now);
+        }
+        let mut p = request_packet(RequestType::Post, "/dp", &[]);
+        p.add_option(
+            CoapOption::ContentFormat,
+            encode_uint(u32::from(format.code())),
+        );
+        p.payload = bytes;
+        let (tx, rx) = oneshot::channel();
+        match self.send(now, p, Pending::Send(tx)) {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    let r = rx.await.unwrap_or(Err(ClientError::Stopped));
+                    let _ = reply.send(r);
+                });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant, reply: Option<Reply<()>>) {
+        let (tx, rx) = oneshot::channel();
+        if let Some(r) = reply {
+            tokio::spawn(async move {
+                let _ = r.send(rx.await.unwrap_or(Ok(())));
+            });
+        }
+        if self.shutdown.is_some() {
+            let _ = tx.send(Ok(()));
+            return;
+        }
+        let deadline = now + Duration::from_secs(10);
+        match self.location.clone() {
+            Some(location) => {
+                if self.asleep {
+                    self.wake(now);
+                    self.update_at = None;
+                    self.pending
+                        .retain(|_, p| !matches!(p, Pending::Update(None)));
+                }
+                let p = request_packet(RequestType::Delete, &location, &[]);
+                self.shutdown = Some((tx, deadline));
+                if self.send(now, p, Pending::Deregister).is_err() {
+                    self.finish_shutdown(Ok(()));
+                }
+            }
+            None => {
+                self.shutdown = Some((tx, deadline));
+                self.finish_shutdown(Ok(()));
+            }
+        }
+    }
+
+    fn finish_shutdown(&mut self, result: Result<(), ClientError>) {
+        // Status first, so that a caller woken by the reply sees it.
+        let _ = self.status.send(Status::Stopped);
+        if let Some((tx, _)) = self.shutdown.take() {
+            let _ = tx.send(result);
+        }
+        self.location = None;
+        self.done = true;
+    }
+}

@@ -1,0 +1,140 @@
+//! `lwm2m-client-sim`: runs one simulated LwM2M device against a server until
+//! Ctrl-C, then de-registers.
+
+use std::net::ToSocketAddrs;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use lwm2m_client_sim::{Client, ClientEvent, Config};
+use lwm2m_objects::{ContentFormat, Version};
+
+const USAGE: &str = "usage: lwm2m-client-sim --server coap://HOST:PORT --endpoint NAME \
+[--lifetime S] [--queue-mode] [--awake S] [--lwm2m 1.0|1.1|1.2] \
+[--format senml-cbor|senml-json|tlv|lwm2m-cbor]";
+
+fn parse_args(args: &[String]) -> Result<Config, String> {
+    let mut server = None;
+    let mut endpoint = None;
+    let mut lifetime = None;
+    let mut queue = false;
+    let mut awake = None;
+    let mut version = Version::V1_1;
+    let mut format = ContentFormat::SenmlCbor;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--server" => server = Some(value("--server")?),
+            "--endpoint" => endpoint = Some(value("--endpoint")?),
+            "--lifetime" => {
+                lifetime = Some(
+                    value("--lifetime")?
+                        .parse::<u32>()
+                        .map_err(|e| format!("--lifetime: {e}"))?,
+                )
+            }
+            "--awake" => {
+                awake = Some(
+                    value("--awake")?
+                        .parse::<u64>()
+                        .map_err(|e| format!("--awake: {e}"))?,
+                )
+            }
+            "--queue-mode" => queue = true,
+            "--lwm2m" => {
+                version = match value("--lwm2m")?.as_str() {
+                    "1.0" => Version::V1_0,
+                    "1.1" => Version::V1_1,
+                    "1.2" => Version::V1_2,
+                    v => return Err(format!("unsupported LwM2M version {v}")),
+                }
+            }
+            "--format" => {
+                format = match value("--format")?.as_str() {
+                    "senml-cbor" => ContentFormat::SenmlCbor,
+                    "senml-json" => ContentFormat::SenmlJson,
+                    "tlv" => ContentFormat::Tlv,
+                    "lwm2m-cbor" => ContentFormat::Lwm2mCbor,
+                    f => return Err(format!("unknown format {f}")),
+                }
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let server = server.ok_or("--server is required")?;
+    let endpoint = endpoint.ok_or("--endpoint is required")?;
+    let hostport = server
+        .strip_prefix("coap://")
+        .ok_or("--server must be coap://HOST:PORT (coaps is not supported yet)")?
+        .trim_end_matches('/');
+    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5683")
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport} resolves to no address"))?;
+    let mut c = Config::new(addr, endpoint);
+    c.version = version;
+    c.format = format;
+    c.queue_mode = queue;
+    if let Some(lt) = lifetime {
+        c.lifetime = lt;
+    }
+    if let Some(a) = awake {
+        c.awake_window = Duration::from_secs(a);
+    }
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let endpoint = config.endpoint.clone();
+    let handle = match Client::start(config).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start client {endpoint}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut events = handle.subscribe();
+    let printer = tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            println!("{endpoint}: {e:?}");
+            if e == ClientEvent::Stopped {
+                break;
+            }
+        }
+    });
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("error: waiting for Ctrl-C: {e}");
+    }
+    let code = match handle.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("de-registration: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    code
+}
