@@ -1,4 +1,2 @@
-//! End-to-end tests across crates: the server binary and simulated devices
-//!
-//! Empty until its issue lands; the workspace lists it so the layout is
-//! visible from the start.
+//! End-to-end tests across crates live in `tests/`: the server and simulated
+//! devices talking CoAP over loopback UDP.
