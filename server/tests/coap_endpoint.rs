@@ -803,6 +803,46 @@ fn active_and_passive_cancel() {
     assert_eq!(ep.sizes().requests, 0);
 }
 
+/// RFC 7641 §3.6: an explicit deregistration is a GET with Observe=1 that
+/// carries the observation's own token; a notification crossing it on the
+/// wire is not delivered.
+#[test]
+fn active_cancel_sends_get_observe_1_with_the_observation_token() {
+    let mut ep = server();
+    let t0 = Instant::now();
+    let (id, token) = established(&mut ep, t0);
+    let mut cancel = get("/3/0/9");
+    cancel.set_observe_value(1);
+    let cid = ep.cancel_observation(t0, id, cancel).unwrap();
+    let (peer, req) = only(&mut ep);
+    assert_eq!(peer, addr(1));
+    assert_eq!(req.get_token(), token.as_slice());
+    assert_eq!(req.get_observe_value().and_then(|r| r.ok()), Some(1));
+    // The device answers with the current value and no Observe option.
+    ep.handle_datagram(
+        t0,
+        addr(1),
+        &bytes(&piggy(&req, ResponseType::Content, b"77")),
+    );
+    assert!(matches!(events(&mut ep).as_slice(),
+        [Event::Response { request_id, .. }] if *request_id == cid));
+    // A late notification of the ended observation is refused.
+    ep.handle_datagram(
+        t0,
+        addr(1),
+        &bytes(&notification(&token, 400, 9, MessageType::Confirmable, b"")),
+    );
+    assert_eq!(only(&mut ep).1.header.get_type(), MessageType::Reset);
+    assert!(events(&mut ep).is_empty());
+    // Only an observation can be cancelled this way.
+    let plain = ep.send_request(t0, addr(2), get("/3/0/0"), true).unwrap();
+    assert_eq!(
+        ep.cancel_observation(t0, plain, get("/3/0/0")),
+        Err(lwm2m_server::coap::SendError::NotObserving)
+    );
+    assert_eq!(ep.sizes().requests, 1);
+}
+
 #[test]
 fn block2_notification_is_fetched_before_delivery() {
     let mut ep = server();

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lwm2m_client_sim::{Client, ClientEvent, ClientHandle, Config as ClientConfig};
+use lwm2m_client_sim::{
+    Client, ClientEvent, ClientHandle, Config as ClientConfig, Operation as DeviceOp,
+};
 use lwm2m_objects::link::{AttributeValue, Attributes};
 use lwm2m_objects::{ContentFormat, Node, Path, Resource, Value};
 use lwm2m_server::config::ServerConfig;
@@ -267,8 +269,11 @@ async fn every_operation_in_every_format() {
         attributes,
         format: None,
     };
+    let (token, first) = within("observe", server.observe_with_token(ep, &observe, STEP))
+        .await
+        .unwrap();
     assert!(matches!(
-        perform(&server, ep, &observe).await,
+        first,
         DmResponse::Observed {
             sequence: Some(_),
             ..
@@ -298,6 +303,30 @@ async fn every_operation_in_every_format() {
             "{n:?}"
         );
     }
+
+    // Active cancel (GET with Observe=1 on the same token): the device
+    // handles it as a cancel of that observation and answers with the value.
+    let mut device_events = device.subscribe();
+    let cancel = Operation::CancelObserve {
+        path: Path::resource(3, 0, 13),
+        format: None,
+    };
+    let answer = within("cancel", server.cancel(ep, &token, &cancel))
+        .await
+        .unwrap();
+    assert!(matches!(answer, DmResponse::Node(_)), "{answer:?}");
+    within("device saw the cancel", async {
+        loop {
+            if let Ok(ClientEvent::Operation {
+                operation: DeviceOp::CancelObserve,
+                ..
+            }) = device_events.recv().await
+            {
+                return;
+            }
+        }
+    })
+    .await;
 
     // Send from the device.
     device.send(vec![Path::resource(3, 0, 9)]).await.unwrap();

@@ -98,6 +98,8 @@ pub enum SendError {
     BodyTooLarge(usize),
     #[error("request cannot be encoded: {0}")]
     Encode(String),
+    #[error("no observation with this id")]
+    NotObserving,
 }
 
 /// Why `respond` refused.
@@ -329,8 +331,44 @@ impl Endpoint {
         &mut self,
         now: Instant,
         peer: SocketAddr,
+        request: Packet,
+        confirmable: bool,
+    ) -> Result<RequestId, SendError> {
+        self.send_with_token(now, peer, request, confirmable, None)
+    }
+
+    /// Cancels an observation actively (RFC 7641 §3.6): the observation is
+    /// forgotten and `request` (the original GET with Observe=1, built by the
+    /// caller) goes to the device with the observation's own token, which is
+    /// how the device knows which observation to end. Its response arrives
+    /// as an ordinary [`Event::Response`] for the returned id.
+    pub fn cancel_observation(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        request: Packet,
+    ) -> Result<RequestId, SendError> {
+        if !matches!(
+            self.requests.get(&id).map(|r| &r.phase),
+            Some(Phase::Observing { .. })
+        ) {
+            return Err(SendError::NotObserving);
+        }
+        let Some(obs) = self.requests.remove(&id) else {
+            return Err(SendError::NotObserving);
+        };
+        let (peer, token) = (obs.peer, obs.token.clone());
+        self.forget(now, obs);
+        self.send_with_token(now, peer, request, true, Some(token))
+    }
+
+    fn send_with_token(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
         mut request: Packet,
         confirmable: bool,
+        token: Option<Vec<u8>>,
     ) -> Result<RequestId, SendError> {
         if !matches!(request.header.code, MessageClass::Request(_)) {
             return Err(SendError::NotARequest);
@@ -349,7 +387,10 @@ impl Endpoint {
             offset: 0,
             szx: self.config.preferred_szx.min(6),
         });
-        let token = self.fresh_token();
+        let token = match token {
+            Some(t) => t,
+            None => self.fresh_token(),
+        };
         let id = RequestId(self.next_id());
         self.by_token.insert(token.clone(), id);
         self.requests.insert(

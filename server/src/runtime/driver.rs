@@ -218,6 +218,9 @@ impl Driver {
                     Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, reply }) => {
                         self.on_request_command(endpoint, packet, confirmable, observe, expires_at, reply);
                     }
+                    Some(Command::CancelObservation { token, packet, reply }) => {
+                        self.on_cancel_observation(token, packet, reply);
+                    }
                     Some(Command::Registration { endpoint, reply }) => {
                         let _ = reply.send(self.registry.by_endpoint(&endpoint).cloned());
                     }
@@ -465,6 +468,37 @@ impl Driver {
     }
 
     // ----- outgoing requests ---------------------------------------------------------
+
+    fn on_cancel_observation(&mut self, token: Vec<u8>, packet: Packet, reply: ReplyTx) {
+        let now = Instant::now();
+        let Some((&rid, _)) = self.observed.iter().find(|(_, o)| o.token == token) else {
+            let _ = reply.send(Err(RequestError::NotObserved("no such observation".into())));
+            return;
+        };
+        let Some(o) = self.observed.remove(&rid) else {
+            return;
+        };
+        if let Err(e) = self.store.delete_observation(&o.token) {
+            tracing::warn!(error = %e, "cancelled observation not deleted from the store");
+        }
+        match self.ep.cancel_observation(now, rid, packet.clone()) {
+            Ok(cid) => {
+                self.pending.insert(
+                    cid,
+                    Pending {
+                        reply: Some(reply),
+                        endpoint: o.endpoint.clone(),
+                        request: packet,
+                        observe: false,
+                        stored_seq: None,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RequestError::Send(e)));
+            }
+        }
+    }
 
     fn on_request_command(
         &mut self,

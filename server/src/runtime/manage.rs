@@ -45,11 +45,7 @@ impl ServerHandle {
         expires_in: Duration,
     ) -> Result<DmResponse, ManageError> {
         let (codecs, model) = codecs_and_model();
-        let reg = self
-            .registration(endpoint_name)
-            .await
-            .ok_or_else(|| ManageError::NotRegistered(endpoint_name.to_string()))?;
-        let device = DeviceContext::from_registration(&reg);
+        let device = self.device_context(endpoint_name).await?;
         let request = op.to_request(&device, codecs, model)?;
         let response = if op.is_observe() {
             self.observe(endpoint_name, request, expires_in)
@@ -62,6 +58,47 @@ impl ServerHandle {
         Ok(op.parse_response(&response, &device, codecs, model)?)
     }
 
+    /// Observes like [`perform`](Self::perform) and also hands back the
+    /// observation's token: notifications carry it, and
+    /// [`cancel`](Self::cancel) needs it.
+    pub async fn observe_with_token(
+        &self,
+        endpoint_name: &str,
+        op: &Operation,
+        expires_in: Duration,
+    ) -> Result<(Vec<u8>, DmResponse), ManageError> {
+        let (codecs, model) = codecs_and_model();
+        let device = self.device_context(endpoint_name).await?;
+        let request = op.to_request(&device, codecs, model)?;
+        let observation = self.observe(endpoint_name, request, expires_in).await?;
+        let response = op.parse_response(&observation.response, &device, codecs, model)?;
+        Ok((observation.token, response))
+    }
+
+    /// Ends an observation actively with `cancel_op` (Cancel-Observe or
+    /// Cancel-Observe-Composite of the observed paths): the device gets the
+    /// GET/FETCH with Observe=1 on the observation's token and answers with
+    /// the current value.
+    pub async fn cancel(
+        &self,
+        endpoint_name: &str,
+        token: &[u8],
+        cancel_op: &Operation,
+    ) -> Result<DmResponse, ManageError> {
+        let (codecs, model) = codecs_and_model();
+        let device = self.device_context(endpoint_name).await?;
+        let request = cancel_op.to_request(&device, codecs, model)?;
+        let response = self.cancel_observation(token, request).await?;
+        Ok(cancel_op.parse_response(&response, &device, codecs, model)?)
+    }
+
+    async fn device_context(&self, endpoint_name: &str) -> Result<DeviceContext, ManageError> {
+        self.registration(endpoint_name)
+            .await
+            .map(|reg| DeviceContext::from_registration(&reg))
+            .ok_or_else(|| ManageError::NotRegistered(endpoint_name.to_string()))
+    }
+
     /// Reads a notification of an observation made with `op`.
     pub async fn read_notification(
         &self,
@@ -70,11 +107,7 @@ impl ServerHandle {
         packet: &Packet,
     ) -> Result<DmResponse, ManageError> {
         let (codecs, model) = codecs_and_model();
-        let reg = self
-            .registration(endpoint_name)
-            .await
-            .ok_or_else(|| ManageError::NotRegistered(endpoint_name.to_string()))?;
-        let device = DeviceContext::from_registration(&reg);
+        let device = self.device_context(endpoint_name).await?;
         Ok(op.parse_response(packet, &device, codecs, model)?)
     }
 

@@ -160,6 +160,11 @@ enum Command {
         endpoint: String,
         reply: oneshot::Sender<Option<Registration>>,
     },
+    CancelObservation {
+        token: Vec<u8>,
+        packet: Packet,
+        reply: ReplyTx,
+    },
     Shutdown,
 }
 
@@ -311,6 +316,30 @@ impl ServerHandle {
             .await
             .map_err(|_| RequestError::Stopped)?;
         rx.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Ends an observation actively (RFC 7641 §3.6): `packet` (the GET with
+    /// Observe=1 of the original request) goes to the device with the
+    /// observation's token; the stored observation is deleted first, so a
+    /// notification crossing the cancel is refused. Answers the device's
+    /// response, or [`RequestError::NotObserved`] for an unknown token.
+    pub async fn cancel_observation(
+        &self,
+        token: &[u8],
+        packet: Packet,
+    ) -> Result<Packet, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::CancelObservation {
+                token: token.to_vec(),
+                packet,
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        rx.await
+            .map_err(|_| RequestError::Stopped)?
+            .map(|r| r.packet)
     }
 
     /// The current registration of an endpoint, if it is registered.
