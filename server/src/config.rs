@@ -1,14 +1,25 @@
-//! What an operator configures: the listening address, the data directory, the CoAP
-//! transmission parameters and the registry's timings and limits.
+//! What an operator configures: the listening addresses, the data directory, the CoAP
+//! transmission parameters, the registry's timings and limits, and the REST API's tokens.
 //!
-//! The TOML file mirrors [`ServerConfig`]; every key is optional and falls back to the
+//! Three sources, lowest precedence first: the TOML file, environment variables
+//! (`LWM2M_*`), command-line flags. The binary reads the last two through clap and hands
+//! them over as [`Overrides`]. In the file every key is optional and falls back to the
 //! default, and an unknown key is an error, so that a typo does not silently leave a default
 //! in force. Durations are integers with their unit in the key name (`ack_timeout_ms`),
 //! because a bare number of unknown unit is the usual misconfiguration.
 //!
 //! ```toml
 //! coap = "0.0.0.0:5683"
+//! http = "127.0.0.1:8080"
 //! data_dir = "./data"
+//!
+//! [api]
+//! admin_tokens = ["a-long-random-admin-token"]
+//! read_tokens = ["a-long-random-read-only-token"]
+//! open_metrics = true
+//! open_health = true
+//! request_expiry_s = 86400
+//! default_timeout_s = 30
 //!
 //! [coap_params]
 //! ack_timeout_ms = 2000
@@ -34,8 +45,12 @@ use crate::registry::RegistryConfig;
 
 /// Default CoAP listening address (RFC 7252 §6.1 port 5683 on every interface).
 pub const DEFAULT_COAP_ADDR: &str = "0.0.0.0:5683";
+/// Default HTTP address: loopback only, so that a first start exposes nothing.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Shortest API token accepted: a short token is guessable over the network.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Everything [`crate::runtime::Server::start`] needs.
 #[derive(Debug, Clone)]
@@ -60,6 +75,74 @@ impl ServerConfig {
     }
 }
 
+/// Everything the binary needs: the server's configuration, where to serve HTTP and how.
+#[derive(Debug, Clone)]
+pub struct BinaryConfig {
+    pub server: ServerConfig,
+    pub http_addr: SocketAddr,
+    pub api: ApiSettings,
+}
+
+/// The REST API's settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Tokens with every right. Empty means "generate one in the data directory".
+    pub admin_tokens: Vec<String>,
+    /// Tokens that may only read (GET): inventory, values, events, metrics.
+    pub read_tokens: Vec<String>,
+    /// Whether `/metrics` is served without a token (Prometheus scrapers often have none).
+    pub open_metrics: bool,
+    /// Whether `/healthz` is served without a token (load balancers have none).
+    pub open_health: bool,
+    /// How long a request for a sleeping device waits for it to wake, unless the call says.
+    pub request_expiry: Duration,
+    /// How long a call waits for an awake device's answer, unless it says.
+    pub default_timeout: Duration,
+    /// Finished request results kept for `GET /api/requests/{id}`; the oldest go first.
+    pub max_tracked_requests: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> ApiSettings {
+        ApiSettings {
+            admin_tokens: Vec::new(),
+            read_tokens: Vec::new(),
+            open_metrics: true,
+            open_health: true,
+            request_expiry: Duration::from_secs(86_400),
+            default_timeout: Duration::from_secs(30),
+            max_tracked_requests: 10_000,
+        }
+    }
+}
+
+/// Tokens are secrets: never print them in logs or `{:?}`.
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("admin_tokens", &self.admin_tokens.len())
+            .field("read_tokens", &self.read_tokens.len())
+            .field("open_metrics", &self.open_metrics)
+            .field("open_health", &self.open_health)
+            .field("request_expiry", &self.request_expiry)
+            .field("default_timeout", &self.default_timeout)
+            .field("max_tracked_requests", &self.max_tracked_requests)
+            .finish()
+    }
+}
+
+/// Values from the environment and the command line, which win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub coap: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    /// When non-empty, replaces the file's admin tokens.
+    pub admin_tokens: Vec<String>,
+    /// When non-empty, replaces the file's read-only tokens.
+    pub read_tokens: Vec<String>,
+}
+
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,7 +165,10 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub coap: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub api: ApiParams,
     #[serde(default)]
     pub coap_params: CoapParams,
     #[serde(default)]
@@ -111,6 +197,25 @@ pub struct CoapParams {
     pub reset_unmatched_non: Option<bool>,
 }
 
+/// `[api]`: the fields of [`ApiSettings`].
+#[derive(Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiParams {
+    pub admin_tokens: Option<Vec<String>>,
+    pub read_tokens: Option<Vec<String>>,
+    pub open_metrics: Option<bool>,
+    pub open_health: Option<bool>,
+    pub request_expiry_s: Option<u64>,
+    pub default_timeout_s: Option<u64>,
+    pub max_tracked_requests: Option<usize>,
+}
+
+impl std::fmt::Debug for ApiParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiParams").finish_non_exhaustive()
+    }
+}
+
 /// `[registry]`: the fields of [`RegistryConfig`].
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -137,26 +242,98 @@ impl FileConfig {
         FileConfig::parse(&text, path)
     }
 
-    /// The final configuration: command-line values (when given) over the file's, over the
-    /// defaults.
-    pub fn resolve(
-        self,
-        cli_coap: Option<SocketAddr>,
-        cli_data_dir: Option<PathBuf>,
-    ) -> Result<ServerConfig, ConfigError> {
-        let coap_addr = match cli_coap.or(self.coap) {
+    /// The final configuration: overrides (environment, command line) over the file's
+    /// values, over the defaults.
+    pub fn resolve(self, over: Overrides) -> Result<BinaryConfig, ConfigError> {
+        let coap_addr = match over.coap.or(self.coap) {
             Some(a) => a,
-            None => DEFAULT_COAP_ADDR
-                .parse()
-                .map_err(|_| ConfigError::Invalid("default address".into()))?,
+            None => default_addr(DEFAULT_COAP_ADDR)?,
         };
-        let data_dir = cli_data_dir
+        let http_addr = match over.http.or(self.http) {
+            Some(a) => a,
+            None => default_addr(DEFAULT_HTTP_ADDR)?,
+        };
+        let data_dir = over
+            .data_dir
             .or(self.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let mut config = ServerConfig::new(coap_addr, data_dir);
-        self.coap_params.apply(&mut config.coap)?;
-        self.registry.apply(&mut config.registry);
-        Ok(config)
+        let mut server = ServerConfig::new(coap_addr, data_dir);
+        self.coap_params.apply(&mut server.coap)?;
+        self.registry.apply(&mut server.registry);
+        let mut api = ApiSettings::default();
+        self.api.apply(&mut api)?;
+        if !over.admin_tokens.is_empty() {
+            api.admin_tokens = over.admin_tokens;
+        }
+        if !over.read_tokens.is_empty() {
+            api.read_tokens = over.read_tokens;
+        }
+        check_tokens(&api)?;
+        Ok(BinaryConfig {
+            server,
+            http_addr,
+            api,
+        })
+    }
+}
+
+fn default_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| ConfigError::Invalid(format!("default address {text}")))
+}
+
+/// Refuses short tokens, tokens that are not plain visible ASCII (they must travel in a
+/// header) and one token given both roles (its role would be ambiguous).
+fn check_tokens(api: &ApiSettings) -> Result<(), ConfigError> {
+    for t in api.admin_tokens.iter().chain(&api.read_tokens) {
+        if t.len() < MIN_TOKEN_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "API tokens must be at least {MIN_TOKEN_LEN} characters long"
+            )));
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid(
+                "API tokens must be visible ASCII characters without spaces".into(),
+            ));
+        }
+    }
+    if api.read_tokens.iter().any(|t| api.admin_tokens.contains(t)) {
+        return Err(ConfigError::Invalid(
+            "a token cannot be both an admin and a read-only token".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl ApiParams {
+    fn apply(&self, a: &mut ApiSettings) -> Result<(), ConfigError> {
+        if let Some(v) = &self.admin_tokens {
+            a.admin_tokens = v.clone();
+        }
+        if let Some(v) = &self.read_tokens {
+            a.read_tokens = v.clone();
+        }
+        if let Some(v) = self.open_metrics {
+            a.open_metrics = v;
+        }
+        if let Some(v) = self.open_health {
+            a.open_health = v;
+        }
+        if let Some(v) = self.request_expiry_s {
+            a.request_expiry = Duration::from_secs(v);
+        }
+        if let Some(v) = self.default_timeout_s {
+            if v == 0 {
+                return Err(ConfigError::Invalid(
+                    "default_timeout_s must be above 0".into(),
+                ));
+            }
+            a.default_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_tracked_requests {
+            a.max_tracked_requests = v.max(1);
+        }
+        Ok(())
     }
 }
 
@@ -263,8 +440,11 @@ mod tests {
     #[test]
     fn empty_file_gives_the_defaults() {
         let c = parse("")
-            .and_then(|f| f.resolve(None, None))
+            .and_then(|f| f.resolve(Overrides::default()))
             .expect("config");
+        assert_eq!(c.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(c.api, ApiSettings::default());
+        let c = c.server;
         assert_eq!(c.coap_addr.to_string(), DEFAULT_COAP_ADDR);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.coap.ack_timeout, Duration::from_secs(2));
@@ -288,7 +468,13 @@ mod tests {
         )
         .expect("parse");
         let cli: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let c = f.resolve(Some(cli), None).expect("resolve");
+        let c = f
+            .resolve(Overrides {
+                coap: Some(cli),
+                ..Overrides::default()
+            })
+            .expect("resolve")
+            .server;
         assert_eq!(c.coap_addr, cli);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/x"));
         assert_eq!(c.coap.ack_timeout, Duration::from_millis(500));
@@ -302,9 +488,52 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(parse("[coap_params]\nack_timout_ms = 5").is_err());
         assert!(parse("coap = \"not an address\"").is_err());
-        let bad = |t: &str| parse(t).and_then(|f| f.resolve(None, None)).is_err();
+        let bad = |t: &str| {
+            parse(t)
+                .and_then(|f| f.resolve(Overrides::default()))
+                .is_err()
+        };
         assert!(bad("[coap_params]\nack_random_factor = 0.5"));
         assert!(bad("[coap_params]\npreferred_block_size = 100"));
         assert!(bad("[coap_params]\nack_timeout_ms = 0"));
+        assert!(bad("[api]\nadmin_tokens = [\"short\"]"));
+        assert!(bad("[api]\nadmin_tokens = [\"with a space inside it\"]"));
+        assert!(bad(
+            "[api]\nadmin_tokens = [\"0123456789abcdef\"]\nread_tokens = [\"0123456789abcdef\"]"
+        ));
+        assert!(bad("[api]\ndefault_timeout_s = 0"));
+    }
+
+    #[test]
+    fn overrides_beat_the_file_and_tokens_replace_not_add() {
+        let f = parse(
+            r#"
+            http = "127.0.0.1:9000"
+            [api]
+            admin_tokens = ["file-admin-token-0001"]
+            read_tokens = ["file-read-token-00001"]
+            open_metrics = false
+            request_expiry_s = 60
+            "#,
+        )
+        .expect("parse");
+        let http: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
+        let c = f
+            .resolve(Overrides {
+                http: Some(http),
+                admin_tokens: vec!["flag-admin-token-0001".into()],
+                ..Overrides::default()
+            })
+            .expect("resolve");
+        assert_eq!(c.http_addr, http);
+        assert_eq!(
+            c.api.admin_tokens,
+            vec!["flag-admin-token-0001".to_string()]
+        );
+        assert_eq!(c.api.read_tokens, vec!["file-read-token-00001".to_string()]);
+        assert!(!c.api.open_metrics);
+        assert!(c.api.open_health);
+        assert_eq!(c.api.request_expiry, Duration::from_secs(60));
+        assert!(!format!("{:?}", c.api).contains("flag-admin"));
     }
 }

@@ -12,12 +12,15 @@
 //!   device's answers as typed results; content-format choice per device.
 //! - [`runtime`]: the tokio driver and [`runtime::ServerHandle`], the API to
 //!   a running server; [`config`] is what it is started with.
+//! - [`api`]: the operator's HTTP API (REST, events, OpenAPI, metrics, health).
 //! - [`store`]: persistence of registrations, observations and queued
 //!   requests behind a narrow trait, on `redb`.
 
+pub mod api;
 pub mod coap;
 pub mod config;
 pub mod dm;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod store;

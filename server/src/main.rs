@@ -1,8 +1,13 @@
 //! `lwm2m-server`: the binary operators run.
 //!
-//! Prints the addresses it bound on one line of stdout (`listening coap=ADDR`), so that
-//! scripts and tests started with port 0 learn the real port, then serves until SIGINT or
-//! SIGTERM. Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+//! Prints the addresses it bound on the first line of stdout
+//! (`listening coap=ADDR http=ADDR`), so that scripts and tests started with port 0 learn
+//! the real ports; when it generated the API token, a second line says where it is
+//! (`api-token-file=PATH`). Then it serves until SIGINT or SIGTERM. Logs go to stderr,
+//! filtered by `RUST_LOG` (default `info`).
+//!
+//! Configuration: the TOML file, then `LWM2M_*` environment variables, then flags; each
+//! wins over the one before.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,7 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lwm2m_server::config::FileConfig;
+use lwm2m_server::api::{auth, Api};
+use lwm2m_server::config::{FileConfig, Overrides};
 use lwm2m_server::runtime::Server;
 
 /// LwM2M device-management server.
@@ -18,14 +24,36 @@ use lwm2m_server::runtime::Server;
 #[command(name = "lwm2m-server", version, about)]
 struct Cli {
     /// UDP address for CoAP [default: 0.0.0.0:5683; port 0 picks a free port].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "LWM2M_COAP")]
     coap: Option<SocketAddr>,
+    /// TCP address for the HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", env = "LWM2M_HTTP")]
+    http: Option<SocketAddr>,
     /// Directory of the persistent store [default: ./data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "LWM2M_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// TOML configuration file; command-line options override it.
-    #[arg(long, value_name = "FILE")]
+    /// TOML configuration file; environment variables and flags override it.
+    #[arg(long, value_name = "FILE", env = "LWM2M_CONFIG")]
     config: Option<PathBuf>,
+    /// Admin token of the HTTP API (repeat or separate with commas for several). Without
+    /// one in any source, a token is generated into the data directory.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LWM2M_API_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_token: Vec<String>,
+    /// Read-only token of the HTTP API (repeat or separate with commas for several).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LWM2M_API_READ_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_read_token: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -50,27 +78,67 @@ fn run(cli: Cli) -> Result<(), String> {
         Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
         None => FileConfig::default(),
     };
-    let config = file
-        .resolve(cli.coap, cli.data_dir)
+    let mut config = file
+        .resolve(Overrides {
+            coap: cli.coap,
+            http: cli.http,
+            data_dir: cli.data_dir,
+            admin_tokens: cli.api_token,
+            read_tokens: cli.api_read_token,
+        })
         .map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let mut token_file = None;
+    if config.api.admin_tokens.is_empty() {
+        let (token, path, created) =
+            auth::load_or_create_token(&config.server.data_dir).map_err(|e| e.to_string())?;
+        if created {
+            tracing::info!(file = %path.display(), "generated an admin API token");
+        }
+        config.api.admin_tokens.push(token);
+        token_file = Some(path);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
-        let data_dir = config.data_dir.clone();
-        let handle = Server::start(config).map_err(|e| e.to_string())?;
-        tracing::info!(data_dir = %data_dir.display(), "serving");
+        let data_dir = config.server.data_dir.clone();
+        let http = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|e| format!("cannot bind HTTP {}: {e}", config.http_addr))?;
+        let http_addr = http
+            .local_addr()
+            .map_err(|e| format!("cannot read the HTTP address: {e}"))?;
+        let handle = Server::start(config.server).map_err(|e| e.to_string())?;
+        let api = Api::new(handle.clone(), config.api).await;
+        tracing::info!(data_dir = %data_dir.display(), %http_addr, "serving");
+        // One write, so a reader that takes the first line and hangs up still got both;
+        // a closed stdout is no reason to stop serving.
+        let mut banner = format!("listening coap={} http={http_addr}\n", handle.coap_addr());
+        if let Some(p) = &token_file {
+            banner.push_str(&format!("api-token-file={}\n", p.display()));
+        }
         {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "listening coap={}", handle.coap_addr())
-                .and_then(|()| out.flush())
-                .map_err(|e| format!("cannot write to stdout: {e}"))?;
+            if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+                tracing::warn!(error = %e, "cannot write the addresses to stdout");
+            }
         }
-        wait_for_signal().await?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(api.serve(http, async move {
+            let _ = stop_rx.await;
+        }));
+        let signal = wait_for_signal().await;
         tracing::info!("shutting down");
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(_) => tracing::warn!("HTTP requests still open after 10 s; stopping anyway"),
+            _ => {}
+        }
         handle.shutdown().await;
-        Ok(())
+        signal
     })
 }
 

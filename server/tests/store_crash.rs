@@ -79,6 +79,7 @@ fn apply(store: &dyn Store, i: u64) {
                 content_format: Some(112),
                 created_at_unix_ms: 2_000 + i,
                 last_sequence: None,
+                observed: vec![format!("/3303/{i}/5700")],
             };
             store.put_observation(&obs).expect("put_observation");
         }
@@ -94,6 +95,7 @@ fn apply(store: &dyn Store, i: u64) {
                 observe: None,
                 payload: format!("coap://fw/{i}").into_bytes(),
                 expires_at_unix_ms: 10_000 + i,
+                tracking: None,
             };
             store.enqueue(&req).expect("enqueue");
         }

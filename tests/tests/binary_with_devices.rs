@@ -43,7 +43,7 @@ impl Drop for Running {
 
 fn start(coap: &str, data_dir: &Path) -> (Running, SocketAddr) {
     let mut child = Command::new(server_binary())
-        .args(["--coap", coap, "--data-dir"])
+        .args(["--coap", coap, "--http", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -64,6 +64,7 @@ fn start(coap: &str, data_dir: &Path) -> (Running, SocketAddr) {
     let addr = line
         .trim()
         .strip_prefix("listening coap=")
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (running, addr)

@@ -222,6 +222,8 @@ pub struct Endpoint {
     incoming: HashMap<IncomingId, Incoming>,
     dedup: Dedup,
     assemblies: Assemblies,
+    /// Confirmable messages sent again since start, for metrics.
+    retransmitted: u64,
 }
 
 /// Table sizes, for tests and metrics: every one of them must stay bounded.
@@ -276,6 +278,7 @@ impl Endpoint {
             incoming: HashMap::new(),
             dedup: Dedup::new(dedup_cap),
             assemblies: Assemblies::new(assembly_cap),
+            retransmitted: 0,
         }
     }
 
@@ -307,6 +310,11 @@ impl Endpoint {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Retransmissions sent since start (every one, of requests and of responses).
+    pub fn retransmissions_sent(&self) -> u64 {
+        self.retransmitted
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -1358,6 +1366,7 @@ impl Endpoint {
             return;
         }
         r.retransmits += 1;
+        self.retransmitted += 1;
         r.timeout = r.timeout.checked_mul(2).unwrap_or(r.timeout);
         // From the scheduled time, so a late wake-up does not stretch the schedule.
         r.next_at = later(r.next_at, r.timeout).max(now);

@@ -68,6 +68,10 @@ impl<R> DeviceQueue<R> {
         self.items.drain(..).map(|q| q.request).collect()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &R> {
+        self.items.iter().map(|q| &q.request)
+    }
+
     pub fn next_expiry(&self) -> Option<Instant> {
         self.items.iter().map(|q| q.expires_at).min()
     }

@@ -2,7 +2,7 @@
 //! queue-mode device is awake, and what waits for it. Pure state: every
 //! method takes `now`, nothing reads a clock or touches a socket.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,11 @@ struct Entry<R> {
     reg: Registration,
     expires_at: Option<Instant>,
     awake_until: Option<Instant>,
+    /// A queue-mode device reported awake and not yet reported asleep: it is in
+    /// `awake_index` under `awake_until`.
+    marked_awake: bool,
+    /// The last message of any kind from the device.
+    last_seen: Instant,
     queue: DeviceQueue<R>,
 }
 
@@ -169,8 +174,15 @@ struct Entry<R> {
 pub struct Registry<R> {
     config: RegistryConfig,
     by_id: HashMap<String, Entry<R>>,
-    by_endpoint: HashMap<String, String>,
+    /// Sorted, so that the inventory pages by name and filters by prefix
+    /// without sorting the whole table per call.
+    by_endpoint: BTreeMap<String, String>,
     expiries: BTreeSet<(Instant, String)>,
+    /// Queue-mode devices marked awake, by the end of their awake window:
+    /// [`fall_asleep`](Registry::fall_asleep) reports each once when it passes.
+    awake_index: BTreeSet<(Instant, String)>,
+    queue_mode_count: usize,
+    queued_total: usize,
     ids: Box<dyn IdSource>,
 }
 
@@ -193,8 +205,11 @@ impl<R> Registry<R> {
         Registry {
             config,
             by_id: HashMap::new(),
-            by_endpoint: HashMap::new(),
+            by_endpoint: BTreeMap::new(),
             expiries: BTreeSet::new(),
+            awake_index: BTreeSet::new(),
+            queue_mode_count: 0,
+            queued_total: 0,
             ids,
         }
     }
@@ -221,6 +236,70 @@ impl<R> Registry<R> {
 
     pub fn iter(&self) -> impl Iterator<Item = &Registration> {
         self.by_id.values().map(|e| &e.reg)
+    }
+
+    /// Registrations whose endpoint name starts with `prefix`, sorted by
+    /// name; `O(log n)` to the first one.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Registration> {
+        self.by_endpoint
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .filter_map(|(_, id)| self.get(id))
+    }
+
+    /// When the device last sent anything (Register, Update, a response, a
+    /// notification, a Send).
+    pub fn last_seen(&self, id: &str) -> Option<Instant> {
+        self.by_id.get(id).map(|e| e.last_seen)
+    }
+
+    /// Devices that requests reach now by the last report: every device not
+    /// in queue mode, and the queue-mode ones marked awake.
+    pub fn awake_count(&self) -> usize {
+        self.by_id.len() - self.queue_mode_count + self.awake_index.len()
+    }
+
+    /// Requests waiting in every device's queue.
+    pub fn queued_total(&self) -> usize {
+        self.queued_total
+    }
+
+    /// Whether the device was last reported awake (always, without queue
+    /// mode): the state that Awake and Sleeping events follow.
+    pub fn marked_awake(&self, id: &str) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|e| !e.reg.queue_mode || e.marked_awake)
+    }
+
+    /// Queue-mode devices whose awake window ended at or before `now`, each
+    /// reported once, as `(location id, endpoint)`: they sleep now.
+    pub fn fall_asleep(&mut self, now: Instant) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Some((at, id)) = self.awake_index.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.awake_index.remove(&(at, id.clone()));
+            if let Some(e) = self.by_id.get_mut(&id) {
+                e.marked_awake = false;
+                out.push((id, e.reg.endpoint.clone()));
+            }
+        }
+        out
+    }
+
+    /// The earliest end of an awake window still to report.
+    pub fn next_sleep(&self) -> Option<Instant> {
+        self.awake_index.first().map(|(t, _)| *t)
+    }
+
+    /// The requests waiting for a device, in order.
+    pub fn queued_items(&self, id: &str) -> impl Iterator<Item = &R> {
+        self.by_id.get(id).into_iter().flat_map(|e| e.queue.iter())
     }
 
     /// Applies a parsed request from `peer`.
@@ -409,14 +488,33 @@ impl<R> Registry<R> {
     /// Any other message from the device (a response, a notification, a
     /// Send) shows it is still listening: T12 asks it to stay awake
     /// MAX_TRANSMIT_WAIT after its last message, so the window restarts.
-    pub fn touch(&mut self, id: &str, now: Instant) {
+    /// Returns true when this woke a queue-mode device that was reported
+    /// asleep.
+    pub fn touch(&mut self, id: &str, now: Instant) -> bool {
         let window = self.config.awake_window;
-        if let Some(e) = self.by_id.get_mut(id).filter(|e| e.reg.queue_mode) {
-            let until = now.checked_add(window);
-            if until > e.awake_until {
-                e.awake_until = until;
-            }
+        let Some(e) = self.by_id.get_mut(id) else {
+            return false;
+        };
+        e.last_seen = e.last_seen.max(now);
+        if !e.reg.queue_mode {
+            return false;
         }
+        let until = now.checked_add(window);
+        if until > e.awake_until {
+            if let (true, Some(old)) = (e.marked_awake, e.awake_until) {
+                self.awake_index.remove(&(old, id.to_string()));
+            }
+            e.awake_until = until;
+        }
+        let woke = !e.marked_awake;
+        match e.awake_until {
+            Some(t) => {
+                e.marked_awake = true;
+                self.awake_index.insert((t, id.to_string()));
+            }
+            None => e.marked_awake = false,
+        }
+        woke
     }
 
     /// Queues a request for the device; it comes out of
@@ -436,6 +534,7 @@ impl<R> Registry<R> {
             return Err((EnqueueError::QueueFull(max), request));
         }
         e.queue.push(request, expires_at);
+        self.queued_total += 1;
         Ok(())
     }
 
@@ -453,6 +552,9 @@ impl<R> Registry<R> {
         };
         let expired = e.queue.drop_expired(now);
         let ready = if awake { e.queue.drain() } else { Vec::new() };
+        self.queued_total = self
+            .queued_total
+            .saturating_sub(expired.len() + ready.len());
         Ready { ready, expired }
     }
 
@@ -465,6 +567,7 @@ impl<R> Registry<R> {
                 out.push((id.clone(), r));
             }
         }
+        self.queued_total = self.queued_total.saturating_sub(out.len());
         out
     }
 
@@ -535,6 +638,13 @@ impl<R> Registry<R> {
         if let Some(t) = expires_at {
             self.expiries.insert((t, reg.id.clone()));
         }
+        if let Some(t) = awake_until {
+            self.awake_index.insert((t, reg.id.clone()));
+        }
+        if reg.queue_mode {
+            self.queue_mode_count += 1;
+        }
+        self.queued_total += queue.len();
         self.by_endpoint
             .insert(reg.endpoint.clone(), reg.id.clone());
         self.by_id.insert(
@@ -543,6 +653,8 @@ impl<R> Registry<R> {
                 reg,
                 expires_at,
                 awake_until,
+                marked_awake: awake_until.is_some(),
+                last_seen: refreshed,
                 queue,
             },
         );
@@ -553,6 +665,13 @@ impl<R> Registry<R> {
         if let Some(t) = e.expires_at {
             self.expiries.remove(&(t, id.to_string()));
         }
+        if let (true, Some(t)) = (e.marked_awake, e.awake_until) {
+            self.awake_index.remove(&(t, id.to_string()));
+        }
+        if e.reg.queue_mode {
+            self.queue_mode_count -= 1;
+        }
+        self.queued_total = self.queued_total.saturating_sub(e.queue.len());
         if self
             .by_endpoint
             .get(&e.reg.endpoint)

@@ -9,11 +9,19 @@ use coap_lite::{MessageClass, Packet};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 
+use lwm2m_objects::Path;
+
 use super::persist::{self, Clock};
 use super::route::{self, Route};
-use super::{Command, Reply, ReplyTx, RequestError, ServerEvent};
-use crate::coap::{Endpoint, Event, IncomingId, RequestId};
-use crate::registry::{RdOutcome, RegistrationError, Registry, RegistryConfig, Removed};
+use super::{
+    ClientInfo, ClientPage, Command, ObservationInfo, QueuedInfo, Reply, ReplyTx, RequestError,
+    RequestLabel, ServerEvent,
+};
+use crate::coap::{Endpoint, Event, FailReason, IncomingId, RequestId};
+use crate::metrics::{gauge_value, Metrics, ReasonLabels};
+use crate::registry::{
+    RdOutcome, RdRequest, Registration, RegistrationError, Registry, RegistryConfig, Removed,
+};
 use crate::store::Store;
 
 /// Largest datagram read; anything up to the UDP maximum arrives whole, so a truncated
@@ -29,6 +37,8 @@ struct Queued {
     packet: Packet,
     confirmable: bool,
     observe: bool,
+    label: RequestLabel,
+    created_at_unix_ms: u64,
     reply: Option<ReplyTx>,
 }
 
@@ -39,6 +49,8 @@ struct Pending {
     request: Packet,
     observe: bool,
     stored_seq: Option<u64>,
+    label: RequestLabel,
+    sent_at: Instant,
 }
 
 /// An established observation.
@@ -46,6 +58,27 @@ struct Observed {
     endpoint: String,
     registration_id: String,
     token: Vec<u8>,
+    /// The LwM2M paths observed, as the observing call named them.
+    paths: Vec<Path>,
+    composite: bool,
+}
+
+/// The metrics code of a request's outcome: the device's CoAP code, or why there was none.
+fn outcome_code(outcome: &Result<Packet, RequestError>) -> String {
+    match outcome {
+        Ok(p) => p.header.code.to_string(),
+        Err(RequestError::Failed(FailReason::Timeout)) => "timeout".into(),
+        Err(RequestError::Failed(FailReason::Reset)) => "reset".into(),
+        Err(RequestError::Failed(_)) => "failed".into(),
+        Err(RequestError::Expired) => "expired".into(),
+        Err(RequestError::QueueFull) => "queue_full".into(),
+        Err(RequestError::Deregistered) => "deregistered".into(),
+        Err(RequestError::UnknownEndpoint(_)) => "unknown_endpoint".into(),
+        Err(RequestError::NotObserved(code)) => code.clone(),
+        Err(RequestError::Send(_) | RequestError::Store(_) | RequestError::Stopped) => {
+            "error".into()
+        }
+    }
 }
 
 pub(super) struct Driver {
@@ -58,6 +91,9 @@ pub(super) struct Driver {
     observed: HashMap<RequestId, Observed>,
     /// Which registration a peer address belongs to, for Send (which names no endpoint).
     by_peer: HashMap<SocketAddr, String>,
+    metrics: Arc<Metrics>,
+    /// The endpoint's retransmission count already added to the metrics.
+    retransmissions_counted: u64,
 }
 
 impl Driver {
@@ -66,6 +102,7 @@ impl Driver {
         registry: RegistryConfig,
         store: Arc<dyn Store>,
         events: broadcast::Sender<ServerEvent>,
+        metrics: Arc<Metrics>,
     ) -> Driver {
         Driver {
             ep,
@@ -76,6 +113,8 @@ impl Driver {
             pending: HashMap::new(),
             observed: HashMap::new(),
             by_peer: HashMap::new(),
+            metrics,
+            retransmissions_counted: 0,
         }
     }
 
@@ -133,6 +172,11 @@ impl Driver {
                             packet: persist::from_queued(&q),
                             confirmable: true,
                             observe: q.observe == Some(0),
+                            label: persist::from_tracking(q.tracking.as_ref()),
+                            created_at_unix_ms: q
+                                .tracking
+                                .as_ref()
+                                .map_or(now_ms, |t| t.created_at_unix_ms),
                             reply: None,
                         };
                         if self.registry.enqueue(&id, item, expires_at).is_err() {
@@ -166,18 +210,29 @@ impl Driver {
                 .restore_observation(now, peer, o.token.clone(), template, o.last_sequence)
             {
                 Ok(id) => {
+                    let observed = if o.observed.is_empty() {
+                        &o.paths
+                    } else {
+                        &o.observed
+                    };
                     self.observed.insert(
                         id,
                         Observed {
                             endpoint: o.endpoint.clone(),
                             registration_id: o.registration_id.clone(),
                             token: o.token.clone(),
+                            paths: persist::parse_paths(observed),
+                            composite: o.composite,
                         },
                     );
                 }
                 Err(e) => tracing::warn!(error = %e, "observation not restored"),
             }
         }
+        // Devices whose awake window ended while the server was down sleep now; nobody
+        // has subscribed yet, so there is no one to tell.
+        self.registry.fall_asleep(now);
+        self.update_gauges();
         tracing::info!(
             registrations = self.registry.len(),
             observations = self.observed.len(),
@@ -194,6 +249,7 @@ impl Driver {
                 self.ep.poll_timeout(),
                 self.registry.next_expiry(),
                 self.registry.next_queue_expiry(),
+                self.registry.next_sleep(),
             ]
             .into_iter()
             .flatten()
@@ -215,14 +271,41 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "recv_from failed"),
                 },
                 c = commands.recv() => match c {
-                    Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, reply }) => {
-                        self.on_request_command(endpoint, packet, confirmable, observe, expires_at, reply);
+                    Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, label, reply }) => {
+                        let item = Queued {
+                            endpoint,
+                            seq: None,
+                            packet,
+                            confirmable,
+                            observe,
+                            label,
+                            created_at_unix_ms: self.clock.unix_ms(Instant::now()),
+                            reply: Some(reply),
+                        };
+                        self.on_request_command(item, expires_at);
                     }
                     Some(Command::CancelObservation { token, packet, reply }) => {
                         self.on_cancel_observation(token, packet, reply);
                     }
                     Some(Command::Registration { endpoint, reply }) => {
                         let _ = reply.send(self.registry.by_endpoint(&endpoint).cloned());
+                    }
+                    Some(Command::Clients { prefix, offset, limit, reply }) => {
+                        let _ = reply.send(self.clients(&prefix, offset, limit));
+                    }
+                    Some(Command::Client { endpoint, reply }) => {
+                        let now = Instant::now();
+                        let info = self.registry.by_endpoint(&endpoint).map(|r| self.client_info(r, now));
+                        let _ = reply.send(info);
+                    }
+                    Some(Command::Observations { endpoint, reply }) => {
+                        let _ = reply.send(self.observations(&endpoint));
+                    }
+                    Some(Command::ForgetObservation { token, reply }) => {
+                        let _ = reply.send(self.forget_observation(&token));
+                    }
+                    Some(Command::QueuedRequests { reply }) => {
+                        let _ = reply.send(self.queued_requests());
                     }
                     Some(Command::Shutdown) | None => break,
                 },
@@ -234,8 +317,25 @@ impl Driver {
                     tracing::debug!(peer = %t.peer, error = %e, "send_to failed");
                 }
             }
+            self.update_gauges();
         }
         tracing::info!("server stopped");
+    }
+
+    /// Gauges from the live state, and the retransmissions counted since the last call.
+    /// Every value is a counter the registry keeps: O(1) however large the fleet.
+    fn update_gauges(&mut self) {
+        let m = &self.metrics;
+        m.registered_devices.set(gauge_value(self.registry.len()));
+        m.awake_devices
+            .set(gauge_value(self.registry.awake_count()));
+        m.observations.set(gauge_value(self.observed.len()));
+        m.queued_requests
+            .set(gauge_value(self.registry.queued_total()));
+        let sent = self.ep.retransmissions_sent();
+        m.retransmissions
+            .inc_by(sent.saturating_sub(self.retransmissions_counted));
+        self.retransmissions_counted = sent;
     }
 
     fn on_timer(&mut self, now: Instant) {
@@ -244,10 +344,35 @@ impl Driver {
             let reg = removed.registration.clone();
             tracing::info!(endpoint = %reg.endpoint, id = %reg.id, "registration expired");
             self.forget_registration(removed, now);
+            self.metrics
+                .deregistrations
+                .get_or_create(&ReasonLabels { reason: "expired" })
+                .inc();
             self.emit(ServerEvent::Expired { registration: reg });
         }
         for (_, q) in self.registry.expire_queued(now) {
             self.finish_queued(q, Err(RequestError::Expired));
+        }
+        for (registration_id, endpoint) in self.registry.fall_asleep(now) {
+            tracing::debug!(%endpoint, "awake window over; asleep");
+            self.emit(ServerEvent::Sleeping {
+                endpoint,
+                registration_id,
+            });
+        }
+    }
+
+    /// Notes that a registered device spoke: it is awake, and an Awake event is due if it
+    /// was reported asleep.
+    fn heard_from(&mut self, registration_id: &str, now: Instant) {
+        if self.registry.touch(registration_id, now) {
+            if let Some(reg) = self.registry.get(registration_id) {
+                let endpoint = reg.endpoint.clone();
+                self.emit(ServerEvent::Awake {
+                    endpoint,
+                    registration_id: registration_id.to_string(),
+                });
+            }
         }
     }
 
@@ -273,8 +398,10 @@ impl Driver {
                     if let Some(o) = self.observed.get(&request_id) {
                         let (endpoint, registration_id) =
                             (o.endpoint.clone(), o.registration_id.clone());
-                        let token = o.token.clone();
-                        self.registry.touch(&registration_id, now);
+                        let (token, paths, composite) =
+                            (o.token.clone(), o.paths.clone(), o.composite);
+                        self.heard_from(&registration_id, now);
+                        self.metrics.notifications.inc();
                         tracing::debug!(%endpoint, %peer, sequence, "notification");
                         self.emit(ServerEvent::Notification {
                             endpoint,
@@ -282,6 +409,8 @@ impl Driver {
                             token,
                             sequence,
                             packet,
+                            paths,
+                            composite,
                         });
                     }
                 }
@@ -311,13 +440,19 @@ impl Driver {
 
     fn on_incoming(&mut self, now: Instant, id: IncomingId, peer: SocketAddr, packet: &Packet) {
         match route::route(packet) {
-            Route::Registration(Ok(rd)) => match self.registry.handle(rd, peer, now) {
-                Ok(outcome) => self.on_outcome(now, id, peer, outcome),
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "registration request refused");
-                    self.respond(now, id, route::error_response(&e));
+            Route::Registration(Ok(rd)) => {
+                let was_awake = match &rd {
+                    RdRequest::Update(u) => self.registry.marked_awake(&u.id),
+                    _ => false,
+                };
+                match self.registry.handle(rd, peer, now) {
+                    Ok(outcome) => self.on_outcome(now, id, peer, outcome, was_awake),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "registration request refused");
+                        self.respond(now, id, route::error_response(&e));
+                    }
                 }
-            },
+            }
             Route::Registration(Err(e)) | Route::Reject(e) => {
                 tracing::debug!(%peer, error = %e, "request refused");
                 self.respond(now, id, route::error_response(&e));
@@ -333,7 +468,8 @@ impl Driver {
                     .map(|r| (r.id.clone(), r.endpoint.clone()));
                 match reg {
                     Some((registration_id, endpoint)) => {
-                        self.registry.touch(&registration_id, now);
+                        self.heard_from(&registration_id, now);
+                        self.metrics.sends.inc();
                         self.respond(now, id, route::response((2, 4)));
                         self.emit(ServerEvent::SendReceived {
                             endpoint,
@@ -360,6 +496,7 @@ impl Driver {
         id: IncomingId,
         peer: SocketAddr,
         outcome: RdOutcome<Queued>,
+        was_awake: bool,
     ) {
         match outcome {
             RdOutcome::Registered(r) => {
@@ -388,11 +525,18 @@ impl Driver {
                 }
                 self.by_peer.insert(peer, reg.id.clone());
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, %peer, "registered");
+                self.metrics.registrations.inc();
                 self.respond(now, id, route::created(&r.location_path));
                 self.emit(ServerEvent::Registered {
                     registration: reg.clone(),
                     replaced: r.replaced.map(|o| o.id),
                 });
+                if reg.queue_mode {
+                    self.emit(ServerEvent::Awake {
+                        endpoint: reg.endpoint.clone(),
+                        registration_id: reg.id.clone(),
+                    });
+                }
                 self.deliver_ready(&reg.id, now);
             }
             RdOutcome::Updated(u) => {
@@ -412,17 +556,30 @@ impl Driver {
                 }
                 self.by_peer.insert(peer, reg.id.clone());
                 tracing::debug!(endpoint = %reg.endpoint, id = %reg.id, "updated");
+                self.metrics.updates.inc();
                 self.respond(now, id, route::response((2, 4)));
                 self.emit(ServerEvent::Updated {
                     registration: reg.clone(),
                     changes: u.changes,
                 });
+                if !was_awake && self.registry.marked_awake(&reg.id) {
+                    self.emit(ServerEvent::Awake {
+                        endpoint: reg.endpoint.clone(),
+                        registration_id: reg.id.clone(),
+                    });
+                }
                 self.deliver_ready(&reg.id, now);
             }
             RdOutcome::Deregistered(removed) => {
                 let reg = removed.registration.clone();
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, "deregistered");
                 self.forget_registration(removed, now);
+                self.metrics
+                    .deregistrations
+                    .get_or_create(&ReasonLabels {
+                        reason: "deregister",
+                    })
+                    .inc();
                 self.respond(now, id, route::response((2, 2)));
                 self.emit(ServerEvent::Deregistered { registration: reg });
             }
@@ -467,6 +624,91 @@ impl Driver {
         }
     }
 
+    // ----- queries -------------------------------------------------------------------
+
+    fn client_info(&self, reg: &Registration, now: Instant) -> ClientInfo {
+        let id = &reg.id;
+        ClientInfo {
+            registration: reg.clone(),
+            awake: self.registry.is_awake(id, now),
+            registered_at_unix_ms: self.clock.unix_ms(reg.registered_at),
+            last_seen_unix_ms: self
+                .clock
+                .unix_ms(self.registry.last_seen(id).unwrap_or(reg.refreshed_at)),
+            expires_at_unix_ms: self.registry.expires_at(id).map(|t| self.clock.unix_ms(t)),
+            queued_requests: self.registry.queued(id),
+        }
+    }
+
+    fn clients(&self, prefix: &str, offset: usize, limit: usize) -> ClientPage {
+        let now = Instant::now();
+        let total = if prefix.is_empty() {
+            self.registry.len()
+        } else {
+            self.registry.with_prefix(prefix).count()
+        };
+        let clients = self
+            .registry
+            .with_prefix(prefix)
+            .skip(offset)
+            .take(limit)
+            .map(|r| self.client_info(r, now))
+            .collect();
+        ClientPage { total, clients }
+    }
+
+    fn observations(&self, endpoint: &str) -> Vec<ObservationInfo> {
+        let Some(reg) = self.registry.by_endpoint(endpoint) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ObservationInfo> = self
+            .observed
+            .values()
+            .filter(|o| o.registration_id == reg.id)
+            .map(|o| ObservationInfo {
+                token: o.token.clone(),
+                paths: o.paths.clone(),
+                composite: o.composite,
+            })
+            .collect();
+        out.sort_by(|a, b| a.token.cmp(&b.token));
+        out
+    }
+
+    fn forget_observation(&mut self, token: &[u8]) -> bool {
+        let Some(rid) = self
+            .observed
+            .iter()
+            .find(|(_, o)| o.token == token)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        self.ep.cancel(Instant::now(), rid);
+        if let Some(o) = self.observed.remove(&rid) {
+            if let Err(e) = self.store.delete_observation(&o.token) {
+                tracing::warn!(error = %e, "forgotten observation not deleted from the store");
+            }
+        }
+        true
+    }
+
+    fn queued_requests(&self) -> Vec<QueuedInfo> {
+        let mut out = Vec::new();
+        for reg in self.registry.iter() {
+            for q in self.registry.queued_items(&reg.id) {
+                out.push(QueuedInfo {
+                    endpoint: q.endpoint.clone(),
+                    request_id: q.label.request_id.clone(),
+                    operation: q.label.operation.clone(),
+                    paths: q.label.paths.clone(),
+                    created_at_unix_ms: q.created_at_unix_ms,
+                });
+            }
+        }
+        out
+    }
+
     // ----- outgoing requests ---------------------------------------------------------
 
     fn on_cancel_observation(&mut self, token: Vec<u8>, packet: Packet, reply: ReplyTx) {
@@ -481,6 +723,11 @@ impl Driver {
         if let Err(e) = self.store.delete_observation(&o.token) {
             tracing::warn!(error = %e, "cancelled observation not deleted from the store");
         }
+        let operation = if o.composite {
+            "Cancel-Observe-Composite"
+        } else {
+            "Cancel-Observe"
+        };
         match self.ep.cancel_observation(now, rid, packet.clone()) {
             Ok(cid) => {
                 self.pending.insert(
@@ -491,6 +738,12 @@ impl Driver {
                         request: packet,
                         observe: false,
                         stored_seq: None,
+                        label: RequestLabel {
+                            operation: operation.into(),
+                            paths: o.paths,
+                            request_id: None,
+                        },
+                        sent_at: now,
                     },
                 );
             }
@@ -500,34 +753,27 @@ impl Driver {
         }
     }
 
-    fn on_request_command(
-        &mut self,
-        endpoint: String,
-        packet: Packet,
-        confirmable: bool,
-        observe: bool,
-        expires_at: Instant,
-        reply: ReplyTx,
-    ) {
+    /// A request from the handle: sent at once to a reachable device with nothing
+    /// queued before it, else persisted and queued until the device wakes.
+    fn on_request_command(&mut self, item: Queued, expires_at: Instant) {
         let now = Instant::now();
-        let Some(reg) = self.registry.by_endpoint(&endpoint) else {
-            let _ = reply.send(Err(RequestError::UnknownEndpoint(endpoint)));
+        let Some(reg) = self.registry.by_endpoint(&item.endpoint) else {
+            let endpoint = item.endpoint.clone();
+            self.finish_queued(item, Err(RequestError::UnknownEndpoint(endpoint)));
             return;
         };
         let id = reg.id.clone();
-        let item = Queued {
-            endpoint: endpoint.clone(),
-            seq: None,
-            packet,
-            confirmable,
-            observe,
-            reply: Some(reply),
-        };
         if self.registry.is_awake(&id, now) && self.registry.queued(&id) == 0 {
             self.send(now, &id, item);
             return;
         }
-        let record = persist::to_queued(&endpoint, &item.packet, self.clock.unix_ms(expires_at));
+        let tracking = persist::to_tracking(&item.label, item.created_at_unix_ms);
+        let record = persist::to_queued(
+            &item.endpoint,
+            &item.packet,
+            self.clock.unix_ms(expires_at),
+            Some(tracking),
+        );
         let seq = match self.store.enqueue(&record) {
             Ok(seq) => seq,
             Err(e) => {
@@ -543,7 +789,7 @@ impl Driver {
             seq: Some(seq),
             ..item
         };
-        tracing::debug!(%endpoint, seq, "device asleep; request queued");
+        tracing::debug!(endpoint = %item.endpoint, seq, "device asleep; request queued");
         if let Err((e, item)) = self.registry.enqueue(&id, item, expires_at) {
             tracing::debug!(error = %e, "request not queued");
             self.finish_queued(item, Err(RequestError::QueueFull));
@@ -580,6 +826,8 @@ impl Driver {
                         request: q.packet,
                         observe: q.observe,
                         stored_seq: q.seq,
+                        label: q.label,
+                        sent_at: now,
                     },
                 );
             }
@@ -594,15 +842,29 @@ impl Driver {
                 tracing::warn!(error = %e, "queued request not removed from the store");
             }
         }
-        match q.reply {
+        self.metrics
+            .request_done(q.label.operation_name(), &outcome_code(&outcome), None);
+        self.complete(q.reply, q.endpoint, q.label, outcome, Vec::new());
+    }
+
+    /// Hands the outcome to the waiting caller or, for a request restored after a restart
+    /// whose caller is gone, announces it.
+    fn complete(
+        &self,
+        reply: Option<ReplyTx>,
+        endpoint: String,
+        label: RequestLabel,
+        outcome: Result<Packet, RequestError>,
+        token: Vec<u8>,
+    ) {
+        match reply {
             Some(tx) => {
-                let _ = tx.send(outcome.map(|packet| Reply {
-                    packet,
-                    token: Vec::new(),
-                }));
+                let _ = tx.send(outcome.map(|packet| Reply { packet, token }));
             }
             None => self.emit(ServerEvent::QueuedRequestCompleted {
-                endpoint: q.endpoint,
+                endpoint,
+                label,
+                token,
                 outcome,
             }),
         }
@@ -623,11 +885,16 @@ impl Driver {
                 tracing::warn!(error = %e, "delivered request not removed from the store");
             }
         }
+        let latency = outcome
+            .is_ok()
+            .then(|| now.saturating_duration_since(p.sent_at).as_secs_f64());
+        self.metrics
+            .request_done(p.label.operation_name(), &outcome_code(&outcome), latency);
         let token = self.ep.token(id).map(<[u8]>::to_vec).unwrap_or_default();
         let reg_id = self.registry.by_endpoint(&p.endpoint).map(|r| r.id.clone());
         if let Some(rid) = &reg_id {
             if outcome.is_ok() {
-                self.registry.touch(rid, now);
+                self.heard_from(rid, now);
             }
         }
         let mut outcome = outcome;
@@ -645,6 +912,7 @@ impl Driver {
                             &token,
                             &reg,
                             &p.request,
+                            &p.label.paths,
                             packet,
                             self.clock.unix_ms(now),
                         );
@@ -657,6 +925,8 @@ impl Driver {
                                 endpoint: reg.endpoint.clone(),
                                 registration_id: reg.id.clone(),
                                 token: token.clone(),
+                                paths: p.label.paths.clone(),
+                                composite: persist::is_composite(&p.request),
                             },
                         );
                     }
@@ -666,14 +936,6 @@ impl Driver {
                 }
             }
         }
-        match p.reply {
-            Some(tx) => {
-                let _ = tx.send(outcome.map(|packet| Reply { packet, token }));
-            }
-            None => self.emit(ServerEvent::QueuedRequestCompleted {
-                endpoint: p.endpoint,
-                outcome,
-            }),
-        }
+        self.complete(p.reply, p.endpoint, p.label, outcome, token);
     }
 }

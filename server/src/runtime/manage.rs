@@ -12,7 +12,7 @@ use std::time::Duration;
 use coap_lite::Packet;
 use lwm2m_objects::{Codecs, Registry};
 
-use super::{RequestError, ServerHandle};
+use super::{RequestError, RequestLabel, ServerHandle};
 use crate::dm::{self, DeviceContext, DmError, DmResponse, Operation};
 
 /// Why a device-management call failed.
@@ -24,6 +24,30 @@ pub enum ManageError {
     Dm(#[from] DmError),
     #[error(transparent)]
     Request(#[from] RequestError),
+}
+
+/// A device's answer to an operation, and for an Observe the observation's token (its
+/// notifications carry it; an active cancel needs it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Performed {
+    pub response: DmResponse,
+    pub observation: Option<Vec<u8>>,
+}
+
+/// The label of an operation: its name and the LwM2M paths it targets.
+fn label(op: &Operation, request_id: Option<String>) -> RequestLabel {
+    let paths = match op {
+        Operation::ReadComposite { paths, .. }
+        | Operation::ObserveComposite { paths, .. }
+        | Operation::CancelObserveComposite { paths, .. } => paths.clone(),
+        Operation::WriteComposite { nodes, .. } => nodes.keys().copied().collect(),
+        other => vec![other.path()],
+    };
+    RequestLabel {
+        operation: op.name().to_string(),
+        paths,
+        request_id,
+    }
 }
 
 /// The codecs and the core object model, built once.
@@ -44,18 +68,9 @@ impl ServerHandle {
         op: &Operation,
         expires_in: Duration,
     ) -> Result<DmResponse, ManageError> {
-        let (codecs, model) = codecs_and_model();
-        let device = self.device_context(endpoint_name).await?;
-        let request = op.to_request(&device, codecs, model)?;
-        let response = if op.is_observe() {
-            self.observe(endpoint_name, request, expires_in)
-                .await?
-                .response
-        } else {
-            self.request(endpoint_name, request, true, expires_in)
-                .await?
-        };
-        Ok(op.parse_response(&response, &device, codecs, model)?)
+        self.perform_tracked(endpoint_name, op, expires_in, None)
+            .await
+            .map(|p| p.response)
     }
 
     /// Observes like [`perform`](Self::perform) and also hands back the
@@ -67,12 +82,43 @@ impl ServerHandle {
         op: &Operation,
         expires_in: Duration,
     ) -> Result<(Vec<u8>, DmResponse), ManageError> {
+        let p = self
+            .perform_tracked(endpoint_name, op, expires_in, None)
+            .await?;
+        Ok((p.observation.unwrap_or_default(), p.response))
+    }
+
+    /// [`perform`](Self::perform) under the caller's `request_id`, which is stored with
+    /// the request while it waits for a sleeping device: should the server restart
+    /// meanwhile, the answer is reported as
+    /// [`super::ServerEvent::QueuedRequestCompleted`] with that id. The
+    /// answer carries the observation's token for an Observe.
+    pub async fn perform_tracked(
+        &self,
+        endpoint_name: &str,
+        op: &Operation,
+        expires_in: Duration,
+        request_id: Option<String>,
+    ) -> Result<Performed, ManageError> {
         let (codecs, model) = codecs_and_model();
         let device = self.device_context(endpoint_name).await?;
         let request = op.to_request(&device, codecs, model)?;
-        let observation = self.observe(endpoint_name, request, expires_in).await?;
-        let response = op.parse_response(&observation.response, &device, codecs, model)?;
-        Ok((observation.token, response))
+        let label = label(op, request_id);
+        let (response, observation) = if op.is_observe() {
+            let o = self
+                .observe_labelled(endpoint_name, request, expires_in, label)
+                .await?;
+            (o.response, Some(o.token))
+        } else {
+            let r = self
+                .command(endpoint_name, request, true, false, expires_in, label)
+                .await?;
+            (r.packet, None)
+        };
+        Ok(Performed {
+            response: op.parse_response(&response, &device, codecs, model)?,
+            observation,
+        })
     }
 
     /// Ends an observation actively with `cancel_op` (Cancel-Observe or

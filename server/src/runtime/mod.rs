@@ -11,13 +11,18 @@
 //! - [`route`]: pure routing of an incoming request (also the fuzzing entry point).
 //! - `persist`: conversions between live state and store records.
 //! - `driver`: the event loop.
+//! - `manage`: typed device management on the handle.
+//! - `inventory`: what the handle can ask of the live state (devices, observations,
+//!   queued requests).
 
 mod driver;
+mod inventory;
 mod manage;
 pub mod persist;
 pub mod route;
 
-pub use manage::ManageError;
+pub use inventory::{ClientInfo, ClientPage, ObservationInfo, QueuedInfo};
+pub use manage::{ManageError, Performed};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::coap::{Endpoint, FailReason, SendError};
 use crate::config::ServerConfig;
+use crate::metrics::Metrics;
 use crate::registry::{Changes, Registration};
 use crate::store::{RedbStore, StoreError};
 
@@ -60,13 +66,28 @@ pub enum ServerEvent {
         registration: Registration,
     },
     /// A notification of an observation made with [`ServerHandle::observe`] (or restored
-    /// from the store after a restart).
+    /// from the store after a restart); `paths` are the observed LwM2M paths, as the
+    /// observing call named them.
     Notification {
         endpoint: String,
         registration_id: String,
         token: Vec<u8>,
         sequence: u32,
         packet: Packet,
+        paths: Vec<lwm2m_objects::Path>,
+        composite: bool,
+    },
+    /// A queue-mode device became reachable: it registered, or spoke after its awake
+    /// window had ended. Requests queued for it are being sent.
+    Awake {
+        endpoint: String,
+        registration_id: String,
+    },
+    /// A queue-mode device's awake window ended without a word from it: requests wait
+    /// for it from now on.
+    Sleeping {
+        endpoint: String,
+        registration_id: String,
     },
     /// The device ended an observation (an error or a response without Observe).
     ObservationCancelled {
@@ -81,9 +102,13 @@ pub enum ServerEvent {
         content_format: Option<u16>,
         payload: Vec<u8>,
     },
-    /// A request queued before a restart, whose caller is gone, was answered or failed.
+    /// A request queued before a restart, whose caller is gone, was answered or failed;
+    /// `label` says what it was and under which id its caller knew it, `token` is the
+    /// observation's for an Observe.
     QueuedRequestCompleted {
         endpoint: String,
+        label: RequestLabel,
+        token: Vec<u8>,
         outcome: Result<Packet, RequestError>,
     },
 }
@@ -138,6 +163,29 @@ pub struct Observation {
     pub response: Packet,
 }
 
+/// What a request is, beyond its CoAP bytes: the LwM2M operation and paths (for metrics,
+/// notifications and the inventory of queued requests) and the caller's request id. It is
+/// stored with a request that waits for a sleeping device, so that after a restart its
+/// result is still reported under that id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestLabel {
+    /// `Read`, `Write`, ...; empty for a raw CoAP request.
+    pub operation: String,
+    pub paths: Vec<lwm2m_objects::Path>,
+    pub request_id: Option<String>,
+}
+
+impl RequestLabel {
+    /// The operation's name for metrics: `CoAP` for raw requests.
+    pub fn operation_name(&self) -> &str {
+        if self.operation.is_empty() {
+            "CoAP"
+        } else {
+            &self.operation
+        }
+    }
+}
+
 /// What a finished request hands back to its caller.
 #[derive(Debug)]
 struct Reply {
@@ -154,11 +202,33 @@ enum Command {
         confirmable: bool,
         observe: bool,
         expires_at: Instant,
+        label: RequestLabel,
         reply: ReplyTx,
     },
     Registration {
         endpoint: String,
         reply: oneshot::Sender<Option<Registration>>,
+    },
+    Clients {
+        prefix: String,
+        offset: usize,
+        limit: usize,
+        reply: oneshot::Sender<ClientPage>,
+    },
+    Client {
+        endpoint: String,
+        reply: oneshot::Sender<Option<ClientInfo>>,
+    },
+    Observations {
+        endpoint: String,
+        reply: oneshot::Sender<Vec<ObservationInfo>>,
+    },
+    ForgetObservation {
+        token: Vec<u8>,
+        reply: oneshot::Sender<bool>,
+    },
+    QueuedRequests {
+        reply: oneshot::Sender<Vec<QueuedInfo>>,
     },
     CancelObservation {
         token: Vec<u8>,
@@ -180,6 +250,7 @@ pub struct ServerHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<ServerEvent>,
     stopped: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -208,11 +279,13 @@ impl Server {
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let endpoint = Endpoint::new(config.coap.clone(), seed);
+        let metrics = Arc::new(Metrics::new());
         let mut driver = driver::Driver::new(
             endpoint,
             config.registry.clone(),
             Arc::new(store),
             events.clone(),
+            metrics.clone(),
         );
         driver.restore();
         std::thread::Builder::new()
@@ -239,6 +312,7 @@ impl Server {
             commands: cmd_tx,
             events,
             stopped: stopped_rx,
+            metrics,
         })
     }
 }
@@ -254,6 +328,11 @@ impl ServerHandle {
         self.events.subscribe()
     }
 
+    /// The server's metrics, kept up to date by the driver.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Sends a raw CoAP request to a registered device and waits for its response.
     ///
     /// A queue-mode device that is asleep gets it as soon as it wakes (its next Register
@@ -267,9 +346,16 @@ impl ServerHandle {
         confirmable: bool,
         expires_in: Duration,
     ) -> Result<Packet, RequestError> {
-        self.command(endpoint_name, packet, confirmable, false, expires_in)
-            .await
-            .map(|r| r.packet)
+        self.command(
+            endpoint_name,
+            packet,
+            confirmable,
+            false,
+            expires_in,
+            RequestLabel::default(),
+        )
+        .await
+        .map(|r| r.packet)
     }
 
     /// Like [`request`](Self::request), with Observe=0 set: once the device answers with
@@ -278,12 +364,24 @@ impl ServerHandle {
     pub async fn observe(
         &self,
         endpoint_name: &str,
+        packet: Packet,
+        expires_in: Duration,
+    ) -> Result<Observation, RequestError> {
+        self.observe_labelled(endpoint_name, packet, expires_in, RequestLabel::default())
+            .await
+    }
+
+    /// [`observe`](Self::observe) with the label its notifications are reported with.
+    async fn observe_labelled(
+        &self,
+        endpoint_name: &str,
         mut packet: Packet,
         expires_in: Duration,
+        label: RequestLabel,
     ) -> Result<Observation, RequestError> {
         packet.set_observe_value(0);
         let r = self
-            .command(endpoint_name, packet, true, true, expires_in)
+            .command(endpoint_name, packet, true, true, expires_in, label)
             .await?;
         Ok(Observation {
             token: r.token,
@@ -298,6 +396,7 @@ impl ServerHandle {
         confirmable: bool,
         observe: bool,
         expires_in: Duration,
+        label: RequestLabel,
     ) -> Result<Reply, RequestError> {
         let (reply, rx) = oneshot::channel();
         let now = Instant::now();
@@ -311,6 +410,7 @@ impl ServerHandle {
                 confirmable,
                 observe,
                 expires_at,
+                label,
                 reply,
             })
             .await

@@ -8,8 +8,9 @@ use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
 use lwm2m_objects::link::RegistrationPayload;
 
 use super::route::encode_uint;
+use super::RequestLabel;
 use crate::registry::{Binding, Registration};
-use crate::store::{QueuedRequest, StoredObservation, StoredRegistration};
+use crate::store::{QueuedRequest, QueuedTracking, StoredObservation, StoredRegistration};
 
 /// One reading of both clocks, to translate between them for the life of the process.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +132,12 @@ fn uint(p: &Packet, o: CoapOption) -> Option<u32> {
 
 /// The request as the store keeps it. Only the options a device-management request uses
 /// (Uri-Path, Uri-Query, Content-Format, Accept, Observe) survive; others are dropped.
-pub fn to_queued(endpoint: &str, p: &Packet, expires_at_unix_ms: u64) -> QueuedRequest {
+pub fn to_queued(
+    endpoint: &str,
+    p: &Packet,
+    expires_at_unix_ms: u64,
+    tracking: Option<QueuedTracking>,
+) -> QueuedRequest {
     let method = match p.header.code {
         MessageClass::Request(r) => u8::from(MessageClass::Request(r)),
         _ => 0,
@@ -148,7 +154,43 @@ pub fn to_queued(endpoint: &str, p: &Packet, expires_at_unix_ms: u64) -> QueuedR
         observe: uint(p, CoapOption::Observe),
         payload: p.payload.clone(),
         expires_at_unix_ms,
+        tracking,
     }
+}
+
+/// What the store keeps of a request's label.
+pub fn to_tracking(label: &RequestLabel, created_at_unix_ms: u64) -> QueuedTracking {
+    QueuedTracking {
+        request_id: label.request_id.clone(),
+        operation: label.operation.clone(),
+        paths: label.paths.iter().map(ToString::to_string).collect(),
+        created_at_unix_ms,
+    }
+}
+
+/// The label of a request restored from the store; a path that does not parse (a damaged
+/// record) is left out rather than failing the request.
+pub fn from_tracking(t: Option<&QueuedTracking>) -> RequestLabel {
+    match t {
+        None => RequestLabel::default(),
+        Some(t) => RequestLabel {
+            operation: t.operation.clone(),
+            paths: parse_paths(&t.paths),
+            request_id: t.request_id.clone(),
+        },
+    }
+}
+
+pub fn parse_paths(texts: &[String]) -> Vec<lwm2m_objects::Path> {
+    texts.iter().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Whether a request is one of the composite operations (FETCH or iPATCH on the root).
+pub fn is_composite(p: &Packet) -> bool {
+    matches!(
+        p.header.code,
+        MessageClass::Request(RequestType::Fetch | RequestType::IPatch)
+    )
 }
 
 /// Rebuilds the request packet of a stored queued request.
@@ -186,14 +228,12 @@ pub fn to_observation(
     token: &[u8],
     reg: &Registration,
     request: &Packet,
+    observed: &[lwm2m_objects::Path],
     response: &Packet,
     now_unix_ms: u64,
 ) -> StoredObservation {
     let path = text_options(request, CoapOption::UriPath);
-    let composite = matches!(
-        request.header.code,
-        MessageClass::Request(RequestType::Fetch)
-    );
+    let composite = is_composite(request);
     StoredObservation {
         token: token.to_vec(),
         registration_id: reg.id.clone(),
@@ -204,6 +244,7 @@ pub fn to_observation(
             .and_then(|v| u16::try_from(v).ok()),
         created_at_unix_ms: now_unix_ms,
         last_sequence: response.get_observe_value().and_then(Result::ok),
+        observed: observed.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -271,7 +312,7 @@ mod tests {
         p.add_option(CoapOption::UriQuery, b"pmin=5".to_vec());
         p.add_option(CoapOption::ContentFormat, encode_uint(11542));
         p.payload = vec![1, 2, 3];
-        let q = to_queued("ep", &p, 99);
+        let q = to_queued("ep", &p, 99, None);
         assert_eq!(q.uri_path, "/3/0/1");
         assert_eq!(q.content_format, Some(11542));
         let back = from_queued(&q);
@@ -281,7 +322,7 @@ mod tests {
             back.get_option(CoapOption::UriPath),
             p.get_option(CoapOption::UriPath)
         );
-        assert_eq!(to_queued("ep", &back, 99), q);
+        assert_eq!(to_queued("ep", &back, 99, None), q);
     }
 
     #[test]

@@ -38,7 +38,9 @@ mod redb_store;
 mod conformance;
 
 pub use memory::MemoryStore;
-pub use records::{QueuedRequest, RecordError, StoredObservation, StoredRegistration};
+pub use records::{
+    QueuedRequest, QueuedTracking, RecordError, StoredObservation, StoredRegistration,
+};
 pub use redb_store::RedbStore;
 
 /// Longest registration id or endpoint name the store accepts. Endpoint names come from the

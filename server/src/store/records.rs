@@ -62,6 +62,10 @@ pub struct StoredObservation {
     pub created_at_unix_ms: u64,
     /// Observe option value of the newest notification accepted, for reordering checks.
     pub last_sequence: Option<u32>,
+    /// The LwM2M paths observed (`/3/0/9`; several for a composite observation, whose
+    /// request path is the root). Empty in records written before this field existed:
+    /// readers fall back to `paths`.
+    pub observed: Vec<String>,
 }
 
 /// A request waiting for a queue-mode device to wake up.
@@ -79,6 +83,21 @@ pub struct QueuedRequest {
     pub observe: Option<u32>,
     pub payload: Vec<u8>,
     pub expires_at_unix_ms: u64,
+    /// What the request is, for whoever waits for its result after a restart; `None` in
+    /// records written before this field existed.
+    pub tracking: Option<QueuedTracking>,
+}
+
+/// The description of a queued request that outlives its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedTracking {
+    /// The id the API handed out (`GET /api/requests/{id}`), if any.
+    pub request_id: Option<String>,
+    /// The LwM2M operation, e.g. `Read`.
+    pub operation: String,
+    /// The LwM2M paths targeted (`/3/0/1`).
+    pub paths: Vec<String>,
+    pub created_at_unix_ms: u64,
 }
 
 impl QueuedRequest {
@@ -335,7 +354,9 @@ pub fn decode_registration(bytes: &[u8]) -> Result<StoredRegistration, RecordErr
     })
 }
 
-const OBSERVATION_FIELDS: u64 = 9;
+/// Fields written now; records of earlier writers have at least `_MIN`.
+const OBSERVATION_FIELDS: u64 = 10;
+const OBSERVATION_FIELDS_MIN: u64 = 9;
 
 pub fn encode_observation(o: &StoredObservation) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -351,6 +372,7 @@ pub fn encode_observation(o: &StoredObservation) -> Vec<u8> {
         enc_opt_u16(&mut e, o.content_format)?;
         e.u64(o.created_at_unix_ms)?;
         enc_opt_u32(&mut e, o.last_sequence)?;
+        enc_strs(&mut e, &o.observed)?;
         Ok(())
     })();
     finish(res);
@@ -359,7 +381,7 @@ pub fn encode_observation(o: &StoredObservation) -> Vec<u8> {
 
 pub fn decode_observation(bytes: &[u8]) -> Result<StoredObservation, RecordError> {
     let mut d = Decoder::new(bytes);
-    let len = open_record(&mut d, OBSERVATION_FIELDS)?;
+    let len = open_record(&mut d, OBSERVATION_FIELDS_MIN)?;
     let token = field("token", d.bytes())?.to_vec();
     let registration_id = dec_str(&mut d, "registration_id")?;
     let endpoint = dec_str(&mut d, "endpoint")?;
@@ -368,7 +390,12 @@ pub fn decode_observation(bytes: &[u8]) -> Result<StoredObservation, RecordError
     let content_format = dec_opt(&mut d, "content_format", |d| d.u16())?;
     let created_at_unix_ms = field("created_at_unix_ms", d.u64())?;
     let last_sequence = dec_opt(&mut d, "last_sequence", |d| d.u32())?;
-    close_record(&mut d, len, OBSERVATION_FIELDS)?;
+    let observed = if len >= OBSERVATION_FIELDS {
+        dec_strs(&mut d, "observed")?
+    } else {
+        Vec::new()
+    };
+    close_record(&mut d, len, OBSERVATION_FIELDS.min(len))?;
     Ok(StoredObservation {
         token,
         registration_id,
@@ -378,10 +405,14 @@ pub fn decode_observation(bytes: &[u8]) -> Result<StoredObservation, RecordError
         content_format,
         created_at_unix_ms,
         last_sequence,
+        observed,
     })
 }
 
-const QUEUED_FIELDS: u64 = 11;
+/// Fields written now; records of earlier writers have at least `_MIN`.
+const QUEUED_FIELDS: u64 = 12;
+const QUEUED_FIELDS_MIN: u64 = 11;
+const TRACKING_FIELDS: u64 = 4;
 
 pub fn encode_queued(q: &QueuedRequest) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -398,6 +429,21 @@ pub fn encode_queued(q: &QueuedRequest) -> Vec<u8> {
         enc_opt_u16(&mut e, q.accept)?;
         enc_opt_u32(&mut e, q.observe)?;
         e.bytes(&q.payload)?.u64(q.expires_at_unix_ms)?;
+        match &q.tracking {
+            None => {
+                e.null()?;
+            }
+            Some(t) => {
+                e.array(TRACKING_FIELDS)?;
+                match &t.request_id {
+                    Some(id) => e.str(id)?,
+                    None => e.null()?,
+                };
+                e.str(&t.operation)?;
+                enc_strs(&mut e, &t.paths)?;
+                e.u64(t.created_at_unix_ms)?;
+            }
+        }
         Ok(())
     })();
     finish(res);
@@ -406,7 +452,7 @@ pub fn encode_queued(q: &QueuedRequest) -> Vec<u8> {
 
 pub fn decode_queued(bytes: &[u8]) -> Result<QueuedRequest, RecordError> {
     let mut d = Decoder::new(bytes);
-    let len = open_record(&mut d, QUEUED_FIELDS)?;
+    let len = open_record(&mut d, QUEUED_FIELDS_MIN)?;
     let endpoint = dec_str(&mut d, "endpoint")?;
     let seq = field("seq", d.u64())?;
     let method = field("method", d.u8())?;
@@ -417,7 +463,12 @@ pub fn decode_queued(bytes: &[u8]) -> Result<QueuedRequest, RecordError> {
     let observe = dec_opt(&mut d, "observe", |d| d.u32())?;
     let payload = field("payload", d.bytes())?.to_vec();
     let expires_at_unix_ms = field("expires_at_unix_ms", d.u64())?;
-    close_record(&mut d, len, QUEUED_FIELDS)?;
+    let tracking = if len >= QUEUED_FIELDS {
+        dec_tracking(&mut d)?
+    } else {
+        None
+    };
+    close_record(&mut d, len, QUEUED_FIELDS.min(len))?;
     Ok(QueuedRequest {
         endpoint,
         seq,
@@ -429,7 +480,31 @@ pub fn decode_queued(bytes: &[u8]) -> Result<QueuedRequest, RecordError> {
         observe,
         payload,
         expires_at_unix_ms,
+        tracking,
     })
+}
+
+fn dec_tracking(d: &mut Decoder<'_>) -> Result<Option<QueuedTracking>, RecordError> {
+    if field("tracking", d.datatype())? == Type::Null {
+        field("tracking", d.null())?;
+        return Ok(None);
+    }
+    if field("tracking", d.array())? != Some(TRACKING_FIELDS) {
+        return Err(RecordError::Field {
+            field: "tracking",
+            reason: format!("not an array of {TRACKING_FIELDS}"),
+        });
+    }
+    let request_id = dec_opt(d, "request_id", |d| d.str().map(str::to_owned))?;
+    let operation = dec_str(d, "operation")?;
+    let paths = dec_strs(d, "tracked_paths")?;
+    let created_at_unix_ms = field("created_at_unix_ms", d.u64())?;
+    Ok(Some(QueuedTracking {
+        request_id,
+        operation,
+        paths,
+        created_at_unix_ms,
+    }))
 }
 
 #[cfg(test)]
@@ -458,11 +533,12 @@ pub(crate) mod samples {
             token: token.to_vec(),
             registration_id: registration_id.into(),
             endpoint: endpoint.into(),
-            paths: vec!["/3/0/9".into(), "/6/0".into()],
+            paths: vec!["/".into()],
             composite: true,
             content_format: Some(112),
             created_at_unix_ms: 1_700_000_000_500,
             last_sequence: Some(7),
+            observed: vec!["/3/0/9".into(), "/6/0".into()],
         }
     }
 
@@ -478,6 +554,12 @@ pub(crate) mod samples {
             observe: None,
             payload: b"coap://fw.example/pkg".to_vec(),
             expires_at_unix_ms,
+            tracking: Some(QueuedTracking {
+                request_id: Some("0123456789abcdef01234567".into()),
+                operation: "Write".into(),
+                paths: vec!["/5/0/1".into()],
+                created_at_unix_ms: 1_700_000_000_000,
+            }),
         }
     }
 }
@@ -623,9 +705,20 @@ mod properties {
             opt(any::<u16>()),
             any::<u64>(),
             opt(any::<u32>()),
+            proptest::collection::vec("/[0-9/]{0,10}", 0..4),
         )
             .prop_map(
-                |(token, registration_id, endpoint, paths, composite, cf, created, seq)| {
+                |(
+                    token,
+                    registration_id,
+                    endpoint,
+                    paths,
+                    composite,
+                    cf,
+                    created,
+                    seq,
+                    observed,
+                )| {
                     StoredObservation {
                         token,
                         registration_id,
@@ -635,6 +728,7 @@ mod properties {
                         content_format: cf,
                         created_at_unix_ms: created,
                         last_sequence: seq,
+                        observed,
                     }
                 },
             )
@@ -647,6 +741,12 @@ mod properties {
             (opt(any::<u16>()), opt(any::<u16>()), opt(any::<u32>())),
             proptest::collection::vec(any::<u8>(), 0..64),
             any::<u64>(),
+            opt((
+                opt(".{0,8}"),
+                ".{0,8}",
+                proptest::collection::vec("/[0-9/]{0,10}", 0..3),
+                any::<u64>(),
+            )),
         )
             .prop_map(
                 |(
@@ -655,6 +755,7 @@ mod properties {
                     (cf, accept, observe),
                     payload,
                     exp,
+                    tracking,
                 )| {
                     QueuedRequest {
                         endpoint,
@@ -667,6 +768,14 @@ mod properties {
                         observe,
                         payload,
                         expires_at_unix_ms: exp,
+                        tracking: tracking.map(|(request_id, operation, paths, created)| {
+                            QueuedTracking {
+                                request_id,
+                                operation,
+                                paths,
+                                created_at_unix_ms: created,
+                            }
+                        }),
                     }
                 },
             )
@@ -712,7 +821,9 @@ mod properties {
 #[cfg(test)]
 mod golden {
     //! Byte-exact records: the file format is a promise to every database already written.
-    //! If one of these changes, bump RECORD_VERSION and keep a decoder for version 1.
+    //! Appending a field keeps version 1 (older readers skip it, newer ones accept records
+    //! without it; the bytes of the first writer are kept here and must still read). Any
+    //! other change bumps RECORD_VERSION and keeps a decoder for version 1.
     use super::samples::*;
     use super::*;
 
@@ -731,13 +842,34 @@ mod golden {
         );
     }
 
+    /// Bytes of the first writer, before `observed` was appended.
+    const OBSERVATION_FIRST: &str =
+        "89014201026272316365703182662f332f302f39642f362f30f518701b0000018bcfe569f407";
+    /// Bytes of the first writer, before `tracking` was appended.
+    const QUEUED_FIRST: &str =
+        "8b01636570310003662f352f302f318167706d696e3d313000f6f655636f61703a2f2f66772e6578\
+             616d706c652f706b671863";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
     #[test]
     fn observation_v1() {
         let o = observation(&[1, 2], "r1", "ep1");
         assert_eq!(
             hex(&encode_observation(&o)),
-            "89014201026272316365703182662f332f302f39642f362f30f518701b0000018bcfe569f407"
+            "8a014201026272316365703181612ff518701b0000018bcfe569f40782662f332f302f39642f362f30"
         );
+        // What the first writer wrote still reads, with `observed` empty.
+        let first = decode_observation(&unhex(OBSERVATION_FIRST)).expect("first writer");
+        assert_eq!(first.paths, vec!["/3/0/9".to_string(), "/6/0".to_string()]);
+        assert!(first.observed.is_empty());
+        assert_eq!(first.last_sequence, o.last_sequence);
     }
 
     #[test]
@@ -745,8 +877,17 @@ mod golden {
         let q = queued("ep1", 99);
         assert_eq!(
             hex(&encode_queued(&q)),
-            "8b01636570310003662f352f302f318167706d696e3d313000f6f655636f61703a2f2f66772e6578\
-             616d706c652f706b671863"
+            "8c01636570310003662f352f302f318167706d696e3d313000f6f655636f61703a2f2f66772e6578\
+             616d706c652f706b6718638478183031323334353637383961626364656630313233343536376557\
+             7269746581662f352f302f311b0000018bcfe56800"
+        );
+        let first = decode_queued(&unhex(QUEUED_FIRST)).expect("first writer");
+        assert_eq!(
+            first,
+            QueuedRequest {
+                tracking: None,
+                ..q
+            }
         );
     }
 }

@@ -1,0 +1,214 @@
+//! The operator's HTTP front door (axum): device inventory and management, queued
+//! requests, live events, the OpenAPI document and its reference page, metrics and
+//! health.
+//!
+//! - [`auth`]: bearer tokens, read-only and admin roles.
+//! - [`clients`]: the inventory.
+//! - [`device`]: LwM2M operations on one device, and queueing for sleeping ones.
+//! - [`requests`]: results of queued requests.
+//! - [`events`]: server-sent events.
+//! - [`node_json`]: LwM2M nodes as typed JSON.
+//! - [`responses`], [`error`]: the JSON of answers and of errors.
+//! - [`openapi`], [`docs`]: the document and its HTML rendering.
+//! - [`system`]: health, metrics, tracked requests.
+//!
+//! Every error, including those axum produces itself (unknown route, wrong method, body
+//! too large), leaves as `{"error", "detail"}` JSON: see [`json_errors`].
+
+pub mod auth;
+pub mod clients;
+pub mod device;
+pub mod docs;
+pub mod error;
+pub mod events;
+pub mod node_json;
+pub mod openapi;
+mod query;
+pub mod requests;
+pub mod responses;
+pub mod system;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::ApiSettings;
+use crate::runtime::ServerHandle;
+use error::ApiError;
+use events::ApiEvent;
+use requests::RequestTracker;
+
+/// Largest request body: a Write of a big opaque resource fits, a flood does not.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Milliseconds since the Unix epoch, for timestamps in answers and events.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub handle: ServerHandle,
+    pub settings: Arc<ApiSettings>,
+    pub tokens: Arc<auth::Tokens>,
+    pub requests: Arc<RequestTracker>,
+    pub events: broadcast::Sender<ApiEvent>,
+    /// The object model used to type JSON values written by operators.
+    pub model: Arc<lwm2m_objects::Registry>,
+    /// Turns true when the HTTP server stops; event streams end then.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// A configured API: its router, and the switch that ends its event streams.
+pub struct Api {
+    pub router: Router,
+    stop: watch::Sender<bool>,
+}
+
+impl Api {
+    /// Builds the router, starts the event translator and tracks again the requests that
+    /// still wait for sleeping devices from before a restart.
+    pub async fn new(handle: ServerHandle, settings: ApiSettings) -> Api {
+        let (stop, stopping) = watch::channel(false);
+        let (events, _) = broadcast::channel(events::API_EVENT_CAPACITY);
+        let state = ApiState {
+            handle,
+            tokens: Arc::new(auth::Tokens::new(
+                &settings.admin_tokens,
+                &settings.read_tokens,
+            )),
+            requests: Arc::new(RequestTracker::new(settings.max_tracked_requests)),
+            settings: Arc::new(settings),
+            events,
+            model: Arc::new(lwm2m_objects::Registry::with_core()),
+            stopping,
+        };
+        events::spawn_translator(state.clone());
+        for q in state.handle.queued_requests().await {
+            if let Some(id) = &q.request_id {
+                let paths: Vec<String> = q.paths.iter().map(ToString::to_string).collect();
+                state.requests.restore(
+                    id,
+                    &q.endpoint,
+                    &q.operation,
+                    &paths.join(","),
+                    q.created_at_unix_ms,
+                );
+            }
+        }
+        Api {
+            router: router(state),
+            stop,
+        }
+    }
+
+    /// Serves until `shutdown` completes, then ends the event streams and lets the open
+    /// requests finish.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop = self.stop;
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await
+    }
+}
+
+fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/api/clients", get(clients::list))
+        .route("/api/clients/{endpoint}", get(clients::get))
+        .route("/api/clients/{endpoint}/{*path}", any(device::dispatch))
+        .route("/api/requests/{id}", get(system::request))
+        .route("/api/events", get(events::events))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token_unless_open,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(open)
+        .route("/docs", get(docs::page))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::map_response(json_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take this method",
+    )
+}
+
+/// Rewrites any error answer that is not JSON (axum's own rejections: a path that does
+/// not decode, a body over the limit) into the API's error shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is cut.
+    let detail = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "bad_content_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let mut rebuilt = ApiError::new(status, error, detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    rebuilt
+}
