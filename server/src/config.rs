@@ -100,6 +100,9 @@ pub struct ApiSettings {
     pub default_timeout: Duration,
     /// Finished request results kept for `GET /api/requests/{id}`; the oldest go first.
     pub max_tracked_requests: usize,
+    /// Event streams (`GET /api/events`) open at once; one more is refused with 503, so
+    /// that forgotten listeners cannot pile up.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiSettings {
@@ -112,6 +115,7 @@ impl Default for ApiSettings {
             request_expiry: Duration::from_secs(86_400),
             default_timeout: Duration::from_secs(30),
             max_tracked_requests: 10_000,
+            max_event_streams: 64,
         }
     }
 }
@@ -127,6 +131,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("request_expiry", &self.request_expiry)
             .field("default_timeout", &self.default_timeout)
             .field("max_tracked_requests", &self.max_tracked_requests)
+            .field("max_event_streams", &self.max_event_streams)
             .finish()
     }
 }
@@ -208,6 +213,7 @@ pub struct ApiParams {
     pub request_expiry_s: Option<u64>,
     pub default_timeout_s: Option<u64>,
     pub max_tracked_requests: Option<usize>,
+    pub max_event_streams: Option<usize>,
 }
 
 impl std::fmt::Debug for ApiParams {
@@ -332,6 +338,9 @@ impl ApiParams {
         }
         if let Some(v) = self.max_tracked_requests {
             a.max_tracked_requests = v.max(1);
+        }
+        if let Some(v) = self.max_event_streams {
+            a.max_event_streams = v;
         }
         Ok(())
     }

@@ -290,6 +290,19 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
     assert!(pkg["content"]["resources"]
         .as_array()
         .is_some_and(|r| !r.iter().any(|r| r["value"] == "1.0.0")));
+    // An observation of the instance ends when the instance goes: the device says so
+    // with a 4.04 notification.
+    let watched = api
+        .ok(
+            Method::POST,
+            "/api/clients/{endpoint}/{path}/observe",
+            &p(DEV, "9/7"),
+            "",
+            NONE,
+            StatusCode::OK,
+        )
+        .await;
+    let watched = watched["observation"].as_str().expect("token").to_string();
     api.ok(
         Method::DELETE,
         NODE,
@@ -310,6 +323,11 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
         )
         .await;
     assert_eq!(gone["coap_code"], "4.04");
+    let ended = wait_event(&mut mine, "OBSERVATION_CANCELLED", |v| {
+        v["observation"] == watched.as_str()
+    })
+    .await;
+    assert_eq!(ended["coap_code"], "4.04");
 
     // Discover and Write-Attributes.
     let links = api
@@ -635,6 +653,149 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
     );
 }
 
+/// Requests queued for a sleeping device survive SIGKILL of the server: after the restart
+/// they are tracked under the same ids, sent when the device wakes, and their answers are
+/// read and reported as the synchronous calls would have reported them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_survive_sigkill_under_their_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_file(dir.path(), "");
+    let cfg = cfg.to_str().expect("utf-8");
+    let data = dir.path().join("data");
+    let args = ["--config", cfg, "--api-token", ADMIN];
+    let first = start(&data, &args, &[]);
+    let api = Api::new(first.http);
+    let mut events = api.events(&format!("ep={SLEEPY}"), ADMIN).await;
+    let sleepy = device(first.coap, SLEEPY, |c| {
+        c.queue_mode = true;
+        // Awake longer than the server believes (1.5 s) and than pmax: a queue-mode
+        // device notifies only while awake.
+        c.awake_window = Duration::from_secs(3);
+        c.sleep_duration = Duration::from_secs(600);
+    })
+    .await;
+    wait_event(&mut events, "SLEEPING", |_| true).await;
+    let observe = "/api/clients/{endpoint}/{path}/observe";
+    let queued = [
+        api.ok(
+            Method::GET,
+            NODE,
+            &p(SLEEPY, "3/0/0"),
+            "",
+            NONE,
+            StatusCode::ACCEPTED,
+        )
+        .await,
+        api.ok(
+            Method::PUT,
+            NODE,
+            &p(SLEEPY, "3/0/14"),
+            "",
+            Body::Json(single(14, json!("+05:00"))),
+            StatusCode::ACCEPTED,
+        )
+        .await,
+        api.ok(
+            Method::POST,
+            observe,
+            &p(SLEEPY, "3/0/9"),
+            "pmax=1",
+            NONE,
+            StatusCode::ACCEPTED,
+        )
+        .await,
+    ];
+    let ids: Vec<String> = queued
+        .iter()
+        .map(|v| v["request_id"].as_str().expect("id").to_string())
+        .collect();
+    let client = "/api/clients/{endpoint}";
+    let info = api
+        .ok(
+            Method::GET,
+            client,
+            &[("endpoint", SLEEPY)],
+            "",
+            NONE,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(info["queued_requests"], 3);
+
+    // SIGKILL, and a new server on the same port and data directory.
+    let coap = first.coap.to_string();
+    drop(events);
+    drop(first);
+    let second = start_at(&coap, &data, &args, &[]);
+    let api = Api::new(second.http);
+    let req = "/api/requests/{id}";
+    for (id, (operation, path)) in ids.iter().zip([
+        ("Read", "/3/0/0"),
+        ("Write", "/3/0/14"),
+        ("Observe", "/3/0/9"),
+    ]) {
+        let r = api
+            .ok(Method::GET, req, &[("id", id)], "", NONE, StatusCode::OK)
+            .await;
+        assert_eq!(r["status"], "queued", "{r}");
+        assert_eq!(r["endpoint"], SLEEPY);
+        assert_eq!(
+            (r["operation"].as_str(), r["path"].as_str()),
+            (Some(operation), Some(path))
+        );
+    }
+    let mut events = api.events(&format!("ep={SLEEPY}"), ADMIN).await;
+
+    sleepy.wake().await.expect("wake");
+    wait_event(&mut events, "AWAKE", |_| true).await;
+    let mut done = std::collections::BTreeMap::new();
+    while done.len() < ids.len() {
+        let e = wait_event(&mut events, "REQUEST_RESPONSE", |_| true).await;
+        let id = e["request"]["id"].as_str().expect("id").to_string();
+        done.insert(id, e["request"].clone());
+    }
+    let read = &done[&ids[0]];
+    assert_eq!(read["status"], "done", "{read}");
+    assert_eq!(read["result"]["content"]["type"], "STRING");
+    assert!(read["result"]["content"]["value"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+    assert_eq!(done[&ids[1]]["result"]["status"], "CHANGED");
+    let token = done[&ids[2]]["result"]["observation"]
+        .as_str()
+        .expect("the observation's token")
+        .to_string();
+    // The observation made after the restart delivers notifications under its token.
+    let n = wait_event(&mut events, "NOTIFICATION", |v| {
+        v["observation"] == token.as_str()
+    })
+    .await;
+    assert_eq!(n["paths"], json!(["/3/0/9"]));
+    let v = api
+        .ok(
+            Method::GET,
+            NODE,
+            &p(SLEEPY, "3/0/14"),
+            "",
+            NONE,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(v["content"]["value"], "+05:00");
+    let r = api
+        .ok(
+            Method::GET,
+            req,
+            &[("id", &ids[1])],
+            "",
+            NONE,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r["status"], "done");
+    sleepy.shutdown().await.ok();
+}
+
 /// Registers by hand from a socket that will never answer the server.
 fn silent_device(coap: std::net::SocketAddr, name: &str) -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -670,7 +831,7 @@ fn silent_device(coap: std::net::SocketAddr, name: &str) -> UdpSocket {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_json_with_the_right_status() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config_file(dir.path(), "");
+    let cfg = config_file(dir.path(), "[api]\nmax_event_streams = 2\n");
     let srv = start(
         &dir.path().join("data"),
         &[
@@ -683,6 +844,21 @@ async fn errors_are_json_with_the_right_status() {
     );
     let api = Api::new(srv.http);
     let _dev = device(srv.coap, DEV, |_| {}).await;
+    // Event streams are bounded: the third open one is refused, as JSON.
+    let _one = api.events("", ADMIN).await;
+    let _two = api.events("", ADMIN).await;
+    let (status, v) = api
+        .call(
+            Method::GET,
+            "/api/events",
+            &[],
+            "",
+            NONE,
+            Auth::Bearer(ADMIN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "too_many_streams");
     let check = |v: &Value, error: &str| {
         assert_eq!(v["error"], error, "{v}");
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");

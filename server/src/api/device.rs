@@ -100,7 +100,7 @@ impl Target {
 
 /// The query parameters of a device call.
 #[derive(Debug, Default)]
-struct Options {
+pub struct Options {
     format: Option<ContentFormat>,
     timeout: Option<Duration>,
     expires: Option<Duration>,
@@ -290,6 +290,19 @@ fn method_not_allowed(method: &Method, target: &Target) -> ApiError {
     )
 }
 
+/// A device call, read from the HTTP request: everything an operator can get wrong is
+/// found here, before any device is asked anything.
+#[derive(Debug)]
+pub enum Call {
+    Perform(Operation, Options),
+    /// Cancel-Observe (`composite`: of a composite observation) of these paths.
+    Cancel {
+        paths: Vec<Path>,
+        composite: bool,
+        options: Options,
+    },
+}
+
 /// The handler of every device call; the table in the module doc says which is which.
 pub async fn dispatch(
     State(state): State<ApiState>,
@@ -298,10 +311,27 @@ pub async fn dispatch(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let target = Target::parse(&rest)?;
-    let raw = raw.as_deref();
-    let model = &*state.model;
-    let (op, o) = match (&method, &target) {
+    match parse_call(&method, &rest, raw.as_deref(), &body, &*state.model)? {
+        Call::Perform(op, o) => perform(&state, &endpoint, op, &o).await,
+        Call::Cancel {
+            paths,
+            composite,
+            options,
+        } => cancel(&state, &endpoint, paths, composite, &options).await,
+    }
+}
+
+/// Reads a device call from its method, the path after the endpoint, the query and the
+/// body. Pure, so that it is fuzzed as it is.
+pub fn parse_call(
+    method: &Method,
+    rest: &str,
+    raw: Option<&str>,
+    body: &[u8],
+    model: &dyn lwm2m_objects::Model,
+) -> Result<Call, ApiError> {
+    let target = Target::parse(rest)?;
+    let (op, o) = match (method, &target) {
         (&Method::GET, Target::Node(path)) => {
             let o = Options::parse(raw, &COMMON, false)?;
             let op = Operation::Read {
@@ -312,7 +342,7 @@ pub async fn dispatch(
         }
         (&Method::PUT, Target::Node(path)) => {
             let o = Options::parse(raw, &keys(&["replace"]), false)?;
-            let json: JsonNode = parse_json(&body)?;
+            let json: JsonNode = parse_json(body)?;
             let node = json
                 .to_node(path, model)
                 .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
@@ -331,7 +361,7 @@ pub async fn dispatch(
         }
         (&Method::POST, Target::Node(path)) if path.is_resource() => {
             let o = Options::parse(raw, &["timeout", "expires"], false)?;
-            let text = std::str::from_utf8(&body).map_err(|_| {
+            let text = std::str::from_utf8(body).map_err(|_| {
                 ApiError::bad_request("bad_body", "Execute arguments are UTF-8 text")
             })?;
             let args = if text.trim().is_empty() {
@@ -344,7 +374,7 @@ pub async fn dispatch(
         }
         (&Method::POST, Target::Node(path)) if path.depth() <= 2 => {
             let o = Options::parse(raw, &COMMON, false)?;
-            let json: JsonNode = parse_json(&body)?;
+            let json: JsonNode = parse_json(body)?;
             let object = path.object_id().unwrap_or_default();
             let (instance, resources) =
                 node_json::instance_from_json(&json, object, path.instance_id(), model)
@@ -387,8 +417,12 @@ pub async fn dispatch(
             (op, o)
         }
         (&Method::DELETE, Target::Observe(path)) => {
-            let o = Options::parse(raw, &["format", "timeout", "active"], false)?;
-            return cancel(&state, &endpoint, vec![*path], false, &o).await;
+            let options = Options::parse(raw, &["format", "timeout", "active"], false)?;
+            return Ok(Call::Cancel {
+                paths: vec![*path],
+                composite: false,
+                options,
+            });
         }
         (&Method::GET, Target::Composite) => {
             let o = Options::parse(raw, &keys(&["paths"]), false)?;
@@ -400,7 +434,7 @@ pub async fn dispatch(
         }
         (&Method::PUT, Target::Composite) => {
             let o = Options::parse(raw, &COMMON, false)?;
-            let map: std::collections::BTreeMap<String, JsonNode> = parse_json(&body)?;
+            let map: std::collections::BTreeMap<String, JsonNode> = parse_json(body)?;
             let nodes = node_json::nodes_from_json(&map, model)
                 .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
             let op = Operation::WriteComposite {
@@ -419,13 +453,16 @@ pub async fn dispatch(
             (op, o)
         }
         (&Method::DELETE, Target::CompositeObserve) => {
-            let o = Options::parse(raw, &["format", "timeout", "active", "paths"], false)?;
-            let paths = o.paths()?;
-            return cancel(&state, &endpoint, paths, true, &o).await;
+            let options = Options::parse(raw, &["format", "timeout", "active", "paths"], false)?;
+            return Ok(Call::Cancel {
+                paths: options.paths()?,
+                composite: true,
+                options,
+            });
         }
-        _ => return Err(method_not_allowed(&method, &target)),
+        _ => return Err(method_not_allowed(method, &target)),
     };
-    perform(&state, &endpoint, op, &o).await
+    Ok(Call::Perform(op, o))
 }
 
 /// Runs an operation: at once for a reachable device, queued (202) for a sleeping one.
@@ -441,7 +478,7 @@ async fn perform(
         .await
         .ok_or_else(|| ApiError::unknown_endpoint(endpoint))?;
     if client.registration.queue_mode && !client.awake {
-        return Ok(queue(state, endpoint, op, o));
+        return queue(state, endpoint, op, o).await;
     }
     let timeout = o.timeout.unwrap_or(state.settings.default_timeout);
     let call = async {
@@ -479,20 +516,29 @@ fn result_of(p: &Performed) -> responses::DmResult {
     result
 }
 
-/// Queues the operation for a sleeping device and answers 202.
-fn queue(state: &ApiState, endpoint: &str, op: Operation, o: &Options) -> Response {
+/// Queues the operation for a sleeping device and answers 202 once the request is
+/// persisted in the device's queue: from then on a crash of the server does not lose it.
+async fn queue(
+    state: &ApiState,
+    endpoint: &str,
+    op: Operation,
+    o: &Options,
+) -> Result<Response, ApiError> {
     let id = RequestTracker::new_id();
+    let expires = o.expires.unwrap_or(state.settings.request_expiry);
+    let submitted = state
+        .handle
+        .submit_tracked(endpoint, &op, expires, Some(id.clone()))
+        .await?;
+    let label = RequestLabel::for_operation(&op, None);
     state
         .requests
-        .start(&id, endpoint, op.name(), &op.path().to_string());
-    let expires = o.expires.unwrap_or(state.settings.request_expiry);
+        .start(&id, endpoint, &label.operation, &label.paths_text());
     let (state2, endpoint2, id2) = (state.clone(), endpoint.to_string(), id.clone());
     tokio::spawn(async move {
-        let outcome = state2
-            .handle
-            .perform_tracked(&endpoint2, &op, expires, Some(id2.clone()))
-            .await;
-        let outcome = outcome
+        let outcome = submitted
+            .finish()
+            .await
             .map(|p| serde_json::to_value(result_of(&p)).unwrap_or(Value::Null))
             .map_err(|e| {
                 let e = ApiError::from(e);
@@ -506,7 +552,7 @@ fn queue(state: &ApiState, endpoint: &str, op: Operation, o: &Options) -> Respon
         request_id: id,
         status: "queued",
     };
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 fn request_event(record: &super::requests::RequestRecord) -> ApiEvent {

@@ -254,6 +254,7 @@ struct EventsQuery {
         (status = 200, description = "`text/event-stream`: one SSE event per ApiEvent; `event:` is its kind, `data:` its JSON", body = ApiEvent, content_type = "text/event-stream"),
         (status = 400, description = "bad query", body = super::error::ErrorBody),
         (status = 401, description = "missing or wrong token", body = super::error::ErrorBody),
+        (status = 503, description = "too many event streams open", body = super::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -273,7 +274,21 @@ pub async fn events(
             }
         }
     }
-    let stream = filtered(state.events.subscribe(), q.endpoint).map(|e| Ok(sse(&e)));
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "{} event streams are open already; close one or raise [api] max_event_streams",
+                state.settings.max_event_streams
+            ),
+        )
+    })?;
+    // The permit lives as long as the stream: dropping the connection frees it.
+    let stream = filtered(state.events.subscribe(), q.endpoint).map(move |e| {
+        let _held = &permit;
+        Ok(sse(&e))
+    });
     // The first line tells the listener the subscription is in place.
     let hello = tokio_stream::once(Ok(Event::default().comment("subscribed")));
     // Ends the stream when the server stops, so a graceful shutdown does not wait forever

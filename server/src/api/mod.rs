@@ -68,6 +68,8 @@ pub struct ApiState {
     pub model: Arc<lwm2m_objects::Registry>,
     /// Turns true when the HTTP server stops; event streams end then.
     pub stopping: watch::Receiver<bool>,
+    /// One permit per open event stream.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A configured API: its router, and the switch that ends its event streams.
@@ -82,6 +84,7 @@ impl Api {
     pub async fn new(handle: ServerHandle, settings: ApiSettings) -> Api {
         let (stop, stopping) = watch::channel(false);
         let (events, _) = broadcast::channel(events::API_EVENT_CAPACITY);
+        let streams = Arc::new(tokio::sync::Semaphore::new(settings.max_event_streams));
         let state = ApiState {
             handle,
             tokens: Arc::new(auth::Tokens::new(
@@ -93,16 +96,16 @@ impl Api {
             events,
             model: Arc::new(lwm2m_objects::Registry::with_core()),
             stopping,
+            streams,
         };
         events::spawn_translator(state.clone());
         for q in state.handle.queued_requests().await {
-            if let Some(id) = &q.request_id {
-                let paths: Vec<String> = q.paths.iter().map(ToString::to_string).collect();
+            if let Some(id) = &q.label.request_id {
                 state.requests.restore(
                     id,
                     &q.endpoint,
-                    &q.operation,
-                    &paths.join(","),
+                    &q.label.operation,
+                    &q.label.paths_text(),
                     q.created_at_unix_ms,
                 );
             }
@@ -210,5 +213,12 @@ async fn json_errors(response: Response) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The unread rest of the body makes the connection unusable: say so, so that
+        // the client does not send its next request on it.
+        rebuilt
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     rebuilt
 }

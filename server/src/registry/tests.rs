@@ -648,3 +648,100 @@ mod arbitrary {
         }
     }
 }
+
+// ----------------------------------------------------------- awake and asleep, inventory
+
+#[test]
+fn a_queue_mode_device_falls_asleep_once_and_wakes_when_it_speaks() {
+    let mut reg = registry();
+    let t0 = Instant::now();
+    let r = register(&mut reg, &["lwm2m=1.1", "ep=z", "lt=3600", "Q"], t0);
+    let plain = register(&mut reg, &["ep=p", "lt=3600"], t0);
+    assert!(reg.marked_awake(&r.id) && reg.marked_awake(&plain.id));
+    assert_eq!(reg.awake_count(), 2);
+    let end = t0 + Duration::from_secs(93);
+    assert_eq!(reg.next_sleep(), Some(end));
+    assert!(reg.fall_asleep(end - Duration::from_millis(1)).is_empty());
+    assert_eq!(reg.fall_asleep(end), vec![(r.id.clone(), "z".to_string())]);
+    assert!(
+        reg.fall_asleep(end + Duration::from_secs(1)).is_empty(),
+        "reported once"
+    );
+    assert!(!reg.marked_awake(&r.id));
+    assert_eq!(
+        reg.awake_count(),
+        1,
+        "the device without queue mode stays awake"
+    );
+    assert_eq!(reg.next_sleep(), None);
+    // A notification or response wakes it: reported once, then the window restarts.
+    let t1 = end + Duration::from_secs(100);
+    assert!(reg.touch(&r.id, t1));
+    assert!(!reg.touch(&r.id, t1 + Duration::from_secs(1)));
+    assert_eq!(reg.last_seen(&r.id), Some(t1 + Duration::from_secs(1)));
+    assert_eq!(reg.next_sleep(), Some(t1 + Duration::from_secs(94)));
+    assert_eq!(reg.awake_count(), 2);
+    // Touching a device without queue mode changes its last-seen time only.
+    assert!(!reg.touch(&plain.id, t1));
+    assert_eq!(reg.last_seen(&plain.id), Some(t1));
+    // An Update marks it awake again too; a De-register leaves nothing behind.
+    reg.fall_asleep(t1 + Duration::from_secs(94));
+    assert!(!reg.marked_awake(&r.id));
+    let t2 = t1 + Duration::from_secs(200);
+    reg.handle(update_req(&r.id, &[], b""), peer(5683), t2)
+        .unwrap();
+    assert!(reg.marked_awake(&r.id));
+    reg.deregister(&r.id, t2).unwrap();
+    assert_eq!(reg.next_sleep(), None);
+    assert_eq!(reg.awake_count(), 1);
+}
+
+#[test]
+fn queued_total_follows_every_way_in_and_out() {
+    let mut reg = registry();
+    let t0 = Instant::now();
+    let a = register(&mut reg, &["lwm2m=1.1", "ep=a", "lt=3600", "Q"], t0);
+    let b = register(&mut reg, &["lwm2m=1.1", "ep=b", "lt=3600", "Q"], t0);
+    let asleep = t0 + Duration::from_secs(200);
+    let soon = asleep + Duration::from_secs(10);
+    let far = t0 + Duration::from_secs(10_000);
+    reg.enqueue(&a.id, "a1", far).unwrap();
+    reg.enqueue(&a.id, "a2", soon).unwrap();
+    reg.enqueue(&b.id, "b1", far).unwrap();
+    assert_eq!(reg.queued_total(), 3);
+    assert_eq!(
+        reg.queued_items(&a.id).copied().collect::<Vec<_>>(),
+        ["a1", "a2"]
+    );
+    assert_eq!(reg.expire_queued(soon).len(), 1);
+    assert_eq!(reg.queued_total(), 2);
+    // Re-registering moves the queue to the new registration: still counted once.
+    let a2 = register(&mut reg, &["lwm2m=1.1", "ep=a", "lt=3600", "Q"], soon);
+    assert_eq!(reg.queued_total(), 2);
+    assert_eq!(reg.take_ready(&a2.id, soon).ready, ["a1"]);
+    assert_eq!(reg.queued_total(), 1);
+    reg.deregister(&b.id, soon).unwrap();
+    assert_eq!(reg.queued_total(), 0);
+}
+
+#[test]
+fn the_inventory_is_sorted_and_filtered_by_prefix() {
+    let mut reg: Registry<&'static str> = Registry::new(RegistryConfig {
+        max_registrations: 10,
+        ..config()
+    });
+    let t0 = Instant::now();
+    for ep in ["truck-2", "sensor-1", "truck-10", "truck-1", "tractor"] {
+        register(&mut reg, &[&format!("ep={ep}")], t0);
+    }
+    let names = |prefix: &str| -> Vec<String> {
+        reg.with_prefix(prefix)
+            .map(|r| r.endpoint.clone())
+            .collect()
+    };
+    assert_eq!(names("truck-"), ["truck-1", "truck-10", "truck-2"]);
+    assert_eq!(names("tr"), ["tractor", "truck-1", "truck-10", "truck-2"]);
+    assert_eq!(names("").len(), 5);
+    assert!(names("zz").is_empty());
+    assert_eq!(names("sensor-1"), ["sensor-1"]);
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use coap_lite::{MessageClass, Packet};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use lwm2m_objects::Path;
 
@@ -39,6 +39,8 @@ struct Queued {
     observe: bool,
     label: RequestLabel,
     created_at_unix_ms: u64,
+    /// The caller waiting to hear that the request is sent or persisted.
+    accepted: Option<oneshot::Sender<()>>,
     reply: Option<ReplyTx>,
 }
 
@@ -177,6 +179,7 @@ impl Driver {
                                 .tracking
                                 .as_ref()
                                 .map_or(now_ms, |t| t.created_at_unix_ms),
+                            accepted: None,
                             reply: None,
                         };
                         if self.registry.enqueue(&id, item, expires_at).is_err() {
@@ -271,7 +274,7 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "recv_from failed"),
                 },
                 c = commands.recv() => match c {
-                    Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, label, reply }) => {
+                    Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, label, accepted, reply }) => {
                         let item = Queued {
                             endpoint,
                             seq: None,
@@ -280,6 +283,7 @@ impl Driver {
                             observe,
                             label,
                             created_at_unix_ms: self.clock.unix_ms(Instant::now()),
+                            accepted: Some(accepted),
                             reply: Some(reply),
                         };
                         self.on_request_command(item, expires_at);
@@ -699,9 +703,7 @@ impl Driver {
             for q in self.registry.queued_items(&reg.id) {
                 out.push(QueuedInfo {
                     endpoint: q.endpoint.clone(),
-                    request_id: q.label.request_id.clone(),
-                    operation: q.label.operation.clone(),
-                    paths: q.label.paths.clone(),
+                    label: q.label.clone(),
                     created_at_unix_ms: q.created_at_unix_ms,
                 });
             }
@@ -785,14 +787,22 @@ impl Driver {
                 return;
             }
         };
-        let item = Queued {
+        let mut item = Queued {
             seq: Some(seq),
             ..item
         };
         tracing::debug!(endpoint = %item.endpoint, seq, "device asleep; request queued");
-        if let Err((e, item)) = self.registry.enqueue(&id, item, expires_at) {
-            tracing::debug!(error = %e, "request not queued");
-            self.finish_queued(item, Err(RequestError::QueueFull));
+        let accepted = item.accepted.take();
+        match self.registry.enqueue(&id, item, expires_at) {
+            Ok(()) => {
+                if let Some(tx) = accepted {
+                    let _ = tx.send(());
+                }
+            }
+            Err((e, item)) => {
+                tracing::debug!(error = %e, "request not queued");
+                self.finish_queued(item, Err(RequestError::QueueFull));
+            }
         }
     }
 
@@ -807,7 +817,7 @@ impl Driver {
         }
     }
 
-    fn send(&mut self, now: Instant, registration_id: &str, q: Queued) {
+    fn send(&mut self, now: Instant, registration_id: &str, mut q: Queued) {
         let Some(reg) = self.registry.get(registration_id) else {
             self.finish_queued(q, Err(RequestError::Deregistered));
             return;
@@ -818,6 +828,9 @@ impl Driver {
             .send_request(now, peer, q.packet.clone(), q.confirmable)
         {
             Ok(rid) => {
+                if let Some(tx) = q.accepted.take() {
+                    let _ = tx.send(());
+                }
                 self.pending.insert(
                     rid,
                     Pending {

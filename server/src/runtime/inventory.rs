@@ -4,7 +4,7 @@
 
 use tokio::sync::oneshot;
 
-use super::{Command, ServerHandle};
+use super::{Command, RequestLabel, ServerHandle};
 use crate::registry::Registration;
 
 /// A registered device and its live state.
@@ -43,9 +43,7 @@ pub struct ObservationInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuedInfo {
     pub endpoint: String,
-    pub request_id: Option<String>,
-    pub operation: String,
-    pub paths: Vec<lwm2m_objects::Path>,
+    pub label: RequestLabel,
     pub created_at_unix_ms: u64,
 }
 

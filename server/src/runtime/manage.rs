@@ -34,19 +34,48 @@ pub struct Performed {
     pub observation: Option<Vec<u8>>,
 }
 
-/// The label of an operation: its name and the LwM2M paths it targets.
-fn label(op: &Operation, request_id: Option<String>) -> RequestLabel {
-    let paths = match op {
-        Operation::ReadComposite { paths, .. }
-        | Operation::ObserveComposite { paths, .. }
-        | Operation::CancelObserveComposite { paths, .. } => paths.clone(),
-        Operation::WriteComposite { nodes, .. } => nodes.keys().copied().collect(),
-        other => vec![other.path()],
-    };
-    RequestLabel {
-        operation: op.name().to_string(),
-        paths,
-        request_id,
+/// An operation on its way to a device; [`finish`](Self::finish) waits for the answer.
+#[derive(Debug)]
+pub struct Submitted {
+    op: Operation,
+    device: DeviceContext,
+    in_flight: super::InFlight,
+}
+
+impl Submitted {
+    pub async fn finish(self) -> Result<Performed, ManageError> {
+        let (codecs, model) = codecs_and_model();
+        let reply = self.in_flight.wait().await?;
+        Ok(Performed {
+            response: self
+                .op
+                .parse_response(&reply.packet, &self.device, codecs, model)?,
+            observation: self.op.is_observe().then_some(reply.token),
+        })
+    }
+}
+
+impl RequestLabel {
+    /// The label of an operation: its name and the LwM2M paths it targets.
+    pub fn for_operation(op: &Operation, request_id: Option<String>) -> RequestLabel {
+        let paths = match op {
+            Operation::ReadComposite { paths, .. }
+            | Operation::ObserveComposite { paths, .. }
+            | Operation::CancelObserveComposite { paths, .. } => paths.clone(),
+            Operation::WriteComposite { nodes, .. } => nodes.keys().copied().collect(),
+            other => vec![other.path()],
+        };
+        RequestLabel {
+            operation: op.name().to_string(),
+            paths,
+            request_id,
+        }
+    }
+
+    /// The paths as one text, `/3/0/1,/3/0/2`.
+    pub fn paths_text(&self) -> String {
+        let texts: Vec<String> = self.paths.iter().map(ToString::to_string).collect();
+        texts.join(",")
     }
 }
 
@@ -100,24 +129,38 @@ impl ServerHandle {
         expires_in: Duration,
         request_id: Option<String>,
     ) -> Result<Performed, ManageError> {
+        self.submit_tracked(endpoint_name, op, expires_in, request_id)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// The first half of [`perform_tracked`](Self::perform_tracked): returns once the
+    /// request is sent to an awake device or persisted in a sleeping one's queue, so a
+    /// caller can promise its result before it has it; [`Submitted::finish`] waits for
+    /// the answer.
+    pub async fn submit_tracked(
+        &self,
+        endpoint_name: &str,
+        op: &Operation,
+        expires_in: Duration,
+        request_id: Option<String>,
+    ) -> Result<Submitted, ManageError> {
         let (codecs, model) = codecs_and_model();
         let device = self.device_context(endpoint_name).await?;
-        let request = op.to_request(&device, codecs, model)?;
-        let label = label(op, request_id);
-        let (response, observation) = if op.is_observe() {
-            let o = self
-                .observe_labelled(endpoint_name, request, expires_in, label)
-                .await?;
-            (o.response, Some(o.token))
-        } else {
-            let r = self
-                .command(endpoint_name, request, true, false, expires_in, label)
-                .await?;
-            (r.packet, None)
-        };
-        Ok(Performed {
-            response: op.parse_response(&response, &device, codecs, model)?,
-            observation,
+        let mut request = op.to_request(&device, codecs, model)?;
+        let observe = op.is_observe();
+        if observe {
+            request.set_observe_value(0);
+        }
+        let label = RequestLabel::for_operation(op, request_id);
+        let in_flight = self
+            .submit(endpoint_name, request, true, observe, expires_in, label)
+            .await?;
+        Ok(Submitted {
+            op: op.clone(),
+            device,
+            in_flight,
         })
     }
 

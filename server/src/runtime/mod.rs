@@ -22,7 +22,7 @@ pub mod persist;
 pub mod route;
 
 pub use inventory::{ClientInfo, ClientPage, ObservationInfo, QueuedInfo};
-pub use manage::{ManageError, Performed};
+pub use manage::{ManageError, Performed, Submitted};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -186,6 +186,18 @@ impl RequestLabel {
     }
 }
 
+/// A request the driver has sent or queued; [`wait`](Self::wait) for its answer.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    reply: oneshot::Receiver<Result<Reply, RequestError>>,
+}
+
+impl InFlight {
+    async fn wait(self) -> Result<Reply, RequestError> {
+        self.reply.await.map_err(|_| RequestError::Stopped)?
+    }
+}
+
 /// What a finished request hands back to its caller.
 #[derive(Debug)]
 struct Reply {
@@ -203,6 +215,9 @@ enum Command {
         observe: bool,
         expires_at: Instant,
         label: RequestLabel,
+        /// Signalled once the request is sent or persisted in the device's queue;
+        /// dropped when it is refused (`reply` then says why).
+        accepted: oneshot::Sender<()>,
         reply: ReplyTx,
     },
     Registration {
@@ -398,7 +413,27 @@ impl ServerHandle {
         expires_in: Duration,
         label: RequestLabel,
     ) -> Result<Reply, RequestError> {
+        self.submit(endpoint, packet, confirmable, observe, expires_in, label)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// Hands a request to the driver and returns once it is on its way: sent to an awake
+    /// device, or persisted in a sleeping device's queue (so that a crash from then on
+    /// does not lose it). A request refused at once (unknown endpoint, full queue, store
+    /// failure) is an error here.
+    async fn submit(
+        &self,
+        endpoint: &str,
+        packet: Packet,
+        confirmable: bool,
+        observe: bool,
+        expires_in: Duration,
+        label: RequestLabel,
+    ) -> Result<InFlight, RequestError> {
         let (reply, rx) = oneshot::channel();
+        let (accepted, accepted_rx) = oneshot::channel();
         let now = Instant::now();
         let expires_at = now
             .checked_add(expires_in)
@@ -411,11 +446,19 @@ impl ServerHandle {
                 observe,
                 expires_at,
                 label,
+                accepted,
                 reply,
             })
             .await
             .map_err(|_| RequestError::Stopped)?;
-        rx.await.map_err(|_| RequestError::Stopped)?
+        if accepted_rx.await.is_ok() {
+            return Ok(InFlight { reply: rx });
+        }
+        // Not accepted: the reply says why.
+        match rx.await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(RequestError::Stopped),
+        }
     }
 
     /// Ends an observation actively (RFC 7641 §3.6): `packet` (the GET with

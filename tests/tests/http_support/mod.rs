@@ -54,21 +54,21 @@ impl Drop for Running {
 
 /// Starts the binary on loopback with `args` after the addresses and data directory.
 pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    start_at("127.0.0.1:0", data_dir, args, env)
+}
+
+/// [`start`] with the CoAP socket on `coap` (to restart a server where its devices
+/// expect it).
+pub fn start_at(coap: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(server_binary());
-    cmd.args([
-        "--coap",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    .args(args)
-    .env("RUST_LOG", "warn")
-    .env_remove("LWM2M_API_TOKEN")
-    .env_remove("LWM2M_API_READ_TOKEN")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    cmd.args(["--coap", coap, "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("LWM2M_API_TOKEN")
+        .env_remove("LWM2M_API_READ_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
