@@ -39,6 +39,19 @@ fn esc(s: &str) -> String {
     out
 }
 
+/// Escaped prose, with `code` spans (the documents' only markup) set as code.
+fn prose(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
@@ -57,7 +70,7 @@ pub fn render() -> String {
          table{{border-collapse:collapse;margin:.4em 0 1em}}td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}\
          code{{background:#f6f6f6}}</style></head><body><h1>{title}</h1><p>{}</p>\
          <p>Machine-readable: <a href=\"/api/openapi.json\"><code>/api/openapi.json</code></a> (OpenAPI {}; needs a token).</p><nav><ul>",
-        esc(text(&doc["info"], "description")),
+        prose(text(&doc["info"], "description")),
         esc(text(&doc, "openapi")),
     );
     let empty = serde_json::Map::new();
@@ -87,7 +100,7 @@ pub fn render() -> String {
             for key in ["summary", "description"] {
                 let t = text(op, key);
                 if !t.is_empty() {
-                    let _ = write!(h, "<p>{}</p>", esc(t));
+                    let _ = write!(h, "<p>{}</p>", prose(t));
                 }
             }
             if let Some(params) = op.get("parameters").and_then(Value::as_array) {
@@ -103,13 +116,17 @@ pub fn render() -> String {
                         } else {
                             "no"
                         },
-                        esc(text(p, "description"))
+                        prose(text(p, "description"))
                     );
                 }
                 h.push_str("</table>");
             }
             if let Some(body) = op.get("requestBody") {
-                let _ = write!(h, "<p><b>Body:</b> {}</p>", esc(text(body, "description")));
+                let _ = write!(
+                    h,
+                    "<p><b>Body:</b> {}</p>",
+                    prose(text(body, "description"))
+                );
             }
             if let Some(responses) = op.get("responses").and_then(Value::as_object) {
                 h.push_str("<table><tr><th>status</th><th>meaning</th></tr>");
@@ -118,7 +135,7 @@ pub fn render() -> String {
                         h,
                         "<tr><td>{}</td><td>{}</td></tr>",
                         esc(code),
-                        esc(text(r, "description"))
+                        prose(text(r, "description"))
                     );
                 }
                 h.push_str("</table>");
@@ -137,6 +154,14 @@ fn anchor(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn code_spans_are_set_as_code() {
+        assert_eq!(prose("a `b<c>` d"), "a <code>b&lt;c&gt;</code> d");
+        assert_eq!(prose("odd ` tick"), "odd <code> tick</code>");
+    }
+
     #[test]
     fn page_lists_every_operation_and_fetches_nothing() {
         let html = super::render();
