@@ -20,6 +20,7 @@ pub mod api;
 pub mod coap;
 pub mod config;
 pub mod dm;
+pub mod dtls;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

@@ -1,0 +1,536 @@
+//! The DTLS 1.2 server side of CoAPS (RFC 6347, as LwM2M's transport binding asks for it),
+//! on the system OpenSSL through the `openssl` crate.
+//!
+//! [`DtlsServer`] is driven like the CoAP endpoint: datagrams and the time go in
+//! ([`handle_datagram`](DtlsServer::handle_datagram),
+//! [`handle_timeout`](DtlsServer::handle_timeout)), datagrams to send and events come out
+//! ([`poll_transmit`](DtlsServer::poll_transmit), [`poll_event`](DtlsServer::poll_event)).
+//! It owns no socket. OpenSSL keeps its own retransmission clock, so the timers it reports
+//! are real time.
+//!
+//! - Sessions are keyed by peer address. Only a ClientHello may open one, and only after
+//!   the stateless cookie exchange (`DTLSv1_listen`, RFC 6347 §4.2.1): a spoofed source
+//!   gets one HelloVerifyRequest, no larger than its ClientHello, and costs no memory.
+//! - Bounds: half-open handshakes in all, sessions per source address and in all; a
+//!   handshake that does not finish in time and a session idle too long are dropped.
+//!   (A wrong PSK produces no alert the server sees: OpenSSL drops the records that fail
+//!   their MAC, so only the handshake deadline ends such a session.)
+//! - Cipher suites are listed explicitly: the CCM8 ones LwM2M mandates are not in
+//!   OpenSSL's defaults.
+//!
+//! - `ffi`: the OpenSSL calls the crate does not wrap. `pipe`: the in-memory transport.
+
+mod ffi;
+mod pipe;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslStream,
+    SslVersion,
+};
+
+use pipe::Pipe;
+
+/// The cipher suites offered, in order of preference: the PSK and certificate suites of
+/// LwM2M (CCM_8 mandatory, CBC-SHA256 for 1.0 clients), then their GCM variants.
+pub const CIPHER_LIST: &str = "PSK-AES128-CCM8:PSK-AES128-GCM-SHA256:PSK-AES128-CBC-SHA256:\
+ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA256";
+
+/// Largest datagram read: a DTLS record never spans datagrams.
+const MAX_DATAGRAM: usize = 16_384 + 64;
+/// DTLS record content types (RFC 6347 §4.1).
+const HANDSHAKE: u8 = 22;
+/// Handshake message type of a ClientHello.
+const CLIENT_HELLO: u8 = 1;
+
+/// Limits and timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtlsConfig {
+    /// Path MTU assumed for handshake flights (OpenSSL cannot ask an in-memory BIO).
+    pub mtu: u32,
+    /// Handshakes past the cookie exchange and not yet finished, in all.
+    pub max_half_open: usize,
+    /// Sessions (half-open or established) from one IP address: a carrier NAT puts many
+    /// devices behind one, so this is a bound against one host, not one device.
+    pub max_sessions_per_ip: usize,
+    pub max_sessions: usize,
+    /// A handshake not finished this long after its cookie was verified is dropped.
+    pub handshake_timeout: Duration,
+    /// An established session without a datagram this long is dropped; the device
+    /// resumes or shakes hands again (44 KB a session rules out keeping them all).
+    pub idle_timeout: Duration,
+    /// First retransmission timeout of a handshake flight (RFC 6347: 1 s).
+    pub initial_retransmit: Duration,
+}
+
+impl Default for DtlsConfig {
+    fn default() -> DtlsConfig {
+        DtlsConfig {
+            mtu: 1200,
+            max_half_open: 1024,
+            max_sessions_per_ip: 4096,
+            max_sessions: 100_000,
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            initial_retransmit: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where pre-shared keys come from: the credential store.
+pub trait PskLookup: Send + Sync {
+    /// The key of a PSK identity, if it has one.
+    fn psk(&self, identity: &[u8]) -> Option<Vec<u8>>;
+}
+
+impl<F: Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync> PskLookup for F {
+    fn psk(&self, identity: &[u8]) -> Option<Vec<u8>> {
+        self(identity)
+    }
+}
+
+/// Who the peer proved to be.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerIdentity {
+    /// The PSK identity it used.
+    Psk(Vec<u8>),
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent close_notify.
+    Closed,
+    /// A fatal alert or a protocol error.
+    Failed,
+    /// No datagram within the idle timeout.
+    Idle,
+    /// Replaced by a new handshake from the same address.
+    Replaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DtlsEvent {
+    /// A handshake finished.
+    Established {
+        peer: SocketAddr,
+        identity: PeerIdentity,
+    },
+    /// Application data (a CoAP message) from an established session.
+    Data { peer: SocketAddr, payload: Vec<u8> },
+    /// An established session ended.
+    Closed {
+        peer: SocketAddr,
+        reason: CloseReason,
+    },
+}
+
+/// Why the server could not be built, or a datagram could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DtlsError {
+    #[error("OpenSSL: {0}")]
+    OpenSsl(#[from] ErrorStack),
+    #[error("no established DTLS session with {0}")]
+    NoSession(SocketAddr),
+    #[error("DTLS write failed: {0}")]
+    Write(String),
+}
+
+/// Counts for tests and metrics: each must stay within its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DtlsSizes {
+    pub sessions: usize,
+    pub half_open: usize,
+    pub deadlines: usize,
+    pub addresses: usize,
+}
+
+struct Session {
+    stream: SslStream<Pipe>,
+    established: bool,
+    created: Instant,
+    last_seen: Instant,
+    /// This session's entry in `deadlines`.
+    deadline: Option<Instant>,
+}
+
+/// The per-process secret the cookies are keyed with.
+struct CookieKey(PKey<openssl::pkey::Private>);
+
+fn peer_index() -> &'static openssl::ex_data::Index<Ssl, SocketAddr> {
+    static INDEX: OnceLock<openssl::ex_data::Index<Ssl, SocketAddr>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        // Allocating an ex-data index fails only when OpenSSL is out of memory at start.
+        #[allow(clippy::expect_used)]
+        Ssl::new_ex_index().expect("OpenSSL ex-data index")
+    })
+}
+
+/// HMAC-SHA256 of the peer's address, cut to 16 bytes: a cookie only this server can
+/// make, for this address only.
+fn cookie(key: &CookieKey, peer: Option<&SocketAddr>, out: &mut [u8]) -> Result<usize, ErrorStack> {
+    let mut signer = Signer::new(MessageDigest::sha256(), &key.0)?;
+    if let Some(p) = peer {
+        signer.update(p.to_string().as_bytes())?;
+    }
+    let mac = signer.sign_to_vec()?;
+    let n = out.len().min(16).min(mac.len());
+    out[..n].copy_from_slice(&mac[..n]);
+    Ok(n)
+}
+
+/// Whether a datagram is a DTLS record carrying a ClientHello: the only thing that may
+/// open a session.
+fn is_client_hello(d: &[u8]) -> bool {
+    // Record header: type(1) version(2) epoch(2) seq(6) length(2); then msg_type.
+    d.first() == Some(&HANDSHAKE) && d.get(13) == Some(&CLIENT_HELLO)
+}
+
+/// The DTLS server: sessions by peer, and what to send.
+pub struct DtlsServer {
+    config: DtlsConfig,
+    ctx: SslContext,
+    sessions: HashMap<SocketAddr, Session>,
+    per_ip: HashMap<IpAddr, usize>,
+    half_open: usize,
+    deadlines: BTreeSet<(Instant, SocketAddr)>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<DtlsEvent>,
+}
+
+impl std::fmt::Debug for DtlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsServer")
+            .field("sessions", &self.sessions.len())
+            .field("half_open", &self.half_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtlsServer {
+    /// A server that accepts the PSK suites with keys from `psk`.
+    pub fn new(config: DtlsConfig, psk: Arc<dyn PskLookup>) -> Result<DtlsServer, DtlsError> {
+        let mut b = SslContextBuilder::new(SslMethod::dtls_server())?;
+        b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+        b.set_cipher_list(CIPHER_LIST)?;
+        b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
+        b.set_mode(SslMode::RELEASE_BUFFERS);
+        b.set_psk_server_callback(move |_ssl, identity, out| {
+            let Some(key) = identity.and_then(|id| psk.psk(id)) else {
+                // No key: the handshake fails (OpenSSL answers unknown_psk_identity).
+                return Ok(0);
+            };
+            if key.len() > out.len() {
+                return Ok(0);
+            }
+            out[..key.len()].copy_from_slice(&key);
+            Ok(key.len())
+        });
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|_| DtlsError::Write("no random source for the cookie secret".into()))?;
+        let key = Arc::new(CookieKey(PKey::hmac(&secret)?));
+        let k = key.clone();
+        b.set_cookie_generate_cb(move |ssl, out| cookie(&k, ssl.ex_data(*peer_index()), out));
+        b.set_cookie_verify_cb(move |ssl, presented| {
+            let mut expected = [0u8; 16];
+            match cookie(&key, ssl.ex_data(*peer_index()), &mut expected) {
+                Ok(n) => n == presented.len() && openssl::memcmp::eq(&expected[..n], presented),
+                Err(_) => false,
+            }
+        });
+        Ok(DtlsServer {
+            config,
+            ctx: b.build(),
+            sessions: HashMap::new(),
+            per_ip: HashMap::new(),
+            half_open: 0,
+            deadlines: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    pub fn config(&self) -> &DtlsConfig {
+        &self.config
+    }
+
+    pub fn sizes(&self) -> DtlsSizes {
+        DtlsSizes {
+            sessions: self.sessions.len(),
+            half_open: self.half_open,
+            deadlines: self.deadlines.len(),
+            addresses: self.per_ip.len(),
+        }
+    }
+
+    /// Whether `peer` has an established session.
+    pub fn is_established(&self, peer: &SocketAddr) -> bool {
+        self.sessions.get(peer).is_some_and(|s| s.established)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<DtlsEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// A datagram from `peer`.
+    pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        if data.len() > MAX_DATAGRAM {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            // A new ClientHello (epoch 0) on an established session: the device lost its
+            // state (rebooted, woke from sleep) and shakes hands again.
+            let fresh_hello =
+                s.established && is_client_hello(data) && data.get(3..5) == Some(&[0, 0]);
+            if !fresh_hello {
+                s.last_seen = now;
+                s.stream.get_mut().push(data);
+                self.drive(now, peer);
+                return;
+            }
+            self.close(peer, CloseReason::Replaced);
+        }
+        if is_client_hello(data) {
+            self.listen(now, peer, data);
+        }
+    }
+
+    /// Sends application data (a CoAP message) on an established session.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(), DtlsError> {
+        let s = self
+            .sessions
+            .get_mut(&peer)
+            .filter(|s| s.established)
+            .ok_or(DtlsError::NoSession(peer))?;
+        s.last_seen = now;
+        s.stream
+            .ssl_write(payload)
+            .map_err(|e| DtlsError::Write(e.to_string()))?;
+        self.flush(peer);
+        self.reschedule(now, peer);
+        Ok(())
+    }
+
+    /// Retransmits due flights and drops sessions past their deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Bounded: each turn removes one deadline, and a session re-inserts its own only
+        // at a later instant.
+        while let Some((at, peer)) = self.deadlines.first().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, peer));
+            let Some(s) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            s.deadline = None;
+            if s.established && now >= s.last_seen + self.config.idle_timeout {
+                self.close(peer, CloseReason::Idle);
+                continue;
+            }
+            if !s.established && now >= s.created + self.config.handshake_timeout {
+                tracing::debug!(%peer, "DTLS handshake timed out");
+                self.close(peer, CloseReason::Failed);
+                continue;
+            }
+            if ffi::timeout(s.stream.ssl()).is_some_and(|d| d.is_zero()) {
+                ffi::handle_timeout(s.stream.ssl());
+                self.flush(peer);
+            }
+            self.reschedule(now, peer);
+        }
+    }
+
+    /// Ends a session, telling the peer with close_notify.
+    pub fn close(&mut self, peer: SocketAddr, reason: CloseReason) {
+        let Some(mut s) = self.sessions.remove(&peer) else {
+            return;
+        };
+        if let Some(d) = s.deadline {
+            self.deadlines.remove(&(d, peer));
+        }
+        if !s.established {
+            self.half_open = self.half_open.saturating_sub(1);
+        } else {
+            if reason != CloseReason::Closed {
+                let _ = s.stream.shutdown();
+                for d in s.stream.get_mut().take_outgoing() {
+                    self.transmits.push_back((peer, d));
+                }
+            }
+            self.events.push_back(DtlsEvent::Closed { peer, reason });
+        }
+        if let Some(n) = self.per_ip.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&peer.ip());
+            }
+        }
+    }
+
+    /// A ClientHello from a peer without a session: the cookie exchange, then a session.
+    fn listen(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        if self.half_open >= self.config.max_half_open
+            || self.sessions.len() >= self.config.max_sessions
+            || per_ip >= self.config.max_sessions_per_ip
+        {
+            tracing::debug!(%peer, "DTLS handshake refused: limits reached");
+            return;
+        }
+        let stream = Ssl::new(&self.ctx).and_then(|mut ssl| {
+            ssl.set_ex_data(*peer_index(), peer);
+            ssl.set_mtu(self.config.mtu)?;
+            ffi::set_initial_timeout(&mut ssl, self.config.initial_retransmit);
+            SslStream::new(ssl, Pipe::with(data))
+        });
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up a DTLS session");
+                return;
+            }
+        };
+        match ffi::listen(stream.ssl()) {
+            ffi::Listen::Verified => {}
+            ffi::Listen::NotYet => {
+                // A HelloVerifyRequest at most; the Ssl is dropped with everything it held.
+                for d in stream.get_mut().take_outgoing() {
+                    self.transmits.push_back((peer, d));
+                }
+                return;
+            }
+            ffi::Listen::Failed => return,
+        }
+        self.half_open += 1;
+        *self.per_ip.entry(peer.ip()).or_default() += 1;
+        self.sessions.insert(
+            peer,
+            Session {
+                stream,
+                established: false,
+                created: now,
+                last_seen: now,
+                deadline: None,
+            },
+        );
+        self.drive(now, peer);
+    }
+
+    /// Lets OpenSSL consume what the peer sent: handshake progress, or records of data.
+    fn drive(&mut self, now: Instant, peer: SocketAddr) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        if !s.established {
+            match s.stream.accept() {
+                Ok(()) => {
+                    s.established = true;
+                    self.half_open = self.half_open.saturating_sub(1);
+                    let identity = PeerIdentity::Psk(
+                        s.stream.ssl().psk_identity().unwrap_or_default().to_vec(),
+                    );
+                    tracing::debug!(%peer, "DTLS session established");
+                    self.events
+                        .push_back(DtlsEvent::Established { peer, identity });
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "DTLS handshake failed");
+                    self.flush(peer);
+                    self.close(peer, CloseReason::Failed);
+                    return;
+                }
+            }
+        }
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut closed = None;
+        if let Some(s) = self.sessions.get_mut(&peer).filter(|s| s.established) {
+            // Bounded by the datagrams queued on the pipe.
+            loop {
+                match s.stream.ssl_read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.events.push_back(DtlsEvent::Data {
+                        peer,
+                        payload: buf.get(..n).unwrap_or_default().to_vec(),
+                    }),
+                    Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                        closed = Some(CloseReason::Closed);
+                        break;
+                    }
+                    Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
+                        break
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "DTLS record refused");
+                        // A record that fails its MAC is dropped by OpenSSL without an
+                        // error; anything else is fatal.
+                        closed = Some(CloseReason::Failed);
+                        break;
+                    }
+                }
+            }
+        }
+        self.flush(peer);
+        match closed {
+            Some(reason) => self.close(peer, reason),
+            None => self.reschedule(now, peer),
+        }
+    }
+
+    fn flush(&mut self, peer: SocketAddr) {
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            for d in s.stream.get_mut().take_outgoing() {
+                self.transmits.push_back((peer, d));
+            }
+        }
+    }
+
+    /// Files the session under its next deadline: a retransmission, the end of its
+    /// handshake time, or its idle limit.
+    fn reschedule(&mut self, now: Instant, peer: SocketAddr) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        let limit = if s.established {
+            s.last_seen + self.config.idle_timeout
+        } else {
+            s.created + self.config.handshake_timeout
+        };
+        let retransmit = ffi::timeout(s.stream.ssl()).map(|d| now + d);
+        let next = retransmit.map_or(limit, |r| r.min(limit));
+        if s.deadline == Some(next) {
+            return;
+        }
+        if let Some(old) = s.deadline.take() {
+            self.deadlines.remove(&(old, peer));
+        }
+        s.deadline = Some(next);
+        self.deadlines.insert((next, peer));
+    }
+}
