@@ -41,10 +41,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::coap;
+use crate::dtls::DtlsConfig;
 use crate::registry::RegistryConfig;
 
 /// Default CoAP listening address (RFC 7252 §6.1 port 5683 on every interface).
 pub const DEFAULT_COAP_ADDR: &str = "0.0.0.0:5683";
+/// Default CoAPS (DTLS) listening address (RFC 7252 §6.2 port 5684).
+pub const DEFAULT_COAPS_ADDR: &str = "0.0.0.0:5684";
 /// Default HTTP address: loopback only, so that a first start exposes nothing.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
@@ -57,10 +60,13 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub struct ServerConfig {
     /// UDP address to bind; port 0 picks a free port (the bound one is reported).
     pub coap_addr: SocketAddr,
+    /// UDP address for CoAP over DTLS; `None` serves no DTLS.
+    pub coaps_addr: Option<SocketAddr>,
     /// Directory of the embedded store (`lwm2m.redb`); created if missing.
     pub data_dir: PathBuf,
     pub coap: coap::Config,
     pub registry: RegistryConfig,
+    pub dtls: DtlsConfig,
 }
 
 impl ServerConfig {
@@ -68,9 +74,11 @@ impl ServerConfig {
     pub fn new(coap_addr: SocketAddr, data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             coap_addr,
+            coaps_addr: None,
             data_dir: data_dir.into(),
             coap: coap::Config::default(),
             registry: RegistryConfig::default(),
+            dtls: DtlsConfig::default(),
         }
     }
 }
@@ -81,6 +89,9 @@ pub struct BinaryConfig {
     pub server: ServerConfig,
     pub http_addr: SocketAddr,
     pub api: ApiSettings,
+    /// Credentials to load into the store at start (a JSON array, see
+    /// [`crate::api::security::read_file`]).
+    pub security_file: Option<PathBuf>,
 }
 
 /// The REST API's settings.
@@ -140,6 +151,9 @@ impl std::fmt::Debug for ApiSettings {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub coap: Option<SocketAddr>,
+    /// `ADDR`, or `off` for no DTLS.
+    pub coaps: Option<String>,
+    pub security_file: Option<PathBuf>,
     pub http: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     /// When non-empty, replaces the file's admin tokens.
@@ -170,6 +184,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub coap: Option<SocketAddr>,
+    /// `"ADDR"`, or `"off"` for no DTLS.
+    pub coaps: Option<String>,
+    pub security_file: Option<PathBuf>,
     pub http: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
@@ -178,6 +195,8 @@ pub struct FileConfig {
     pub coap_params: CoapParams,
     #[serde(default)]
     pub registry: RegistryParams,
+    #[serde(default)]
+    pub dtls: DtlsParams,
 }
 
 /// `[coap_params]`: the fields of [`coap::Config`].
@@ -222,6 +241,56 @@ impl std::fmt::Debug for ApiParams {
     }
 }
 
+/// `[dtls]`: the fields of [`DtlsConfig`].
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DtlsParams {
+    pub mtu: Option<u32>,
+    pub max_half_open: Option<usize>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub max_sessions: Option<usize>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub initial_retransmit_ms: Option<u64>,
+}
+
+impl DtlsParams {
+    fn apply(&self, d: &mut DtlsConfig) -> Result<(), ConfigError> {
+        if let Some(v) = self.mtu {
+            if !(256..=16_384).contains(&v) {
+                return Err(ConfigError::Invalid(
+                    "[dtls] mtu must be 256..=16384".into(),
+                ));
+            }
+            d.mtu = v;
+        }
+        if let Some(v) = self.max_half_open {
+            d.max_half_open = v;
+        }
+        if let Some(v) = self.max_sessions_per_ip {
+            d.max_sessions_per_ip = v;
+        }
+        if let Some(v) = self.max_sessions {
+            d.max_sessions = v;
+        }
+        if let Some(v) = self.handshake_timeout_ms {
+            d.handshake_timeout = ms(v);
+        }
+        if let Some(v) = self.idle_timeout_ms {
+            d.idle_timeout = ms(v);
+        }
+        if let Some(v) = self.initial_retransmit_ms {
+            if v == 0 {
+                return Err(ConfigError::Invalid(
+                    "[dtls] initial_retransmit_ms must be above 0".into(),
+                ));
+            }
+            d.initial_retransmit = ms(v);
+        }
+        Ok(())
+    }
+}
+
 /// `[registry]`: the fields of [`RegistryConfig`].
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -263,9 +332,21 @@ impl FileConfig {
             .data_dir
             .or(self.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let coaps = over
+            .coaps
+            .or(self.coaps)
+            .unwrap_or_else(|| DEFAULT_COAPS_ADDR.to_string());
+        let coaps_addr = match coaps.trim() {
+            "off" => None,
+            a => Some(a.parse().map_err(|_| {
+                ConfigError::Invalid(format!("coaps is an address or \"off\", not {a:?}"))
+            })?),
+        };
         let mut server = ServerConfig::new(coap_addr, data_dir);
+        server.coaps_addr = coaps_addr;
         self.coap_params.apply(&mut server.coap)?;
         self.registry.apply(&mut server.registry);
+        self.dtls.apply(&mut server.dtls)?;
         let mut api = ApiSettings::default();
         self.api.apply(&mut api)?;
         if !over.admin_tokens.is_empty() {
@@ -279,6 +360,7 @@ impl FileConfig {
             server,
             http_addr,
             api,
+            security_file: over.security_file.or(self.security_file),
         })
     }
 }

@@ -24,4 +24,5 @@ pub mod dtls;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod security;
 pub mod store;

@@ -1,7 +1,7 @@
 //! `lwm2m-server`: the binary operators run.
 //!
 //! Prints the addresses it bound on the first line of stdout
-//! (`listening coap=ADDR http=ADDR`), so that scripts and tests started with port 0 learn
+//! (`listening coap=ADDR coaps=ADDR http=ADDR`), so that scripts and tests started with port 0 learn
 //! the real ports; when it generated the API token, a second line says where it is
 //! (`api-token-file=PATH`). Then it serves until SIGINT or SIGTERM. Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`).
@@ -26,12 +26,19 @@ struct Cli {
     /// UDP address for CoAP [default: 0.0.0.0:5683; port 0 picks a free port].
     #[arg(long, value_name = "ADDR", env = "LWM2M_COAP")]
     coap: Option<SocketAddr>,
+    /// UDP address for CoAP over DTLS, or `off` [default: 0.0.0.0:5684].
+    #[arg(long, value_name = "ADDR|off", env = "LWM2M_COAPS")]
+    coaps: Option<String>,
     /// TCP address for the HTTP API [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR", env = "LWM2M_HTTP")]
     http: Option<SocketAddr>,
     /// Directory of the persistent store [default: ./data].
     #[arg(long, value_name = "DIR", env = "LWM2M_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// DTLS credentials to load at start: a JSON array of
+    /// `{"endpoint": "...", "psk": {"identity": "...", "key": "HEX"}}`.
+    #[arg(long, value_name = "FILE", env = "LWM2M_SECURITY_FILE")]
+    security_file: Option<PathBuf>,
     /// TOML configuration file; environment variables and flags override it.
     #[arg(long, value_name = "FILE", env = "LWM2M_CONFIG")]
     config: Option<PathBuf>,
@@ -81,6 +88,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let mut config = file
         .resolve(Overrides {
             coap: cli.coap,
+            coaps: cli.coaps,
+            security_file: cli.security_file,
             http: cli.http,
             data_dir: cli.data_dir,
             admin_tokens: cli.api_token,
@@ -97,6 +106,16 @@ fn run(cli: Cli) -> Result<(), String> {
         config.api.admin_tokens.push(token);
         token_file = Some(path);
     }
+    // Read and checked before anything starts: a bad file stops the server, not half of it.
+    let credentials = match &config.security_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            lwm2m_server::api::security::read_file(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -111,11 +130,28 @@ fn run(cli: Cli) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("cannot read the HTTP address: {e}"))?;
         let handle = Server::start(config.server).map_err(|e| e.to_string())?;
+        let loaded = credentials.len();
+        for c in credentials {
+            let endpoint = c.endpoint.clone();
+            handle
+                .put_security(c)
+                .await
+                .map_err(|e| format!("credentials of {endpoint:?} not loaded: {e}"))?;
+        }
+        if loaded > 0 {
+            tracing::info!(count = loaded, "DTLS credentials loaded");
+        }
         let api = Api::new(handle.clone(), config.api).await;
         tracing::info!(data_dir = %data_dir.display(), %http_addr, "serving");
         // One write, so a reader that takes the first line and hangs up still got both;
         // a closed stdout is no reason to stop serving.
-        let mut banner = format!("listening coap={} http={http_addr}\n", handle.coap_addr());
+        let coaps = handle
+            .coaps_addr()
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let mut banner = format!(
+            "listening coap={} coaps={coaps} http={http_addr}\n",
+            handle.coap_addr()
+        );
         if let Some(p) = &token_file {
             banner.push_str(&format!("api-token-file={}\n", p.display()));
         }

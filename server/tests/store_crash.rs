@@ -56,6 +56,7 @@ fn registration(i: u64) -> StoredRegistration {
             .expect("literal address"),
         registered_at_unix_ms: 1_000 + i,
         last_update_unix_ms: 1_000 + i,
+        secure: i.is_multiple_of(3),
     }
 }
 

@@ -43,7 +43,15 @@ impl Drop for Running {
 
 fn start(coap: &str, data_dir: &Path) -> (Running, SocketAddr) {
     let mut child = Command::new(server_binary())
-        .args(["--coap", coap, "--http", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--coap",
+            coap,
+            "--coaps",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

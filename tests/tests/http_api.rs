@@ -550,6 +550,92 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
         .await;
     assert_eq!(r["status"], "done");
 
+    // DTLS credentials: set, shown without the key, listed, refused when bad or taken,
+    // removed.
+    let sec = "/api/security/clients/{endpoint}";
+    let key = "000102030405060708090a0b0c0d0e0f";
+    let psk = |identity: &str| Body::Json(json!({ "psk": { "identity": identity, "key": key } }));
+    let set = api
+        .ok(
+            Method::PUT,
+            sec,
+            &[("endpoint", "dtls-1")],
+            "",
+            psk("id-1"),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(set["psk"]["identity"], "id-1");
+    assert!(
+        !set.to_string().contains(key),
+        "the key never comes back: {set}"
+    );
+    let got = api
+        .ok(
+            Method::GET,
+            sec,
+            &[("endpoint", "dtls-1")],
+            "",
+            NONE,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(got["psk"]["key_fingerprint"], set["psk"]["key_fingerprint"]);
+    let taken = api
+        .ok(
+            Method::PUT,
+            sec,
+            &[("endpoint", "dtls-2")],
+            "",
+            psk("id-1"),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert_eq!(taken["error"], "identity_taken");
+    let bad = Body::Json(json!({ "psk": { "identity": "id-2", "key": "xyz" } }));
+    let v = api
+        .ok(
+            Method::PUT,
+            sec,
+            &[("endpoint", "dtls-2")],
+            "",
+            bad,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(v["error"], "bad_body");
+    let all = api
+        .ok(
+            Method::GET,
+            "/api/security/clients",
+            &[],
+            "",
+            NONE,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(all["clients"].as_array().map(Vec::len), Some(1));
+    api.ok(
+        Method::DELETE,
+        sec,
+        &[("endpoint", "dtls-1")],
+        "",
+        NONE,
+        StatusCode::OK,
+    )
+    .await;
+    let gone = api
+        .ok(
+            Method::GET,
+            sec,
+            &[("endpoint", "dtls-1")],
+            "",
+            NONE,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    assert_eq!(gone["error"], "no_credentials");
+
     // Authentication on every documented route: nothing passes without a valid token,
     // a read-only token changes nothing, and indeed nothing changed.
     let ops = documented(&doc);

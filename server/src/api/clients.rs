@@ -39,6 +39,8 @@ pub struct RegistrationJson {
     pub queue_mode: bool,
     /// The address its last Register or Update came from.
     pub address: String,
+    /// `udp` (plain CoAP) or `dtls`: where requests to it go.
+    pub transport: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sms: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +88,10 @@ pub fn registration_json(r: &Registration) -> RegistrationJson {
         lifetime_s: r.lifetime_s,
         queue_mode: r.queue_mode,
         address: r.peer.to_string(),
+        transport: match r.transport {
+            crate::registry::Transport::Udp => "udp",
+            crate::registry::Transport::Dtls => "dtls",
+        },
         sms: r.sms.clone(),
         profile_id: r.profile_id.clone(),
         root_path: r.objects.root_path.clone(),

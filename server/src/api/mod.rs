@@ -10,6 +10,7 @@
 //! - [`node_json`]: LwM2M nodes as typed JSON.
 //! - [`responses`], [`error`]: the JSON of answers and of errors.
 //! - [`openapi`], [`docs`]: the document and its HTML rendering.
+//! - [`security`]: devices' DTLS credentials.
 //! - [`system`]: health, metrics, tracked requests.
 //!
 //! Every error, including those axum produces itself (unknown route, wrong method, body
@@ -26,6 +27,7 @@ pub mod openapi;
 mod query;
 pub mod requests;
 pub mod responses;
+pub mod security;
 pub mod system;
 
 use std::future::Future;
@@ -139,6 +141,13 @@ fn router(state: ApiState) -> Router {
         .route("/api/clients/{endpoint}", get(clients::get))
         .route("/api/clients/{endpoint}/{*path}", any(device::dispatch))
         .route("/api/requests/{id}", get(system::request))
+        .route("/api/security/clients", get(security::list))
+        .route(
+            "/api/security/clients/{endpoint}",
+            get(security::get)
+                .put(security::put)
+                .delete(security::delete),
+        )
         .route("/api/events", get(events::events))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route_layer(middleware::from_fn_with_state(

@@ -18,6 +18,7 @@ use super::events::ApiEvent;
 use super::node_json::{JsonNode, JsonType};
 use super::requests::{RequestRecord, RequestStatus};
 use super::responses::DmResult;
+use super::security::{PskInput, PskOutput, SecurityInput, SecurityJson, SecurityList};
 use super::system::Health;
 
 #[derive(OpenApi)]
@@ -42,6 +43,10 @@ use super::system::Health;
         observe_composite,
         cancel_observe_composite,
         super::system::request,
+        super::security::list,
+        super::security::get,
+        super::security::put,
+        super::security::delete,
         super::events::events,
         openapi_json,
         super::system::health,
@@ -50,13 +55,15 @@ use super::system::Health;
     ),
     components(schemas(
         ErrorBody, ClientJson, ClientPageJson, RegistrationJson, ObjectLinkJson, DmResult,
-        Accepted, JsonNode, JsonType, RequestRecord, RequestStatus, ApiEvent, Health
+        Accepted, JsonNode, JsonType, RequestRecord, RequestStatus, ApiEvent, Health,
+        SecurityInput, PskInput, SecurityJson, PskOutput, SecurityList
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "clients", description = "registered devices"),
         (name = "device", description = "LwM2M operations on one device"),
         (name = "requests", description = "requests queued for sleeping devices"),
+        (name = "security", description = "devices' DTLS credentials"),
         (name = "events", description = "live events"),
         (name = "system", description = "health, metrics and this document"),
     )

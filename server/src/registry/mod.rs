@@ -18,6 +18,7 @@ mod request;
 mod table;
 
 pub use binding::Binding;
+pub(crate) use error::echo;
 pub use error::RegistrationError;
 pub use queue::Ready;
 pub use request::{
@@ -26,7 +27,7 @@ pub use request::{
 };
 pub use table::{
     Changes, EnqueueError, IdSource, OsIds, RdOutcome, Registered, Registration, Registry,
-    RegistryConfig, Removed, Updated, ID_BYTES, ID_LEN,
+    RegistryConfig, Removed, Transport, Updated, ID_BYTES, ID_LEN,
 };
 
 #[cfg(test)]

@@ -71,6 +71,16 @@ impl Default for RegistryConfig {
     }
 }
 
+/// Which socket a registration came over, and so which one requests go out on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// Plain CoAP (NoSec).
+    #[default]
+    Udp,
+    /// CoAP over DTLS: only the peer's DTLS session may speak for it.
+    Dtls,
+}
+
 /// One registered client, as the registry knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Registration {
@@ -89,6 +99,8 @@ pub struct Registration {
     /// Where the last Register or Update came from: devices change port
     /// after sleep, so requests go to the newest address.
     pub peer: SocketAddr,
+    /// The transport of the last Register or Update.
+    pub transport: Transport,
     pub registered_at: Instant,
     /// Last Register or Update: the lifetime counts from here.
     pub refreshed_at: Instant,
@@ -302,6 +314,33 @@ impl<R> Registry<R> {
         self.by_id.get(id).into_iter().flat_map(|e| e.queue.iter())
     }
 
+    /// [`handle`](Self::handle) for a request that came over `transport`: a registration
+    /// takes the transport of its last Register or Update (a change counts as an
+    /// address change).
+    pub fn handle_over(
+        &mut self,
+        request: RdRequest,
+        peer: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) -> Result<RdOutcome<R>, RegistrationError> {
+        let mut outcome = self.handle(request, peer, now)?;
+        let id = match &outcome {
+            RdOutcome::Registered(r) => Some(r.id.clone()),
+            RdOutcome::Updated(u) => Some(u.id.clone()),
+            RdOutcome::Deregistered(_) => None,
+        };
+        if let Some(e) = id.and_then(|id| self.by_id.get_mut(&id)) {
+            if e.reg.transport != transport {
+                e.reg.transport = transport;
+                if let RdOutcome::Updated(u) = &mut outcome {
+                    u.changes.peer = true;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Applies a parsed request from `peer`.
     pub fn handle(
         &mut self,
@@ -348,6 +387,7 @@ impl<R> Registry<R> {
             objects: req.objects,
             extra_params: req.extra_params,
             peer,
+            transport: Transport::Udp,
             registered_at: now,
             refreshed_at: now,
         };

@@ -1,4 +1,7 @@
-//! The event loop: one UDP socket, one [`Endpoint`], one [`Registry`], the store.
+//! The event loop: the plain CoAP socket and its [`Endpoint`], the DTLS socket with its
+//! [`DtlsServer`] and an `Endpoint` of its own (state of the two transports never mixes:
+//! a plaintext datagram can never answer a request sent over DTLS), one [`Registry`],
+//! the store.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use lwm2m_objects::Path;
 
+use super::inventory::SecurityCommand;
 use super::persist::{self, Clock};
 use super::route::{self, Route};
 use super::{
@@ -18,10 +22,13 @@ use super::{
     RequestLabel, ServerEvent,
 };
 use crate::coap::{Endpoint, Event, FailReason, IncomingId, RequestId};
+use crate::dtls::{DtlsEvent, DtlsServer, PeerIdentity};
 use crate::metrics::{gauge_value, Metrics, ReasonLabels};
 use crate::registry::{
     RdOutcome, RdRequest, Registration, RegistrationError, Registry, RegistryConfig, Removed,
+    Transport,
 };
+use crate::security::Credentials;
 use crate::store::Store;
 
 /// Largest datagram read; anything up to the UDP maximum arrives whole, so a truncated
@@ -55,6 +62,9 @@ struct Pending {
     sent_at: Instant,
 }
 
+/// A request or observation of one transport's endpoint.
+type Key = (Transport, RequestId);
+
 /// An established observation.
 struct Observed {
     endpoint: String,
@@ -63,6 +73,17 @@ struct Observed {
     /// The LwM2M paths observed, as the observing call named them.
     paths: Vec<Path>,
     composite: bool,
+}
+
+/// Receives from the DTLS socket, or waits forever when there is none.
+async fn recv_secure(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The metrics code of a request's outcome: the device's CoAP code, or why there was none.
@@ -85,22 +106,32 @@ fn outcome_code(outcome: &Result<Packet, RequestError>) -> String {
 
 pub(super) struct Driver {
     ep: Endpoint,
+    /// CoAP over DTLS: fed the plaintext of `dtls`'s sessions.
+    sep: Endpoint,
+    dtls: Option<DtlsServer>,
+    credentials: Arc<Credentials>,
+    /// Who each established DTLS peer authenticated as.
+    dtls_peers: HashMap<SocketAddr, PeerIdentity>,
     registry: Registry<Queued>,
     store: Arc<dyn Store>,
     events: broadcast::Sender<ServerEvent>,
     clock: Clock,
-    pending: HashMap<RequestId, Pending>,
-    observed: HashMap<RequestId, Observed>,
+    pending: HashMap<Key, Pending>,
+    observed: HashMap<Key, Observed>,
     /// Which registration a peer address belongs to, for Send (which names no endpoint).
-    by_peer: HashMap<SocketAddr, String>,
+    by_peer: HashMap<(Transport, SocketAddr), String>,
     metrics: Arc<Metrics>,
     /// The endpoint's retransmission count already added to the metrics.
     retransmissions_counted: u64,
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ep: Endpoint,
+        sep: Endpoint,
+        dtls: Option<DtlsServer>,
+        credentials: Arc<Credentials>,
         registry: RegistryConfig,
         store: Arc<dyn Store>,
         events: broadcast::Sender<ServerEvent>,
@@ -108,6 +139,10 @@ impl Driver {
     ) -> Driver {
         Driver {
             ep,
+            sep,
+            dtls,
+            credentials,
+            dtls_peers: HashMap::new(),
             registry: Registry::new(registry),
             store,
             events,
@@ -117,6 +152,13 @@ impl Driver {
             by_peer: HashMap::new(),
             metrics,
             retransmissions_counted: 0,
+        }
+    }
+
+    fn endpoint(&mut self, t: Transport) -> &mut Endpoint {
+        match t {
+            Transport::Udp => &mut self.ep,
+            Transport::Dtls => &mut self.sep,
         }
     }
 
@@ -156,12 +198,17 @@ impl Driver {
             let reg = live.then(|| persist::from_stored(&s, &self.clock));
             match reg {
                 Some(Ok(reg)) => {
-                    let (id, endpoint, peer) = (reg.id.clone(), reg.endpoint.clone(), reg.peer);
+                    let (id, endpoint, peer, transport) = (
+                        reg.id.clone(),
+                        reg.endpoint.clone(),
+                        reg.peer,
+                        reg.transport,
+                    );
                     if let Err(e) = self.registry.restore(reg) {
                         tracing::warn!(%id, error = %e, "registration not restored");
                         continue;
                     }
-                    self.by_peer.insert(peer, id.clone());
+                    self.by_peer.insert((transport, peer), id.clone());
                     let queued = self
                         .store
                         .peek_queue(&endpoint, max_queued)
@@ -206,12 +253,15 @@ impl Driver {
                 let _ = self.store.delete_observation(&o.token);
                 continue;
             };
-            let peer = reg.peer;
+            let (peer, transport) = (reg.peer, reg.transport);
             let template = persist::observation_template(&o);
-            match self
-                .ep
-                .restore_observation(now, peer, o.token.clone(), template, o.last_sequence)
-            {
+            match self.endpoint(transport).restore_observation(
+                now,
+                peer,
+                o.token.clone(),
+                template,
+                o.last_sequence,
+            ) {
                 Ok(id) => {
                     let observed = if o.observed.is_empty() {
                         &o.paths
@@ -219,7 +269,7 @@ impl Driver {
                         &o.observed
                     };
                     self.observed.insert(
-                        id,
+                        (transport, id),
                         Observed {
                             endpoint: o.endpoint.clone(),
                             registration_id: o.registration_id.clone(),
@@ -245,11 +295,19 @@ impl Driver {
 
     // ----- loop ----------------------------------------------------------------------
 
-    pub async fn run(mut self, socket: UdpSocket, mut commands: mpsc::Receiver<Command>) {
+    pub async fn run(
+        mut self,
+        socket: UdpSocket,
+        secure: Option<UdpSocket>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut sbuf = vec![0u8; RECV_BUFFER];
         loop {
             let deadline = [
                 self.ep.poll_timeout(),
+                self.sep.poll_timeout(),
+                self.dtls.as_ref().and_then(DtlsServer::poll_timeout),
                 self.registry.next_expiry(),
                 self.registry.next_queue_expiry(),
                 self.registry.next_sleep(),
@@ -272,6 +330,16 @@ impl Driver {
                     // ICMP port unreachable from a device that went away surfaces here
                     // on some systems; it concerns one peer, not the socket.
                     Err(e) => tracing::debug!(error = %e, "recv_from failed"),
+                },
+                r = recv_secure(secure.as_ref(), &mut sbuf) => match r {
+                    Ok((n, peer)) => {
+                        let data = sbuf.get(..n).unwrap_or_default();
+                        if let Some(d) = self.dtls.as_mut() {
+                            d.handle_datagram(Instant::now(), peer, data);
+                        }
+                        self.drain_dtls();
+                    }
+                    Err(e) => tracing::debug!(error = %e, "recv_from failed (DTLS)"),
                 },
                 c = commands.recv() => match c {
                     Some(Command::Request { endpoint, packet, confirmable, observe, expires_at, label, accepted, reply }) => {
@@ -311,6 +379,7 @@ impl Driver {
                     Some(Command::QueuedRequests { reply }) => {
                         let _ = reply.send(self.queued_requests());
                     }
+                    Some(Command::Security(c)) => self.on_security(c),
                     Some(Command::Shutdown) | None => break,
                 },
                 () = sleep => self.on_timer(Instant::now()),
@@ -319,6 +388,24 @@ impl Driver {
             while let Some(t) = self.ep.poll_transmit() {
                 if let Err(e) = socket.send_to(&t.bytes, t.peer).await {
                     tracing::debug!(peer = %t.peer, error = %e, "send_to failed");
+                }
+            }
+            let now = Instant::now();
+            while let Some(t) = self.sep.poll_transmit() {
+                match self.dtls.as_mut() {
+                    Some(d) => {
+                        if let Err(e) = d.send(now, t.peer, &t.bytes) {
+                            tracing::debug!(peer = %t.peer, error = %e, "not sent over DTLS");
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if let (Some(d), Some(sock)) = (self.dtls.as_mut(), secure.as_ref()) {
+                while let Some((peer, bytes)) = d.poll_transmit() {
+                    if let Err(e) = sock.send_to(&bytes, peer).await {
+                        tracing::debug!(%peer, error = %e, "send_to failed (DTLS)");
+                    }
                 }
             }
             self.update_gauges();
@@ -336,14 +423,40 @@ impl Driver {
         m.observations.set(gauge_value(self.observed.len()));
         m.queued_requests
             .set(gauge_value(self.registry.queued_total()));
-        let sent = self.ep.retransmissions_sent();
+        let sent = self.ep.retransmissions_sent() + self.sep.retransmissions_sent();
         m.retransmissions
             .inc_by(sent.saturating_sub(self.retransmissions_counted));
         self.retransmissions_counted = sent;
     }
 
+    /// What the DTLS layer made of a datagram or a timer: sessions up and down, and the
+    /// CoAP messages they carried.
+    fn drain_dtls(&mut self) {
+        let now = Instant::now();
+        // Bounded by what one datagram or one timer pass produced.
+        while let Some(e) = self.dtls.as_mut().and_then(DtlsServer::poll_event) {
+            match e {
+                DtlsEvent::Established { peer, identity } => {
+                    self.dtls_peers.insert(peer, identity);
+                }
+                DtlsEvent::Data { peer, payload } => {
+                    self.sep.handle_datagram(now, peer, &payload);
+                }
+                DtlsEvent::Closed { peer, reason } => {
+                    tracing::debug!(%peer, ?reason, "DTLS session ended");
+                    self.dtls_peers.remove(&peer);
+                }
+            }
+        }
+    }
+
     fn on_timer(&mut self, now: Instant) {
         self.ep.handle_timeout(now);
+        self.sep.handle_timeout(now);
+        if let Some(d) = self.dtls.as_mut() {
+            d.handle_timeout(now);
+        }
+        self.drain_dtls();
         for removed in self.registry.expire(now) {
             let reg = removed.registration.clone();
             tracing::info!(endpoint = %reg.endpoint, id = %reg.id, "registration expired");
@@ -381,17 +494,23 @@ impl Driver {
     }
 
     fn drain_events(&mut self) {
+        for t in [Transport::Udp, Transport::Dtls] {
+            self.drain_endpoint(t);
+        }
+    }
+
+    fn drain_endpoint(&mut self, t: Transport) {
         // Bounded: handling an event never makes the endpoint emit another synchronously
         // more than once per call that was already counted by the datagram.
-        while let Some(e) = self.ep.poll_event() {
+        while let Some(e) = self.endpoint(t).poll_event() {
             let now = Instant::now();
             match e {
-                Event::Request { id, peer, packet } => self.on_incoming(now, id, peer, &packet),
+                Event::Request { id, peer, packet } => self.on_incoming(now, t, id, peer, &packet),
                 Event::Response {
                     request_id, packet, ..
-                } => self.on_response(now, request_id, Ok(packet)),
+                } => self.on_response(now, (t, request_id), Ok(packet)),
                 Event::RequestFailed { request_id, reason } => {
-                    self.on_response(now, request_id, Err(RequestError::Failed(reason)))
+                    self.on_response(now, (t, request_id), Err(RequestError::Failed(reason)))
                 }
                 Event::Notification {
                     request_id,
@@ -399,7 +518,7 @@ impl Driver {
                     sequence,
                     peer,
                 } => {
-                    if let Some(o) = self.observed.get(&request_id) {
+                    if let Some(o) = self.observed.get(&(t, request_id)) {
                         let (endpoint, registration_id) =
                             (o.endpoint.clone(), o.registration_id.clone());
                         let (token, paths, composite) =
@@ -421,7 +540,7 @@ impl Driver {
                 Event::ObservationCancelled {
                     request_id, packet, ..
                 } => {
-                    if let Some(o) = self.observed.remove(&request_id) {
+                    if let Some(o) = self.observed.remove(&(t, request_id)) {
                         let _ = self.store.delete_observation(&o.token);
                         self.emit(ServerEvent::ObservationCancelled {
                             endpoint: o.endpoint,
@@ -434,32 +553,99 @@ impl Driver {
         }
     }
 
-    fn respond(&mut self, now: Instant, id: IncomingId, packet: Packet) {
-        if let Err(e) = self.ep.respond(now, id, packet) {
+    fn respond(&mut self, now: Instant, t: Transport, id: IncomingId, packet: Packet) {
+        if let Err(e) = self.endpoint(t).respond(now, id, packet) {
             tracing::warn!(error = %e, "response not sent");
         }
     }
 
     // ----- incoming requests ---------------------------------------------------------
 
-    fn on_incoming(&mut self, now: Instant, id: IncomingId, peer: SocketAddr, packet: &Packet) {
+    /// Whether a request that came over `t` from `peer` may speak for `endpoint`: over
+    /// DTLS only as the endpoint its credentials name; over plain CoAP only for an
+    /// endpoint that has no credentials and is not registered over DTLS.
+    fn may_speak_for(
+        &self,
+        t: Transport,
+        peer: SocketAddr,
+        endpoint: &str,
+        registered_over: Option<Transport>,
+    ) -> Result<(), RegistrationError> {
+        let refuse = |why: String| Err(RegistrationError::new(RegistrationError::FORBIDDEN, why));
+        match t {
+            Transport::Dtls => {
+                let bound = self
+                    .dtls_peers
+                    .get(&peer)
+                    .and_then(|id| self.credentials.endpoint_of(id));
+                if bound.as_deref() == Some(endpoint) {
+                    Ok(())
+                } else {
+                    tracing::warn!(%peer, %endpoint, bound = ?bound, "DTLS identity may not speak for this endpoint");
+                    refuse(format!(
+                        "this DTLS identity is not the one of endpoint {}",
+                        crate::registry::echo(endpoint)
+                    ))
+                }
+            }
+            Transport::Udp => {
+                if registered_over == Some(Transport::Dtls) || self.credentials.is_secured(endpoint)
+                {
+                    tracing::warn!(%peer, %endpoint, "plain CoAP for an endpoint with credentials");
+                    refuse(format!(
+                        "endpoint {} has credentials: use DTLS",
+                        crate::registry::echo(endpoint)
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn on_incoming(
+        &mut self,
+        now: Instant,
+        t: Transport,
+        id: IncomingId,
+        peer: SocketAddr,
+        packet: &Packet,
+    ) {
         match route::route(packet) {
             Route::Registration(Ok(rd)) => {
-                let was_awake = match &rd {
-                    RdRequest::Update(u) => self.registry.marked_awake(&u.id),
-                    _ => false,
+                let (was_awake, target) = match &rd {
+                    RdRequest::Register(r) => (false, Some((r.endpoint.clone(), None))),
+                    RdRequest::Update(u) => (
+                        self.registry.marked_awake(&u.id),
+                        self.registry
+                            .get(&u.id)
+                            .map(|r| (r.endpoint.clone(), Some(r.transport))),
+                    ),
+                    RdRequest::Deregister { id } => (
+                        false,
+                        self.registry
+                            .get(id)
+                            .map(|r| (r.endpoint.clone(), Some(r.transport))),
+                    ),
                 };
-                match self.registry.handle(rd, peer, now) {
-                    Ok(outcome) => self.on_outcome(now, id, peer, outcome, was_awake),
+                // An unknown registration id is the registry's 4.04 to answer.
+                if let Some((endpoint, over)) = target {
+                    if let Err(e) = self.may_speak_for(t, peer, &endpoint, over) {
+                        self.respond(now, t, id, route::error_response(&e));
+                        return;
+                    }
+                }
+                match self.registry.handle_over(rd, peer, t, now) {
+                    Ok(outcome) => self.on_outcome(now, t, id, peer, outcome, was_awake),
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "registration request refused");
-                        self.respond(now, id, route::error_response(&e));
+                        self.respond(now, t, id, route::error_response(&e));
                     }
                 }
             }
             Route::Registration(Err(e)) | Route::Reject(e) => {
                 tracing::debug!(%peer, error = %e, "request refused");
-                self.respond(now, id, route::error_response(&e));
+                self.respond(now, t, id, route::error_response(&e));
             }
             Route::Send {
                 content_format,
@@ -467,14 +653,17 @@ impl Driver {
             } => {
                 let reg = self
                     .by_peer
-                    .get(&peer)
+                    .get(&(t, peer))
                     .and_then(|rid| self.registry.get(rid))
-                    .map(|r| (r.id.clone(), r.endpoint.clone()));
-                match reg {
-                    Some((registration_id, endpoint)) => {
+                    .map(|r| (r.id.clone(), r.endpoint.clone(), r.transport));
+                let allowed = reg
+                    .as_ref()
+                    .map(|(_, ep, over)| self.may_speak_for(t, peer, ep, Some(*over)));
+                match (reg, allowed) {
+                    (Some((registration_id, endpoint, _)), Some(Ok(()))) => {
                         self.heard_from(&registration_id, now);
                         self.metrics.sends.inc();
-                        self.respond(now, id, route::response((2, 4)));
+                        self.respond(now, t, id, route::response((2, 4)));
                         self.emit(ServerEvent::SendReceived {
                             endpoint,
                             registration_id,
@@ -482,12 +671,13 @@ impl Driver {
                             payload,
                         });
                     }
-                    None => {
+                    (_, Some(Err(e))) => self.respond(now, t, id, route::error_response(&e)),
+                    _ => {
                         let e = RegistrationError::new(
                             RegistrationError::FORBIDDEN,
                             "Send from an address with no registration; register first",
                         );
-                        self.respond(now, id, route::error_response(&e));
+                        self.respond(now, t, id, route::error_response(&e));
                     }
                 }
             }
@@ -497,6 +687,7 @@ impl Driver {
     fn on_outcome(
         &mut self,
         now: Instant,
+        t: Transport,
         id: IncomingId,
         peer: SocketAddr,
         outcome: RdOutcome<Queued>,
@@ -519,18 +710,18 @@ impl Driver {
                         RegistrationError::INTERNAL,
                         "registration could not be stored",
                     );
-                    self.respond(now, id, route::error_response(&err));
+                    self.respond(now, t, id, route::error_response(&err));
                     return;
                 }
                 if let Some(old) = &r.replaced {
                     // The store dropped the old registration's observations atomically.
                     self.cancel_observations(&old.id, now, false);
-                    self.by_peer.remove(&old.peer);
+                    self.by_peer.remove(&(old.transport, old.peer));
                 }
-                self.by_peer.insert(peer, reg.id.clone());
+                self.by_peer.insert((t, peer), reg.id.clone());
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, %peer, "registered");
                 self.metrics.registrations.inc();
-                self.respond(now, id, route::created(&r.location_path));
+                self.respond(now, t, id, route::created(&r.location_path));
                 self.emit(ServerEvent::Registered {
                     registration: reg.clone(),
                     replaced: r.replaced.map(|o| o.id),
@@ -558,10 +749,10 @@ impl Driver {
                 if u.changes.peer {
                     self.by_peer.retain(|_, rid| *rid != reg.id);
                 }
-                self.by_peer.insert(peer, reg.id.clone());
+                self.by_peer.insert((t, peer), reg.id.clone());
                 tracing::debug!(endpoint = %reg.endpoint, id = %reg.id, "updated");
                 self.metrics.updates.inc();
-                self.respond(now, id, route::response((2, 4)));
+                self.respond(now, t, id, route::response((2, 4)));
                 self.emit(ServerEvent::Updated {
                     registration: reg.clone(),
                     changes: u.changes,
@@ -584,7 +775,7 @@ impl Driver {
                         reason: "deregister",
                     })
                     .inc();
-                self.respond(now, id, route::response((2, 2)));
+                self.respond(now, t, id, route::response((2, 2)));
                 self.emit(ServerEvent::Deregistered { registration: reg });
             }
         }
@@ -600,8 +791,9 @@ impl Driver {
         if let Err(e) = self.store.clear_queue(&reg.endpoint) {
             tracing::warn!(error = %e, "queue not cleared");
         }
-        if self.by_peer.get(&reg.peer) == Some(&reg.id) {
-            self.by_peer.remove(&reg.peer);
+        let key = (reg.transport, reg.peer);
+        if self.by_peer.get(&key) == Some(&reg.id) {
+            self.by_peer.remove(&key);
         }
         self.cancel_observations(&reg.id, now, false);
         for q in removed.dropped {
@@ -612,14 +804,14 @@ impl Driver {
     }
 
     fn cancel_observations(&mut self, registration_id: &str, now: Instant, delete_stored: bool) {
-        let ids: Vec<RequestId> = self
+        let ids: Vec<Key> = self
             .observed
             .iter()
             .filter(|(_, o)| o.registration_id == registration_id)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            self.ep.cancel(now, id);
+            self.endpoint(id.0).cancel(now, id.1);
             if let Some(o) = self.observed.remove(&id) {
                 if delete_stored {
                     let _ = self.store.delete_observation(&o.token);
@@ -629,6 +821,24 @@ impl Driver {
     }
 
     // ----- queries -------------------------------------------------------------------
+
+    fn on_security(&mut self, c: SecurityCommand) {
+        let creds = &self.credentials;
+        match c {
+            SecurityCommand::Put { security, reply } => {
+                let _ = reply.send(creds.put(&security));
+            }
+            SecurityCommand::Get { endpoint, reply } => {
+                let _ = reply.send(creds.get(&endpoint));
+            }
+            SecurityCommand::Delete { endpoint, reply } => {
+                let _ = reply.send(creds.delete(&endpoint));
+            }
+            SecurityCommand::List { reply } => {
+                let _ = reply.send(creds.list());
+            }
+        }
+    }
 
     fn client_info(&self, reg: &Registration, now: Instant) -> ClientInfo {
         let id = &reg.id;
@@ -688,7 +898,7 @@ impl Driver {
         else {
             return false;
         };
-        self.ep.cancel(Instant::now(), rid);
+        self.endpoint(rid.0).cancel(Instant::now(), rid.1);
         if let Some(o) = self.observed.remove(&rid) {
             if let Err(e) = self.store.delete_observation(&o.token) {
                 tracing::warn!(error = %e, "forgotten observation not deleted from the store");
@@ -730,10 +940,13 @@ impl Driver {
         } else {
             "Cancel-Observe"
         };
-        match self.ep.cancel_observation(now, rid, packet.clone()) {
+        match self
+            .endpoint(rid.0)
+            .cancel_observation(now, rid.1, packet.clone())
+        {
             Ok(cid) => {
                 self.pending.insert(
-                    cid,
+                    (rid.0, cid),
                     Pending {
                         reply: Some(reply),
                         endpoint: o.endpoint.clone(),
@@ -765,7 +978,7 @@ impl Driver {
             return;
         };
         let id = reg.id.clone();
-        if self.registry.is_awake(&id, now) && self.registry.queued(&id) == 0 {
+        if self.reachable(&id, now) && self.registry.queued(&id) == 0 {
             self.send(now, &id, item);
             return;
         }
@@ -806,6 +1019,17 @@ impl Driver {
         }
     }
 
+    /// Whether a request sent now reaches the device: awake, and for a registration made
+    /// over DTLS, with its session still up (the server cannot open one; the device
+    /// does, and its next Register or Update delivers what waited).
+    fn reachable(&self, registration_id: &str, now: Instant) -> bool {
+        let Some(reg) = self.registry.get(registration_id) else {
+            return false;
+        };
+        self.registry.is_awake(registration_id, now)
+            && (reg.transport == Transport::Udp || self.dtls_peers.contains_key(&reg.peer))
+    }
+
     /// Sends what waited for the device, in order, now that it is awake.
     fn deliver_ready(&mut self, registration_id: &str, now: Instant) {
         let ready = self.registry.take_ready(registration_id, now);
@@ -822,12 +1046,13 @@ impl Driver {
             self.finish_queued(q, Err(RequestError::Deregistered));
             return;
         };
-        let (peer, endpoint) = (reg.peer, reg.endpoint.clone());
+        let (peer, endpoint, t) = (reg.peer, reg.endpoint.clone(), reg.transport);
         match self
-            .ep
+            .endpoint(t)
             .send_request(now, peer, q.packet.clone(), q.confirmable)
         {
             Ok(rid) => {
+                let rid = (t, rid);
                 if let Some(tx) = q.accepted.take() {
                     let _ = tx.send(());
                 }
@@ -889,7 +1114,7 @@ impl Driver {
         }
     }
 
-    fn on_response(&mut self, now: Instant, id: RequestId, outcome: Result<Packet, RequestError>) {
+    fn on_response(&mut self, now: Instant, id: Key, outcome: Result<Packet, RequestError>) {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
@@ -903,7 +1128,11 @@ impl Driver {
             .then(|| now.saturating_duration_since(p.sent_at).as_secs_f64());
         self.metrics
             .request_done(p.label.operation_name(), &outcome_code(&outcome), latency);
-        let token = self.ep.token(id).map(<[u8]>::to_vec).unwrap_or_default();
+        let token = self
+            .endpoint(id.0)
+            .token(id.1)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let reg_id = self.registry.by_endpoint(&p.endpoint).map(|r| r.id.clone());
         if let Some(rid) = &reg_id {
             if outcome.is_ok() {

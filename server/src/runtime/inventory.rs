@@ -6,6 +6,32 @@ use tokio::sync::oneshot;
 
 use super::{Command, RequestLabel, ServerHandle};
 use crate::registry::Registration;
+use crate::store::{StoreError, StoredSecurity};
+
+/// Credential calls, run on the driver's thread, which owns the store and the cache the
+/// handshakes read.
+pub(crate) enum SecurityCommand {
+    Put {
+        security: StoredSecurity,
+        reply: oneshot::Sender<Result<Option<StoredSecurity>, StoreError>>,
+    },
+    Get {
+        endpoint: String,
+        reply: oneshot::Sender<Result<Option<StoredSecurity>, StoreError>>,
+    },
+    Delete {
+        endpoint: String,
+        reply: oneshot::Sender<Result<Option<StoredSecurity>, StoreError>>,
+    },
+    List {
+        reply: oneshot::Sender<Result<Vec<StoredSecurity>, StoreError>>,
+    },
+}
+
+/// The driver is gone.
+fn stopped() -> StoreError {
+    StoreError::Io(std::io::Error::other("the server has stopped"))
+}
 
 /// A registered device and its live state.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,5 +127,39 @@ impl ServerHandle {
         self.ask(|reply| Command::QueuedRequests { reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// Sets an endpoint's DTLS credentials (persisted, then in force for the next
+    /// handshake); answers what it had.
+    pub async fn put_security(
+        &self,
+        security: StoredSecurity,
+    ) -> Result<Option<StoredSecurity>, StoreError> {
+        self.ask(|reply| Command::Security(SecurityCommand::Put { security, reply }))
+            .await
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    pub async fn security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
+        let endpoint = endpoint.to_string();
+        self.ask(|reply| Command::Security(SecurityCommand::Get { endpoint, reply }))
+            .await
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    pub async fn delete_security(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<StoredSecurity>, StoreError> {
+        let endpoint = endpoint.to_string();
+        self.ask(|reply| Command::Security(SecurityCommand::Delete { endpoint, reply }))
+            .await
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    pub async fn list_security(&self) -> Result<Vec<StoredSecurity>, StoreError> {
+        self.ask(|reply| Command::Security(SecurityCommand::List { reply }))
+            .await
+            .unwrap_or_else(|| Err(stopped()))
     }
 }

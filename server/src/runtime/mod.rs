@@ -33,9 +33,11 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::coap::{Endpoint, FailReason, SendError};
 use crate::config::ServerConfig;
+use crate::dtls::DtlsServer;
 use crate::metrics::Metrics;
 use crate::registry::{Changes, Registration};
-use crate::store::{RedbStore, StoreError};
+use crate::security::Credentials;
+use crate::store::{RedbStore, Store, StoreError};
 
 pub use route::{route, route_datagram, Route};
 
@@ -153,6 +155,8 @@ pub enum StartError {
     Random(String),
     #[error("cannot start the server thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot set up DTLS: {0}")]
+    Dtls(String),
 }
 
 /// An established observation: its token (the key of its notifications) and the first
@@ -245,6 +249,7 @@ enum Command {
     QueuedRequests {
         reply: oneshot::Sender<Vec<QueuedInfo>>,
     },
+    Security(inventory::SecurityCommand),
     CancelObservation {
         token: Vec<u8>,
         packet: Packet,
@@ -262,6 +267,7 @@ pub struct Server;
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     coap_addr: SocketAddr,
+    coaps_addr: Option<SocketAddr>,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<ServerEvent>,
     stopped: watch::Receiver<bool>,
@@ -273,32 +279,38 @@ impl Server {
     /// the socket and starts the driver thread. Synchronous, so it works with or without a
     /// runtime around it.
     pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
-        let store = RedbStore::open(&config.data_dir).map_err(|source| StartError::Store {
+        let store_err = |source| StartError::Store {
             dir: config.data_dir.clone(),
             source,
-        })?;
-        let socket =
-            std::net::UdpSocket::bind(config.coap_addr).map_err(|source| StartError::Bind {
-                addr: config.coap_addr,
-                source,
-            })?;
-        let bind_err = |source| StartError::Bind {
-            addr: config.coap_addr,
-            source,
         };
-        socket.set_nonblocking(true).map_err(bind_err)?;
-        let coap_addr = socket.local_addr().map_err(bind_err)?;
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir).map_err(store_err)?);
+        let credentials = Arc::new(Credentials::load(store.clone()).map_err(store_err)?);
+        let (socket, coap_addr) = bind(config.coap_addr)?;
+        let secure = config.coaps_addr.map(bind).transpose()?;
+        let coaps_addr = secure.as_ref().map(|(_, a)| *a);
+        let dtls = match &secure {
+            Some(_) => Some(
+                DtlsServer::new(config.dtls.clone(), credentials.clone())
+                    .map_err(|e| StartError::Dtls(e.to_string()))?,
+            ),
+            None => None,
+        };
         // Tokens must be unguessable (RFC 7252 §5.3.1): no fallback seed.
         let seed = crate::coap::os_seed().map_err(|e| StartError::Random(e.to_string()))?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let endpoint = Endpoint::new(config.coap.clone(), seed);
+        let secure_seed = crate::coap::os_seed().map_err(|e| StartError::Random(e.to_string()))?;
+        let secure_endpoint = Endpoint::new(config.coap.clone(), secure_seed);
         let metrics = Arc::new(Metrics::new());
         let mut driver = driver::Driver::new(
             endpoint,
+            secure_endpoint,
+            dtls,
+            credentials,
             config.registry.clone(),
-            Arc::new(store),
+            store,
             events.clone(),
             metrics.clone(),
         );
@@ -311,9 +323,14 @@ impl Server {
                     .build();
                 match runtime {
                     Ok(rt) => rt.block_on(async move {
-                        match tokio::net::UdpSocket::from_std(socket) {
-                            Ok(socket) => driver.run(socket, cmd_rx).await,
-                            Err(e) => tracing::error!(error = %e, "cannot register the socket"),
+                        let secure = secure
+                            .map(|(s, _)| tokio::net::UdpSocket::from_std(s))
+                            .transpose();
+                        match (tokio::net::UdpSocket::from_std(socket), secure) {
+                            (Ok(socket), Ok(secure)) => driver.run(socket, secure, cmd_rx).await,
+                            (Err(e), _) | (_, Err(e)) => {
+                                tracing::error!(error = %e, "cannot register the sockets")
+                            }
                         }
                     }),
                     Err(e) => tracing::error!(error = %e, "cannot build the runtime"),
@@ -321,9 +338,10 @@ impl Server {
                 let _ = stopped_tx.send(true);
             })
             .map_err(StartError::Thread)?;
-        tracing::info!(%coap_addr, "server started");
+        tracing::info!(%coap_addr, coaps_addr = ?coaps_addr, "server started");
         Ok(ServerHandle {
             coap_addr,
+            coaps_addr,
             commands: cmd_tx,
             events,
             stopped: stopped_rx,
@@ -332,10 +350,24 @@ impl Server {
     }
 }
 
+/// Binds a non-blocking UDP socket; answers it and the address it got.
+fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, SocketAddr), StartError> {
+    let bind_err = |source| StartError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    let local = socket.local_addr().map_err(bind_err)?;
+    Ok((socket, local))
+}
+
 impl ServerHandle {
     /// The address the CoAP socket is bound to (the real port when 0 was asked for).
     pub fn coap_addr(&self) -> SocketAddr {
         self.coap_addr
+    }
+
+    /// The address of the DTLS socket, when DTLS is served.
+    pub fn coaps_addr(&self) -> Option<SocketAddr> {
+        self.coaps_addr
     }
 
     /// A receiver of every event from now on.

@@ -9,7 +9,7 @@ use lwm2m_objects::link::RegistrationPayload;
 
 use super::route::encode_uint;
 use super::RequestLabel;
-use crate::registry::{Binding, Registration};
+use crate::registry::{Binding, Registration, Transport};
 use crate::store::{QueuedRequest, QueuedTracking, StoredObservation, StoredRegistration};
 
 /// One reading of both clocks, to translate between them for the life of the process.
@@ -67,6 +67,7 @@ pub fn to_stored(reg: &Registration, clock: &Clock) -> StoredRegistration {
         peer: reg.peer,
         registered_at_unix_ms: clock.unix_ms(reg.registered_at),
         last_update_unix_ms: clock.unix_ms(reg.refreshed_at),
+        secure: reg.transport == Transport::Dtls,
     }
 }
 
@@ -100,6 +101,11 @@ pub fn from_stored(s: &StoredRegistration, clock: &Clock) -> Result<Registration
         objects,
         extra_params: Vec::new(),
         peer: s.peer,
+        transport: if s.secure {
+            Transport::Dtls
+        } else {
+            Transport::Udp
+        },
         registered_at: clock
             .instant(s.registered_at_unix_ms)
             .ok_or(RestoreError::Time)?,
@@ -285,11 +291,13 @@ mod tests {
             objects: RegistrationPayload::parse("</1/0>,</3/0>").expect("payload"),
             extra_params: Vec::new(),
             peer: "127.0.0.1:5000".parse().expect("addr"),
+            transport: Transport::Dtls,
             registered_at: now,
             refreshed_at: now + Duration::from_secs(5),
         };
         let back = from_stored(&to_stored(&reg, &clock), &clock).expect("restore");
         assert_eq!(back.objects, reg.objects);
+        assert_eq!(back.transport, Transport::Dtls);
         assert_eq!(
             (
                 back.id.as_str(),
@@ -340,6 +348,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().expect("addr"),
             registered_at_unix_ms: 0,
             last_update_unix_ms: 1000,
+            secure: false,
         };
         assert!(!expired(&s, Duration::from_secs(5), 15_999));
         assert!(expired(&s, Duration::from_secs(5), 16_000));

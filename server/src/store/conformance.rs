@@ -1,7 +1,7 @@
 //! One behavioural suite for every [`Store`] implementation: the server must not be able to
 //! tell the backends apart. `conformance_suite!` instantiates every case for a backend.
 
-use super::records::samples::{observation, queued, registration};
+use super::records::samples::{observation, queued, registration, security};
 use super::*;
 
 /// A store under test plus whatever must outlive it (a temporary directory).
@@ -417,6 +417,7 @@ macro_rules! conformance_suite {
             queue_cap_is_per_endpoint: small,
             expired_queued_requests_are_dropped: default,
             keys_are_validated: default,
+            security_by_endpoint_and_identity: default,
         );
     };
     (@cases $make:expr, $($case:ident : $limits:ident),* $(,)?) => {$(
@@ -426,6 +427,45 @@ macro_rules! conformance_suite {
             $crate::store::conformance::$case(make($crate::store::conformance::$limits()));
         }
     )*};
+}
+
+pub(crate) fn security_by_endpoint_and_identity(f: Fixture) {
+    let s = f.store;
+    assert_eq!(s.list_security().ok(), Some(vec![]));
+    let a = security("ep-a", "id-a");
+    let b = security("ep-b", "id-b");
+    assert_eq!(s.put_security(&b).ok(), Some(None));
+    assert_eq!(s.put_security(&a).ok(), Some(None));
+    assert_eq!(s.get_security("ep-a").ok(), Some(Some(a.clone())));
+    assert_eq!(
+        s.security_by_psk_identity(b"id-b").ok(),
+        Some(Some(b.clone()))
+    );
+    assert_eq!(s.list_security().ok(), Some(vec![a.clone(), b.clone()]));
+    // An identity belongs to one endpoint: taking another's changes nothing.
+    let thief = security("ep-c", "id-a");
+    assert!(matches!(
+        s.put_security(&thief),
+        Err(StoreError::IdentityTaken(ep)) if ep == "ep-a"
+    ));
+    assert_eq!(s.get_security("ep-c").ok(), Some(None));
+    // A new identity for an endpoint frees the old one.
+    let a2 = security("ep-a", "id-a2");
+    assert_eq!(s.put_security(&a2).ok(), Some(Some(a.clone())));
+    assert_eq!(s.security_by_psk_identity(b"id-a").ok(), Some(None));
+    assert_eq!(
+        s.security_by_psk_identity(b"id-a2").ok(),
+        Some(Some(a2.clone()))
+    );
+    assert!(s.put_security(&thief).is_ok(), "id-a is free now");
+    assert_eq!(s.delete_security("ep-a").ok(), Some(Some(a2)));
+    assert_eq!(s.security_by_psk_identity(b"id-a2").ok(), Some(None));
+    assert_eq!(s.delete_security("ep-a").ok(), Some(None));
+    let empty = StoredSecurity {
+        psk_identity: Some(Vec::new()),
+        ..security("ep-d", "x")
+    };
+    assert!(s.put_security(&empty).is_err());
 }
 
 pub(crate) fn default() -> StoreLimits {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    check_key, check_observation, check_registration, check_token, QueuedRequest, Store,
-    StoreError, StoreLimits, StoredObservation, StoredRegistration,
+    check_key, check_observation, check_registration, check_security, check_token, QueuedRequest,
+    Store, StoreError, StoreLimits, StoredObservation, StoredRegistration, StoredSecurity,
 };
 
 #[derive(Default)]
@@ -17,6 +17,8 @@ struct Inner {
     observations: BTreeMap<Vec<u8>, StoredObservation>,
     queue: BTreeMap<(String, u64), QueuedRequest>,
     next_seq: u64,
+    security: BTreeMap<String, StoredSecurity>,
+    by_psk_identity: BTreeMap<Vec<u8>, String>,
 }
 
 impl Inner {
@@ -285,5 +287,51 @@ impl Store for MemoryStore {
             .map(|(k, _)| k.clone())
             .collect();
         Ok(keys.iter().filter_map(|k| g.queue.remove(k)).collect())
+    }
+
+    fn put_security(&self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
+        check_security(sec)?;
+        let mut g = self.lock();
+        if let Some(id) = &sec.psk_identity {
+            if let Some(holder) = g.by_psk_identity.get(id).filter(|h| **h != sec.endpoint) {
+                return Err(StoreError::IdentityTaken(holder.clone()));
+            }
+        }
+        let old = g.security.insert(sec.endpoint.clone(), sec.clone());
+        if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.clone()) {
+            g.by_psk_identity.remove(&id);
+        }
+        if let Some(id) = &sec.psk_identity {
+            g.by_psk_identity.insert(id.clone(), sec.endpoint.clone());
+        }
+        Ok(old)
+    }
+
+    fn get_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
+        Ok(self.lock().security.get(endpoint).cloned())
+    }
+
+    fn security_by_psk_identity(
+        &self,
+        identity: &[u8],
+    ) -> Result<Option<StoredSecurity>, StoreError> {
+        let g = self.lock();
+        Ok(g.by_psk_identity
+            .get(identity)
+            .and_then(|ep| g.security.get(ep))
+            .cloned())
+    }
+
+    fn delete_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
+        let mut g = self.lock();
+        let old = g.security.remove(endpoint);
+        if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.clone()) {
+            g.by_psk_identity.remove(&id);
+        }
+        Ok(old)
+    }
+
+    fn list_security(&self) -> Result<Vec<StoredSecurity>, StoreError> {
+        Ok(self.lock().security.values().cloned().collect())
     }
 }

@@ -21,6 +21,8 @@
 //! | `observations` | token `&[u8]` | record | notifications are matched by token, the hot path |
 //! | `observations_by_registration` | `(registration id &str, token &[u8])` | `()` | a new Register or a De-register drops all observations of the old registration by a prefix range |
 //! | `queue` | `(endpoint &str, seq u64)` | record | one ordered range per endpoint: peek/pop in order, count for the cap |
+//! | `security` | endpoint `&str` | record | DTLS credentials of a device, set by the operator |
+//! | `security_by_psk_identity` | identity `&[u8]` | endpoint `&str` | the handshake looks a key up by the identity the device presents; unique by construction |
 //!
 //! Records are versioned CBOR arrays (see [`records`]); a record that fails to decode
 //! surfaces as [`StoreError::Corrupt`] naming table and key. Secondary indexes are written in
@@ -40,6 +42,7 @@ mod conformance;
 pub use memory::MemoryStore;
 pub use records::{
     QueuedRequest, QueuedTracking, RecordError, StoredObservation, StoredRegistration,
+    StoredSecurity,
 };
 pub use redb_store::RedbStore;
 
@@ -85,6 +88,8 @@ pub enum StoreError {
     },
     #[error("no registration {0:?}")]
     UnknownRegistration(String),
+    #[error("PSK identity is already the identity of endpoint {0:?}")]
+    IdentityTaken(String),
     #[error("observation token must be 1 to 8 bytes, got {0}")]
     InvalidToken(usize),
     #[error("invalid {what}: {reason}")]
@@ -179,6 +184,24 @@ pub trait Store: Send + Sync {
 
     /// Removes and returns every queued request expired at `now_unix_ms`.
     fn drop_expired_queued(&self, now_unix_ms: u64) -> Result<Vec<QueuedRequest>, StoreError>;
+
+    /// Sets an endpoint's credentials, replacing (and returning) what it had. A PSK
+    /// identity names one endpoint only: one another endpoint holds is refused with
+    /// [`StoreError::IdentityTaken`], and nothing changes.
+    fn put_security(&self, s: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError>;
+
+    fn get_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError>;
+
+    /// The credentials that hold a PSK identity: the handshake's lookup.
+    fn security_by_psk_identity(
+        &self,
+        identity: &[u8],
+    ) -> Result<Option<StoredSecurity>, StoreError>;
+
+    fn delete_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError>;
+
+    /// Every endpoint's credentials, ordered by endpoint.
+    fn list_security(&self) -> Result<Vec<StoredSecurity>, StoreError>;
 }
 
 fn check_key(what: &'static str, key: &str) -> Result<(), StoreError> {
@@ -200,6 +223,19 @@ fn check_key(what: &'static str, key: &str) -> Result<(), StoreError> {
 fn check_registration(reg: &StoredRegistration) -> Result<(), StoreError> {
     check_key("registration id", &reg.id)?;
     check_key("endpoint", &reg.endpoint)
+}
+
+fn check_security(s: &StoredSecurity) -> Result<(), StoreError> {
+    check_key("endpoint", &s.endpoint)?;
+    if let Some(id) = &s.psk_identity {
+        if id.is_empty() || id.len() > MAX_KEY_LEN {
+            return Err(StoreError::InvalidKey {
+                what: "PSK identity",
+                reason: "empty or longer than MAX_KEY_LEN",
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_token(token: &[u8]) -> Result<(), StoreError> {

@@ -32,6 +32,9 @@ pub struct StoredRegistration {
     pub peer: SocketAddr,
     pub registered_at_unix_ms: u64,
     pub last_update_unix_ms: u64,
+    /// Made over DTLS: requests go to the device only through its DTLS session. False in
+    /// records written before this field existed.
+    pub secure: bool,
 }
 
 impl StoredRegistration {
@@ -86,6 +89,16 @@ pub struct QueuedRequest {
     /// What the request is, for whoever waits for its result after a restart; `None` in
     /// records written before this field existed.
     pub tracking: Option<QueuedTracking>,
+}
+
+/// A device's DTLS credentials, as the operator set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecurity {
+    pub endpoint: String,
+    /// The PSK identity the device presents (opaque bytes; most devices use text).
+    pub psk_identity: Option<Vec<u8>>,
+    pub psk_key: Option<Vec<u8>>,
+    pub updated_at_unix_ms: u64,
 }
 
 /// The description of a queued request that outlives its caller.
@@ -293,7 +306,9 @@ fn dec_peer(d: &mut Decoder<'_>) -> Result<SocketAddr, RecordError> {
     }
 }
 
-const REGISTRATION_FIELDS: u64 = 13;
+/// Fields written now; records of earlier writers have at least `_MIN`.
+const REGISTRATION_FIELDS: u64 = 14;
+const REGISTRATION_FIELDS_MIN: u64 = 13;
 
 pub fn encode_registration(r: &StoredRegistration) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -315,7 +330,8 @@ pub fn encode_registration(r: &StoredRegistration) -> Vec<u8> {
             .str(&r.objects_link_format)?
             .encode_with(PeerAddr(r.peer), &mut ())?
             .u64(r.registered_at_unix_ms)?
-            .u64(r.last_update_unix_ms)?;
+            .u64(r.last_update_unix_ms)?
+            .bool(r.secure)?;
         Ok(())
     })();
     finish(res);
@@ -324,7 +340,7 @@ pub fn encode_registration(r: &StoredRegistration) -> Vec<u8> {
 
 pub fn decode_registration(bytes: &[u8]) -> Result<StoredRegistration, RecordError> {
     let mut d = Decoder::new(bytes);
-    let len = open_record(&mut d, REGISTRATION_FIELDS)?;
+    let len = open_record(&mut d, REGISTRATION_FIELDS_MIN)?;
     let id = dec_str(&mut d, "id")?;
     let endpoint = dec_str(&mut d, "endpoint")?;
     let lifetime_s = field("lifetime_s", d.u32())?;
@@ -337,7 +353,12 @@ pub fn decode_registration(bytes: &[u8]) -> Result<StoredRegistration, RecordErr
     let peer = dec_peer(&mut d)?;
     let registered_at_unix_ms = field("registered_at_unix_ms", d.u64())?;
     let last_update_unix_ms = field("last_update_unix_ms", d.u64())?;
-    close_record(&mut d, len, REGISTRATION_FIELDS)?;
+    let secure = if len >= REGISTRATION_FIELDS {
+        field("secure", d.bool())?
+    } else {
+        false
+    };
+    close_record(&mut d, len, REGISTRATION_FIELDS.min(len))?;
     Ok(StoredRegistration {
         id,
         endpoint,
@@ -351,6 +372,7 @@ pub fn decode_registration(bytes: &[u8]) -> Result<StoredRegistration, RecordErr
         peer,
         registered_at_unix_ms,
         last_update_unix_ms,
+        secure,
     })
 }
 
@@ -484,6 +506,44 @@ pub fn decode_queued(bytes: &[u8]) -> Result<QueuedRequest, RecordError> {
     })
 }
 
+const SECURITY_FIELDS: u64 = 5;
+
+pub fn encode_security(s: &StoredSecurity) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut e = Encoder::new(&mut buf);
+    let res: EncResult = (|| {
+        e.array(SECURITY_FIELDS)?
+            .u32(RECORD_VERSION)?
+            .str(&s.endpoint)?;
+        for b in [&s.psk_identity, &s.psk_key] {
+            match b {
+                Some(b) => e.bytes(b)?,
+                None => e.null()?,
+            };
+        }
+        e.u64(s.updated_at_unix_ms)?;
+        Ok(())
+    })();
+    finish(res);
+    buf
+}
+
+pub fn decode_security(bytes: &[u8]) -> Result<StoredSecurity, RecordError> {
+    let mut d = Decoder::new(bytes);
+    let len = open_record(&mut d, SECURITY_FIELDS)?;
+    let endpoint = dec_str(&mut d, "endpoint")?;
+    let psk_identity = dec_opt(&mut d, "psk_identity", |d| d.bytes().map(<[u8]>::to_vec))?;
+    let psk_key = dec_opt(&mut d, "psk_key", |d| d.bytes().map(<[u8]>::to_vec))?;
+    let updated_at_unix_ms = field("updated_at_unix_ms", d.u64())?;
+    close_record(&mut d, len, SECURITY_FIELDS)?;
+    Ok(StoredSecurity {
+        endpoint,
+        psk_identity,
+        psk_key,
+        updated_at_unix_ms,
+    })
+}
+
 fn dec_tracking(d: &mut Decoder<'_>) -> Result<Option<QueuedTracking>, RecordError> {
     if field("tracking", d.datatype())? == Type::Null {
         field("tracking", d.null())?;
@@ -525,6 +585,7 @@ pub(crate) mod samples {
             peer: "[2001:db8::1]:56830".parse().expect("literal address"),
             registered_at_unix_ms: 1_700_000_000_000,
             last_update_unix_ms: 1_700_000_000_000,
+            secure: true,
         }
     }
 
@@ -539,6 +600,15 @@ pub(crate) mod samples {
             created_at_unix_ms: 1_700_000_000_500,
             last_sequence: Some(7),
             observed: vec!["/3/0/9".into(), "/6/0".into()],
+        }
+    }
+
+    pub fn security(endpoint: &str, identity: &str) -> StoredSecurity {
+        StoredSecurity {
+            endpoint: endpoint.into(),
+            psk_identity: Some(identity.as_bytes().to_vec()),
+            psk_key: Some((0u8..16).collect()),
+            updated_at_unix_ms: 1_700_000_000_000,
         }
     }
 
@@ -672,12 +742,13 @@ mod properties {
                 any::<SocketAddr>(),
                 any::<u64>(),
                 any::<u64>(),
+                any::<bool>(),
             ),
         )
             .prop_map(
                 |(
                     (id, endpoint, lifetime_s, lwm2m_version, binding, queue_mode),
-                    (sms, root_path, objects_link_format, peer, registered, updated),
+                    (sms, root_path, objects_link_format, peer, registered, updated, secure),
                 )| StoredRegistration {
                     id,
                     endpoint,
@@ -691,6 +762,7 @@ mod properties {
                     peer,
                     registered_at_unix_ms: registered,
                     last_update_unix_ms: updated,
+                    secure,
                 },
             )
     }
@@ -793,6 +865,17 @@ mod properties {
         }
 
         #[test]
+        fn security_round_trips(
+            endpoint in ".{0,12}",
+            psk_identity in opt(proptest::collection::vec(any::<u8>(), 0..32)),
+            psk_key in opt(proptest::collection::vec(any::<u8>(), 0..64)),
+            updated_at_unix_ms in any::<u64>(),
+        ) {
+            let s = StoredSecurity { endpoint, psk_identity, psk_key, updated_at_unix_ms };
+            prop_assert_eq!(decode_security(&encode_security(&s)), Ok(s));
+        }
+
+        #[test]
         fn queued_requests_round_trip(q in any_queued()) {
             prop_assert_eq!(decode_queued(&encode_queued(&q)), Ok(q));
         }
@@ -831,15 +914,23 @@ mod golden {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
+    /// Bytes of the first writer, before `secure` was appended.
+    const REGISTRATION_FIRST: &str =
+        "8d01627231636570311a0001518063312e31625551f5692b3135353531323334612f78293c2f3e3b\
+         72743d226f6d612e6c776d326d223b63743d31313534332c3c2f312f303e2c3c2f332f303e8450\
+         20010db800000000000000000000000119ddfe00001b0000018bcfe568001b0000018bcfe56800";
+
     #[test]
     fn registration_v1() {
         let r = registration("r1", "ep1");
         assert_eq!(
             hex(&encode_registration(&r)),
-            "8d01627231636570311a0001518063312e31625551f5692b3135353531323334612f78293c2f3e3b\
+            "8e01627231636570311a0001518063312e31625551f5692b3135353531323334612f78293c2f3e3b\
              72743d226f6d612e6c776d326d223b63743d31313534332c3c2f312f303e2c3c2f332f303e8450\
-             20010db800000000000000000000000119ddfe00001b0000018bcfe568001b0000018bcfe56800"
+             20010db800000000000000000000000119ddfe00001b0000018bcfe568001b0000018bcfe56800f5"
         );
+        let first = decode_registration(&unhex(REGISTRATION_FIRST)).expect("first writer");
+        assert_eq!(first, StoredRegistration { secure: false, ..r });
     }
 
     /// Bytes of the first writer, before `observed` was appended.

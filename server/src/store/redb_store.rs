@@ -9,12 +9,13 @@ use redb::{
 };
 
 use super::records::{
-    decode_observation, decode_queued, decode_registration, encode_observation, encode_queued,
-    encode_registration,
+    decode_observation, decode_queued, decode_registration, decode_security, encode_observation,
+    encode_queued, encode_registration, encode_security,
 };
 use super::{
-    check_key, check_observation, check_registration, check_token, hex, QueuedRequest, Store,
-    StoreError, StoreLimits, StoredObservation, StoredRegistration,
+    check_key, check_observation, check_registration, check_security, check_token, hex,
+    QueuedRequest, Store, StoreError, StoreLimits, StoredObservation, StoredRegistration,
+    StoredSecurity,
 };
 
 /// File name inside the data directory.
@@ -28,6 +29,7 @@ const NEXT_SEQ_KEY: &str = "queue_next_seq";
 const REGS_NAME: &str = "registrations";
 const OBS_NAME: &str = "observations";
 const QUEUE_NAME: &str = "queue";
+const SEC_NAME: &str = "security";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REGS: TableDefinition<&str, &[u8]> = TableDefinition::new(REGS_NAME);
@@ -38,6 +40,8 @@ const OBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(OBS_NAME);
 const OBS_BY_REG: TableDefinition<(&str, &[u8]), ()> =
     TableDefinition::new("observations_by_registration");
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new(QUEUE_NAME);
+const SEC: TableDefinition<&str, &[u8]> = TableDefinition::new(SEC_NAME);
+const SEC_BY_PSK: TableDefinition<&[u8], &str> = TableDefinition::new("security_by_psk_identity");
 
 /// Sorts after every token of at most 8 bytes, closing prefix ranges over tokens.
 const TOKEN_MAX: [u8; 9] = [0xff; 9];
@@ -129,6 +133,8 @@ struct Tables<'txn> {
     obs: Table<'txn, &'static [u8], &'static [u8]>,
     obs_by_reg: Table<'txn, (&'static str, &'static [u8]), ()>,
     queue: Table<'txn, (&'static str, u64), &'static [u8]>,
+    sec: Table<'txn, &'static str, &'static [u8]>,
+    sec_by_psk: Table<'txn, &'static [u8], &'static str>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -141,6 +147,8 @@ impl<'txn> Tables<'txn> {
             obs: txn.open_table(OBS)?,
             obs_by_reg: txn.open_table(OBS_BY_REG)?,
             queue: txn.open_table(QUEUE)?,
+            sec: txn.open_table(SEC)?,
+            sec_by_psk: txn.open_table(SEC_BY_PSK)?,
         })
     }
 
@@ -190,6 +198,22 @@ impl<'txn> Tables<'txn> {
             self.obs.remove(token.as_slice())?;
         }
         Ok(out)
+    }
+}
+
+fn get_security(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    endpoint: &str,
+) -> Result<Option<StoredSecurity>, StoreError> {
+    match t.get(endpoint)? {
+        None => Ok(None),
+        Some(v) => decode_security(v.value())
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                table: SEC_NAME,
+                key: endpoint.to_owned(),
+                source,
+            }),
     }
 }
 
@@ -572,6 +596,75 @@ impl Store for RedbStore {
             }
             Ok(expired)
         })
+    }
+
+    fn put_security(&self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
+        check_security(sec)?;
+        self.write(|t| {
+            let endpoint = sec.endpoint.as_str();
+            if let Some(id) = sec.psk_identity.as_deref() {
+                if let Some(holder) = t.sec_by_psk.get(id)? {
+                    if holder.value() != endpoint {
+                        return Err(StoreError::IdentityTaken(holder.value().to_owned()));
+                    }
+                }
+            }
+            let old = get_security(&t.sec, endpoint)?;
+            if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.as_deref()) {
+                t.sec_by_psk.remove(id)?;
+            }
+            t.sec.insert(endpoint, encode_security(sec).as_slice())?;
+            if let Some(id) = sec.psk_identity.as_deref() {
+                t.sec_by_psk.insert(id, endpoint)?;
+            }
+            Ok(old)
+        })
+    }
+
+    fn get_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
+        let txn = self.db.begin_read()?;
+        get_security(&txn.open_table(SEC)?, endpoint)
+    }
+
+    fn security_by_psk_identity(
+        &self,
+        identity: &[u8],
+    ) -> Result<Option<StoredSecurity>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(endpoint) = txn.open_table(SEC_BY_PSK)?.get(identity)? else {
+            return Ok(None);
+        };
+        get_security(&txn.open_table(SEC)?, endpoint.value())
+    }
+
+    fn delete_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
+        self.write(|t| {
+            let old = get_security(&t.sec, endpoint)?;
+            if old.is_some() {
+                t.sec.remove(endpoint)?;
+            }
+            if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.as_deref()) {
+                t.sec_by_psk.remove(id)?;
+            }
+            Ok(old)
+        })
+    }
+
+    fn list_security(&self) -> Result<Vec<StoredSecurity>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sec = txn.open_table(SEC)?;
+        let mut out = Vec::new();
+        for item in sec.iter()? {
+            let (k, v) = item?;
+            out.push(
+                decode_security(v.value()).map_err(|source| StoreError::Corrupt {
+                    table: SEC_NAME,
+                    key: k.value().to_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
     }
 }
 

@@ -25,10 +25,12 @@ impl Drop for Running {
 }
 
 /// Starts the binary on 127.0.0.1:0 with `data_dir` (and `config`, if given) and reads the
-/// `listening coap=ADDR http=ADDR` line, waiting at most 20 s.
+/// `listening coap=ADDR coaps=ADDR http=ADDR` line, waiting at most 20 s.
 pub fn start(data_dir: &Path, config: Option<&Path>) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lwm2m-server"));
     cmd.arg("--coap")
+        .arg("127.0.0.1:0")
+        .arg("--coaps")
         .arg("127.0.0.1:0")
         .arg("--http")
         .arg("127.0.0.1:0")

@@ -40,6 +40,7 @@ pub fn server_binary() -> PathBuf {
 pub struct Running {
     pub child: Child,
     pub coap: SocketAddr,
+    pub coaps: SocketAddr,
     pub http: SocketAddr,
     /// The second stdout line, when the server generated its token.
     pub token_file: Option<PathBuf>,
@@ -60,15 +61,34 @@ pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
 /// [`start`] with the CoAP socket on `coap` (to restart a server where its devices
 /// expect it).
 pub fn start_at(coap: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    start_on(coap, "127.0.0.1:0", data_dir, args, env)
+}
+
+/// [`start`] with the CoAP and CoAPS sockets on the given addresses.
+pub fn start_on(
+    coap: &str,
+    coaps: &str,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
     let mut cmd = Command::new(server_binary());
-    cmd.args(["--coap", coap, "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("LWM2M_API_TOKEN")
-        .env_remove("LWM2M_API_READ_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--coap",
+        coap,
+        "--coaps",
+        coaps,
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .args(args)
+    .env("RUST_LOG", "warn")
+    .env_remove("LWM2M_API_TOKEN")
+    .env_remove("LWM2M_API_READ_TOKEN")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -97,6 +117,7 @@ pub fn start_at(coap: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]
         }
     };
     let mut coap = None;
+    let mut coaps = None;
     let mut http = None;
     for part in line
         .trim()
@@ -107,11 +128,14 @@ pub fn start_at(coap: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]
         if let Some(a) = part.strip_prefix("coap=") {
             coap = a.parse().ok();
         }
+        if let Some(a) = part.strip_prefix("coaps=") {
+            coaps = a.parse().ok();
+        }
         if let Some(a) = part.strip_prefix("http=") {
             http = a.parse().ok();
         }
     }
-    let (Some(coap), Some(http)) = (coap, http) else {
+    let (Some(coap), Some(coaps), Some(http)) = (coap, coaps, http) else {
         let _ = child.kill();
         panic!("unexpected first line {line:?}");
     };
@@ -122,6 +146,7 @@ pub fn start_at(coap: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]
     Running {
         child,
         coap,
+        coaps,
         http,
         token_file,
     }
