@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use lwm2m_objects::{ContentFormat, Node, Path, Value, Version};
 use lwm2m_server::coap::{Endpoint, Event, FailReason, RequestId};
+use lwm2m_server::dtls::DtlsClient;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -129,9 +130,11 @@ impl Client {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0x5eed)
         });
+        let dtls = new_session(&config)?;
         let driver = Driver {
             endpoint: Endpoint::new(config.coap.clone(), seed),
             socket: Some(Arc::new(socket)),
+            dtls,
             core,
             config,
             commands: cmd_rx,
@@ -248,6 +251,8 @@ enum Pending {
 struct Driver {
     endpoint: Endpoint,
     socket: Option<Arc<UdpSocket>>,
+    /// The DTLS session to the server, when the client uses one.
+    dtls: Option<DtlsClient>,
     core: Core,
     config: Config,
     commands: mpsc::Receiver<Command>,
@@ -293,6 +298,18 @@ async fn recv(socket: Option<Arc<UdpSocket>>) -> Wake {
     }
 }
 
+/// A fresh DTLS session for the client's credentials, if it has any.
+fn new_session(config: &Config) -> Result<Option<DtlsClient>, ClientError> {
+    config
+        .psk
+        .as_ref()
+        .map(|p| {
+            DtlsClient::psk(&p.identity, &p.key, None, config.coap.ack_timeout)
+                .map_err(|e| ClientError::Io(format!("DTLS: {e}")))
+        })
+        .transpose()
+}
+
 fn code_text(p: &Packet) -> String {
     match p.header.code {
         MessageClass::Response(r) => format!("{r:?}"),
@@ -332,7 +349,16 @@ impl Driver {
             };
             let now = Instant::now();
             match wake {
-                Wake::Datagram(bytes, peer) => self.on_datagram(now, peer, &bytes),
+                Wake::Datagram(bytes, peer) => match self.dtls.as_mut() {
+                    Some(d) if peer == self.config.server => {
+                        for plaintext in d.handle_datagram(&bytes) {
+                            self.on_datagram(now, peer, &plaintext);
+                        }
+                    }
+                    // Over DTLS, nothing else speaks for the server.
+                    Some(_) => {}
+                    None => self.on_datagram(now, peer, &bytes),
+                },
                 Wake::Timer => {}
                 Wake::Command(Some(c)) => self.on_command(now, c),
                 Wake::Command(None) => {
@@ -355,8 +381,21 @@ impl Driver {
         // only queues answers to them.
         for _ in 0..64 {
             while let Some(t) = self.endpoint.poll_transmit() {
-                if let Some(s) = &self.socket {
-                    if let Err(e) = s.send_to(&t.bytes, t.peer).await {
+                match self.dtls.as_mut() {
+                    Some(d) => d.send(&t.bytes),
+                    None => {
+                        if let Some(s) = &self.socket {
+                            if let Err(e) = s.send_to(&t.bytes, t.peer).await {
+                                tracing::debug!(error = %e, "send failed");
+                            }
+                        }
+                    }
+                }
+            }
+            let records = self.dtls.as_mut().map(DtlsClient::poll_transmit);
+            if let (Some(records), Some(s)) = (records, &self.socket) {
+                for r in records {
+                    if let Err(e) = s.send_to(&r, self.config.server).await {
                         tracing::debug!(error = %e, "send failed");
                     }
                 }
@@ -373,6 +412,7 @@ impl Driver {
         let mut candidates = vec![
             self.endpoint.poll_timeout(),
             self.core.device.next_deadline(),
+            self.dtls.as_ref().and_then(|d| d.poll_timeout(now)),
         ];
         candidates.push(Some(self.tick_at));
         if !self.core.observations.is_empty() && !self.asleep {
@@ -395,6 +435,9 @@ impl Driver {
 
     fn on_timers(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
+        if let Some(d) = self.dtls.as_mut() {
+            d.handle_timeout();
+        }
         if let Some(note) = self.core.device.poll(&mut self.core.store, now) {
             let crate::device::DeviceNote::FirmwareUpdated(version) = note;
             self.emit(ClientEvent::FirmwareUpdated { version });
@@ -731,6 +774,11 @@ impl Driver {
             Ok(s) => {
                 let local = s.local_addr().ok();
                 self.socket = Some(Arc::new(s));
+                // The server dropped or will drop the old session: shake hands again.
+                match new_session(&self.config) {
+                    Ok(d) => self.dtls = d,
+                    Err(e) => tracing::warn!(error = %e, "no DTLS session after wake"),
+                }
                 self.asleep = false;
                 self.wake_at = None;
                 if let Some(local) = local {

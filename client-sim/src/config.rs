@@ -49,6 +49,16 @@ pub struct Config {
     /// How long a reboot (Execute /3/0/4) takes before the device registers again.
     pub reboot_delay: Duration,
     pub profile: DeviceProfile,
+    /// DTLS-PSK credentials: with them the client speaks CoAP over DTLS to `server`
+    /// (a CoAPS address), shaking hands again after every wake from sleep.
+    pub psk: Option<Psk>,
+}
+
+/// A PSK identity and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Psk {
+    pub identity: Vec<u8>,
+    pub key: Vec<u8>,
 }
 
 impl Config {
@@ -76,6 +86,7 @@ impl Config {
             registration_retry: Duration::from_secs(10),
             reboot_delay: Duration::from_secs(1),
             profile: DeviceProfile::default(),
+            psk: None,
         }
     }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use lwm2m_client_sim::{Client, ClientEvent, Config};
 use lwm2m_objects::{ContentFormat, Version};
 
-const USAGE: &str = "usage: lwm2m-client-sim --server coap://HOST:PORT --endpoint NAME \
+const USAGE: &str = "usage: lwm2m-client-sim --server coap[s]://HOST:PORT --endpoint NAME \
 [--lifetime S] [--queue-mode] [--awake S] [--lwm2m 1.0|1.1|1.2] \
-[--format senml-cbor|senml-json|tlv|lwm2m-cbor]";
+[--format senml-cbor|senml-json|tlv|lwm2m-cbor] [--psk-identity ID --psk-key HEX]";
 
 fn parse_args(args: &[String]) -> Result<Config, String> {
     let mut server = None;
@@ -20,6 +20,8 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
     let mut awake = None;
     let mut version = Version::V1_1;
     let mut format = ContentFormat::SenmlCbor;
+    let mut psk_identity = None;
+    let mut psk_key = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -45,6 +47,11 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
                 )
             }
             "--queue-mode" => queue = true,
+            "--psk-identity" => psk_identity = Some(value("--psk-identity")?),
+            "--psk-key" => {
+                let hex = value("--psk-key")?;
+                psk_key = Some(unhex(&hex).ok_or("--psk-key is the key in hex")?);
+            }
             "--lwm2m" => {
                 version = match value("--lwm2m")?.as_str() {
                     "1.0" => Version::V1_0,
@@ -68,14 +75,28 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
     }
     let server = server.ok_or("--server is required")?;
     let endpoint = endpoint.ok_or("--endpoint is required")?;
-    let hostport = server
-        .strip_prefix("coap://")
-        .ok_or("--server must be coap://HOST:PORT (coaps is not supported yet)")?
-        .trim_end_matches('/');
+    let (secure, rest) = match (
+        server.strip_prefix("coaps://"),
+        server.strip_prefix("coap://"),
+    ) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err("--server must be coap://HOST:PORT or coaps://HOST:PORT".into()),
+    };
+    let hostport = rest.trim_end_matches('/');
     let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
         hostport.to_string()
     } else {
-        format!("{hostport}:5683")
+        format!("{hostport}:{}", if secure { 5684 } else { 5683 })
+    };
+    let psk = match (secure, psk_identity, psk_key) {
+        (true, Some(identity), Some(key)) => Some(lwm2m_client_sim::Psk {
+            identity: identity.into_bytes(),
+            key,
+        }),
+        (false, None, None) => None,
+        (true, _, _) => return Err("coaps:// needs --psk-identity and --psk-key".into()),
+        (false, _, _) => return Err("--psk-identity and --psk-key go with coaps://".into()),
     };
     let addr = hostport
         .to_socket_addrs()
@@ -83,6 +104,7 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
         .next()
         .ok_or_else(|| format!("{hostport} resolves to no address"))?;
     let mut c = Config::new(addr, endpoint);
+    c.psk = psk;
     c.version = version;
     c.format = format;
     c.queue_mode = queue;
@@ -93,6 +115,16 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
         c.awake_window = Duration::from_secs(a);
     }
     Ok(c)
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 #[tokio::main]

@@ -10,6 +10,7 @@
 //!
 //! ```toml
 //! coap = "0.0.0.0:5683"
+//! coaps = "0.0.0.0:5684"   # or "off"
 //! http = "127.0.0.1:8080"
 //! data_dir = "./data"
 //!
@@ -20,6 +21,15 @@
 //! open_health = true
 //! request_expiry_s = 86400
 //! default_timeout_s = 30
+//!
+//! [dtls]
+//! mtu = 1200
+//! max_half_open = 1024
+//! max_sessions_per_ip = 4096
+//! max_sessions = 100000
+//! handshake_timeout_ms = 30000
+//! idle_timeout_ms = 600000
+//! initial_retransmit_ms = 1000
 //!
 //! [coap_params]
 //! ack_timeout_ms = 2000
@@ -526,6 +536,40 @@ mod tests {
 
     fn parse(text: &str) -> Result<FileConfig, ConfigError> {
         FileConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn coaps_and_dtls_settings() {
+        let c = parse("")
+            .and_then(|f| f.resolve(Overrides::default()))
+            .expect("c");
+        assert_eq!(
+            c.server.coaps_addr.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_COAPS_ADDR)
+        );
+        let c = parse("coaps = \"off\"\n[dtls]\nmtu = 1280\nidle_timeout_ms = 5000\n")
+            .and_then(|f| f.resolve(Overrides::default()))
+            .expect("c");
+        assert_eq!(c.server.coaps_addr, None);
+        assert_eq!(c.server.dtls.mtu, 1280);
+        assert_eq!(c.server.dtls.idle_timeout, Duration::from_secs(5));
+        let c = parse("coaps = \"off\"")
+            .and_then(|f| {
+                f.resolve(Overrides {
+                    coaps: Some("127.0.0.1:0".into()),
+                    ..Overrides::default()
+                })
+            })
+            .expect("c");
+        assert!(c.server.coaps_addr.is_some(), "the flag wins over the file");
+        for bad in ["coaps = \"nowhere\"", "[dtls]\nmtu = 10", "[dtls]\nfoo = 1"] {
+            assert!(
+                parse(bad)
+                    .and_then(|f| f.resolve(Overrides::default()))
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

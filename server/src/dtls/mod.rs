@@ -18,8 +18,10 @@
 //! - Cipher suites are listed explicitly: the CCM8 ones LwM2M mandates are not in
 //!   OpenSSL's defaults.
 //!
+//! - [`DtlsClient`]: the client side, for the simulated devices and the tests.
 //! - `ffi`: the OpenSSL calls the crate does not wrap. `pipe`: the in-memory transport.
 
+mod client;
 mod ffi;
 mod pipe;
 #[cfg(test)]
@@ -39,6 +41,7 @@ use openssl::ssl::{
     SslVersion,
 };
 
+pub use client::DtlsClient;
 use pipe::Pipe;
 
 /// The cipher suites offered, in order of preference: the PSK and certificate suites of
