@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use lwm2m_objects::{ContentFormat, Node, Path, Value, Version};
 use lwm2m_server::coap::{Endpoint, Event, FailReason, RequestId};
-use lwm2m_server::dtls::DtlsClient;
+use lwm2m_server::dtls::{DtlsClient, DtlsClientContext};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -130,11 +130,24 @@ impl Client {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0x5eed)
         });
-        let dtls = new_session(&config)?;
+        let dtls_context = config
+            .psk
+            .as_ref()
+            .map(|p| {
+                DtlsClientContext::psk(&p.identity, &p.key, None, config.coap.ack_timeout)
+                    .map_err(|e| ClientError::Io(format!("DTLS: {e}")))
+            })
+            .transpose()?;
+        let dtls = dtls_context
+            .as_ref()
+            .map(DtlsClientContext::connect)
+            .transpose()
+            .map_err(|e| ClientError::Io(format!("DTLS: {e}")))?;
         let driver = Driver {
             endpoint: Endpoint::new(config.coap.clone(), seed),
             socket: Some(Arc::new(socket)),
             dtls,
+            dtls_context,
             core,
             config,
             commands: cmd_rx,
@@ -251,8 +264,10 @@ enum Pending {
 struct Driver {
     endpoint: Endpoint,
     socket: Option<Arc<UdpSocket>>,
-    /// The DTLS session to the server, when the client uses one.
+    /// The DTLS session to the server, when the client uses one, and what its sessions
+    /// share (credentials, the session to resume).
     dtls: Option<DtlsClient>,
+    dtls_context: Option<DtlsClientContext>,
     core: Core,
     config: Config,
     commands: mpsc::Receiver<Command>,
@@ -296,18 +311,6 @@ async fn recv(socket: Option<Arc<UdpSocket>>) -> Wake {
         }
         Err(_) => Wake::SocketError,
     }
-}
-
-/// A fresh DTLS session for the client's credentials, if it has any.
-fn new_session(config: &Config) -> Result<Option<DtlsClient>, ClientError> {
-    config
-        .psk
-        .as_ref()
-        .map(|p| {
-            DtlsClient::psk(&p.identity, &p.key, None, config.coap.ack_timeout)
-                .map_err(|e| ClientError::Io(format!("DTLS: {e}")))
-        })
-        .transpose()
 }
 
 fn code_text(p: &Packet) -> String {
@@ -774,10 +777,16 @@ impl Driver {
             Ok(s) => {
                 let local = s.local_addr().ok();
                 self.socket = Some(Arc::new(s));
-                // The server dropped or will drop the old session: shake hands again.
-                match new_session(&self.config) {
-                    Ok(d) => self.dtls = d,
-                    Err(e) => tracing::warn!(error = %e, "no DTLS session after wake"),
+                // A new session, resuming the last one (the server may have dropped it
+                // while we slept, and our address may have changed).
+                if let Some(ctx) = self.dtls_context.as_mut() {
+                    if let Some(old) = &self.dtls {
+                        ctx.remember(old);
+                    }
+                    match ctx.connect() {
+                        Ok(d) => self.dtls = Some(d),
+                        Err(e) => tracing::warn!(error = %e, "no DTLS session after wake"),
+                    }
                 }
                 self.asleep = false;
                 self.wake_at = None;

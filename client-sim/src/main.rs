@@ -141,6 +141,16 @@ async fn main() -> ExitCode {
         }
     };
     let endpoint = config.endpoint.clone();
+    // Installed before the client starts: a SIGINT right after the registration must
+    // de-register, not kill the process.
+    let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot wait for SIGINT: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let handle = match Client::start(config).await {
         Ok(h) => h,
         Err(e) => {
@@ -157,9 +167,7 @@ async fn main() -> ExitCode {
             }
         }
     });
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("error: waiting for Ctrl-C: {e}");
-    }
+    sigint.recv().await;
     let code = match handle.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -30,6 +30,8 @@
 //! handshake_timeout_ms = 30000
 //! idle_timeout_ms = 600000
 //! initial_retransmit_ms = 1000
+//! session_cache_size = 100000
+//! resumption_lifetime_s = 86400
 //!
 //! [coap_params]
 //! ack_timeout_ms = 2000
@@ -262,6 +264,8 @@ pub struct DtlsParams {
     pub handshake_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub initial_retransmit_ms: Option<u64>,
+    pub session_cache_size: Option<usize>,
+    pub resumption_lifetime_s: Option<u64>,
 }
 
 impl DtlsParams {
@@ -296,6 +300,12 @@ impl DtlsParams {
                 ));
             }
             d.initial_retransmit = ms(v);
+        }
+        if let Some(v) = self.session_cache_size {
+            d.session_cache_size = v;
+        }
+        if let Some(v) = self.resumption_lifetime_s {
+            d.resumption_lifetime = Duration::from_secs(v);
         }
         Ok(())
     }

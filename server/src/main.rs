@@ -148,6 +148,7 @@ fn run(cli: Cli) -> Result<(), String> {
         let coaps = handle
             .coaps_addr()
             .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let signals = watch_signals()?;
         let mut banner = format!(
             "listening coap={} coaps={coaps} http={http_addr}\n",
             handle.coap_addr()
@@ -165,7 +166,7 @@ fn run(cli: Cli) -> Result<(), String> {
         let server = tokio::spawn(api.serve(http, async move {
             let _ = stop_rx.await;
         }));
-        let signal = wait_for_signal().await;
+        signals.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(());
         match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
@@ -174,19 +175,22 @@ fn run(cli: Cli) -> Result<(), String> {
             _ => {}
         }
         handle.shutdown().await;
-        signal
+        Ok(())
     })
 }
 
-async fn wait_for_signal() -> Result<(), String> {
+/// SIGTERM and SIGINT, watched from before the addresses are printed: a script that
+/// signals as soon as it read them must get a clean shutdown.
+fn watch_signals() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

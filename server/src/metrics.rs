@@ -30,6 +30,12 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `true` for the abbreviated handshake of a resumed session.
+    pub resumed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// `deregister` (the device said so) or `expired` (its lifetime ran out).
     pub reason: &'static str,
@@ -58,6 +64,8 @@ pub struct Metrics {
     pub notifications: Counter,
     pub sends: Counter,
     pub queued_requests: Gauge,
+    pub dtls_sessions: Gauge,
+    pub dtls_handshakes: Family<HandshakeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,6 +96,18 @@ impl Metrics {
         let notifications = Counter::default();
         let sends = Counter::default();
         let queued_requests = Gauge::default();
+        let dtls_sessions = Gauge::default();
+        let dtls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "lwm2m_dtls_sessions",
+            "DTLS sessions held now (established or handshaking)",
+            dtls_sessions.clone(),
+        );
+        registry.register(
+            "lwm2m_dtls_handshakes",
+            "DTLS handshakes completed, full or resumed",
+            dtls_handshakes.clone(),
+        );
         registry.register(
             "lwm2m_registered_devices",
             "Devices registered now",
@@ -158,6 +178,8 @@ impl Metrics {
             notifications,
             sends,
             queued_requests,
+            dtls_sessions,
+            dtls_handshakes,
         }
     }
 

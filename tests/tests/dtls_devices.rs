@@ -232,6 +232,16 @@ async fn a_sleeping_dtls_device_gets_its_queued_request_after_a_new_handshake() 
     })
     .await;
     assert_eq!(done["request"]["status"], "done", "{done}");
+    // The wake was an abbreviated handshake: the session was resumed.
+    let (_, metrics) = api
+        .call(Method::GET, "/metrics", &[], "", Body::None, Auth::None)
+        .await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("lwm2m_dtls_handshakes_total{resumed=\"true\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lwm2m_dtls_handshakes_total{resumed=\"false\"} 1"));
     dev.shutdown().await.ok();
 }
 

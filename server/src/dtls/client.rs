@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslSession,
+    SslSessionCacheMode, SslStream, SslVersion,
 };
 
 use super::pipe::Pipe;
@@ -18,36 +19,36 @@ use super::{ffi, DtlsError, MAX_DATAGRAM};
 /// a network would drop them (CoAP retransmits what matters).
 const MAX_WAITING: usize = 16;
 
-/// One client session.
-pub struct DtlsClient {
-    stream: SslStream<Pipe>,
-    established: bool,
-    failure: Option<String>,
-    waiting: VecDeque<Vec<u8>>,
-    received: Vec<Vec<u8>>,
+/// What one device's DTLS sessions share: its credentials, and the last session, to
+/// resume with an abbreviated handshake (no key exchange) after a sleep.
+pub struct DtlsClientContext {
+    ctx: SslContext,
+    initial_retransmit: Duration,
+    last: Option<SslSession>,
 }
 
-impl std::fmt::Debug for DtlsClient {
+impl std::fmt::Debug for DtlsClientContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DtlsClient")
-            .field("established", &self.established)
+        f.debug_struct("DtlsClientContext")
+            .field("resumable", &self.last.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl DtlsClient {
-    /// A session that will authenticate with `identity` and `key`, offering `ciphers`
-    /// (an OpenSSL cipher list; `None` offers what the server does).
+impl DtlsClientContext {
+    /// Credentials `identity` and `key`, offering `ciphers` (an OpenSSL cipher list;
+    /// `None` offers what the server does).
     pub fn psk(
         identity: &[u8],
         key: &[u8],
         ciphers: Option<&str>,
         initial_retransmit: Duration,
-    ) -> Result<DtlsClient, DtlsError> {
+    ) -> Result<DtlsClientContext, DtlsError> {
         let mut b = SslContextBuilder::new(SslMethod::dtls_client())?;
         b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
         b.set_cipher_list(ciphers.unwrap_or(super::CIPHER_LIST))?;
         b.set_options(SslOptions::NO_QUERY_MTU);
+        b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
         let (identity, key) = (identity.to_vec(), key.to_vec());
         b.set_psk_client_callback(move |_ssl, _hint, id_out, psk_out| {
             // The identity goes out as a NUL-terminated string.
@@ -59,10 +60,22 @@ impl DtlsClient {
             psk_out[..key.len()].copy_from_slice(&key);
             Ok(key.len())
         });
-        let ctx = b.build();
-        let mut ssl = Ssl::new(&ctx)?;
+        Ok(DtlsClientContext {
+            ctx: b.build(),
+            initial_retransmit,
+            last: None,
+        })
+    }
+
+    /// A new session, offering to resume the last one remembered.
+    pub fn connect(&self) -> Result<DtlsClient, DtlsError> {
+        let mut ssl = Ssl::new(&self.ctx)?;
         ssl.set_mtu(super::DtlsConfig::default().mtu)?;
-        ffi::set_initial_timeout(&mut ssl, initial_retransmit);
+        ffi::set_initial_timeout(&mut ssl, self.initial_retransmit);
+        if let Some(session) = &self.last {
+            // SAFETY: the session came from a connection of this same context.
+            unsafe { ssl.set_session(session)? };
+        }
         let mut client = DtlsClient {
             stream: SslStream::new(ssl, Pipe::default())?,
             established: false,
@@ -72,6 +85,56 @@ impl DtlsClient {
         };
         client.advance();
         Ok(client)
+    }
+
+    /// Keeps an established session's state for the next [`connect`](Self::connect).
+    pub fn remember(&mut self, client: &DtlsClient) {
+        if let Some(s) = client.stream.ssl().session().filter(|_| client.established) {
+            self.last = Some(s.to_owned());
+        }
+    }
+}
+
+/// One client session.
+pub struct DtlsClient {
+    stream: SslStream<Pipe>,
+    established: bool,
+    failure: Option<String>,
+    waiting: VecDeque<Vec<u8>>,
+    received: Vec<Vec<u8>>,
+}
+
+impl Drop for DtlsClient {
+    fn drop(&mut self) {
+        // Leaving a session (to sleep, or for a new one) keeps it resumable.
+        if self.established {
+            ffi::quiet_shutdown(self.stream.ssl());
+        }
+    }
+}
+
+impl std::fmt::Debug for DtlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsClient")
+            .field("established", &self.established)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DtlsClient {
+    /// A session with credentials of its own (no resumption): see [`DtlsClientContext`].
+    pub fn psk(
+        identity: &[u8],
+        key: &[u8],
+        ciphers: Option<&str>,
+        initial_retransmit: Duration,
+    ) -> Result<DtlsClient, DtlsError> {
+        DtlsClientContext::psk(identity, key, ciphers, initial_retransmit)?.connect()
+    }
+
+    /// Whether the handshake was the abbreviated one of a resumed session.
+    pub fn resumed(&self) -> bool {
+        self.established && self.stream.ssl().session_reused()
     }
 
     pub fn is_established(&self) -> bool {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use foreign_types::ForeignTypeRef;
 use libc::{c_int, c_long, c_uint, c_void, timeval};
-use openssl::ssl::SslRef;
+use openssl::ssl::{SslContextRef, SslRef};
 
 /// `DTLS_CTRL_GET_TIMEOUT` and `DTLS_CTRL_HANDLE_TIMEOUT` of `ssl.h`.
 const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
@@ -26,6 +26,29 @@ extern "C" {
     fn BIO_ADDR_new() -> *mut BIO_ADDR;
     fn BIO_ADDR_free(addr: *mut BIO_ADDR);
     fn DTLS_set_timer_cb(ssl: *mut openssl_sys::SSL, cb: Option<DTLS_timer_cb>);
+    fn SSL_CTX_set_timeout(ctx: *mut openssl_sys::SSL_CTX, t: c_long) -> c_long;
+    fn SSL_CTX_flush_sessions(ctx: *mut openssl_sys::SSL_CTX, t: c_long);
+}
+
+/// How long a cached session may be resumed.
+pub fn set_session_lifetime(ctx: &SslContextRef, lifetime: Duration) {
+    let secs = c_long::try_from(lifetime.as_secs()).unwrap_or(c_long::MAX);
+    // SAFETY: `ctx` is live; the call only stores the value.
+    let _ = unsafe { SSL_CTX_set_timeout(ctx.as_ptr(), secs) };
+}
+
+/// Marks close_notify as sent without sending it. OpenSSL takes an established session
+/// freed without it for a broken one and forbids its resumption; a device that simply
+/// goes to sleep has broken nothing.
+pub fn quiet_shutdown(ssl: &SslRef) {
+    // SAFETY: `ssl` is live; the call sets a flag.
+    unsafe { openssl_sys::SSL_set_shutdown(ssl.as_ptr(), openssl_sys::SSL_SENT_SHUTDOWN) };
+}
+
+/// Drops every cached session: nothing cached before may be resumed.
+pub fn flush_sessions(ctx: &SslContextRef) {
+    // SAFETY: `ctx` is live; sessions "expired" by the far future are all of them.
+    unsafe { SSL_CTX_flush_sessions(ctx.as_ptr(), c_long::MAX) };
 }
 
 /// What `DTLSv1_listen` made of a datagram.

@@ -37,11 +37,11 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslStream,
-    SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslStream, SslVersion,
 };
 
-pub use client::DtlsClient;
+pub use client::{DtlsClient, DtlsClientContext};
 use pipe::Pipe;
 
 /// The cipher suites offered, in order of preference: the PSK and certificate suites of
@@ -74,6 +74,11 @@ pub struct DtlsConfig {
     pub idle_timeout: Duration,
     /// First retransmission timeout of a handshake flight (RFC 6347: 1 s).
     pub initial_retransmit: Duration,
+    /// Sessions kept for resumption (an abbreviated handshake for a device waking from
+    /// sleep); a few hundred bytes each, unlike a live session.
+    pub session_cache_size: usize,
+    /// How long a session may be resumed after its handshake.
+    pub resumption_lifetime: Duration,
 }
 
 impl Default for DtlsConfig {
@@ -86,6 +91,8 @@ impl Default for DtlsConfig {
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             initial_retransmit: Duration::from_secs(1),
+            session_cache_size: 100_000,
+            resumption_lifetime: Duration::from_secs(86_400),
         }
     }
 }
@@ -124,10 +131,12 @@ pub enum CloseReason {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtlsEvent {
-    /// A handshake finished.
+    /// A handshake finished; `resumed` when it was the abbreviated one of a cached
+    /// session.
     Established {
         peer: SocketAddr,
         identity: PeerIdentity,
+        resumed: bool,
     },
     /// Application data (a CoAP message) from an established session.
     Data { peer: SocketAddr, payload: Vec<u8> },
@@ -226,8 +235,16 @@ impl DtlsServer {
         let mut b = SslContextBuilder::new(SslMethod::dtls_server())?;
         b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
         b.set_cipher_list(CIPHER_LIST)?;
-        b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU);
+        // Resumption through the server's own cache only, not session tickets: the cache
+        // is bounded and can be emptied when credentials change, where a ticket would
+        // keep working until its key rotated.
+        b.set_options(
+            SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET,
+        );
         b.set_mode(SslMode::RELEASE_BUFFERS);
+        b.set_session_id_context(b"lwm2m-server")?;
+        b.set_session_cache_mode(SslSessionCacheMode::SERVER);
+        b.set_session_cache_size(i32::try_from(config.session_cache_size).unwrap_or(i32::MAX));
         b.set_psk_server_callback(move |_ssl, identity, out| {
             let Some(key) = identity.and_then(|id| psk.psk(id)) else {
                 // No key: the handshake fails (OpenSSL answers unknown_psk_identity).
@@ -252,9 +269,11 @@ impl DtlsServer {
                 Err(_) => false,
             }
         });
+        let ctx = b.build();
+        ffi::set_session_lifetime(&ctx, config.resumption_lifetime);
         Ok(DtlsServer {
             config,
-            ctx: b.build(),
+            ctx,
             sessions: HashMap::new(),
             per_ip: HashMap::new(),
             half_open: 0,
@@ -275,6 +294,12 @@ impl DtlsServer {
             deadlines: self.deadlines.len(),
             addresses: self.per_ip.len(),
         }
+    }
+
+    /// Forgets every session kept for resumption: after a change of credentials, no
+    /// device may come back with a key it no longer has.
+    pub fn forget_resumable_sessions(&self) {
+        ffi::flush_sessions(&self.ctx);
     }
 
     /// Whether `peer` has an established session.
@@ -380,7 +405,10 @@ impl DtlsServer {
         if !s.established {
             self.half_open = self.half_open.saturating_sub(1);
         } else {
-            if reason != CloseReason::Closed {
+            if reason == CloseReason::Closed {
+                // The peer said goodbye: nothing to send, and the session stays resumable.
+                ffi::quiet_shutdown(s.stream.ssl());
+            } else {
                 let _ = s.stream.shutdown();
                 for d in s.stream.get_mut().take_outgoing() {
                     self.transmits.push_back((peer, d));
@@ -458,9 +486,13 @@ impl DtlsServer {
                     let identity = PeerIdentity::Psk(
                         s.stream.ssl().psk_identity().unwrap_or_default().to_vec(),
                     );
-                    tracing::debug!(%peer, "DTLS session established");
-                    self.events
-                        .push_back(DtlsEvent::Established { peer, identity });
+                    let resumed = s.stream.ssl().session_reused();
+                    tracing::debug!(%peer, resumed, "DTLS session established");
+                    self.events.push_back(DtlsEvent::Established {
+                        peer,
+                        identity,
+                        resumed,
+                    });
                 }
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
                 Err(e) => {

@@ -145,7 +145,8 @@ fn a_psk_handshake_then_data_both_ways() {
         events(&mut s),
         vec![DtlsEvent::Established {
             peer: c[0].addr,
-            identity: PeerIdentity::Psk(b"dev-1".to_vec())
+            identity: PeerIdentity::Psk(b"dev-1".to_vec()),
+            resumed: false,
         }]
     );
     assert_eq!(
@@ -365,9 +366,82 @@ fn a_new_client_hello_on_an_established_session_starts_over() {
             },
             DtlsEvent::Established {
                 peer: again[0].addr,
-                identity: PeerIdentity::Psk(b"dev-2".to_vec())
+                identity: PeerIdentity::Psk(b"dev-2".to_vec()),
+                resumed: false,
             }
         ]
     );
     assert_eq!(s.sizes().sessions, 1);
+}
+
+/// Runs one [`DtlsClient`] against the server until it is established (or `limit`).
+fn pump_client(s: &mut DtlsServer, c: &mut DtlsClient, from: SocketAddr, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let now = Instant::now();
+        c.handle_timeout();
+        for d in c.poll_transmit() {
+            s.handle_datagram(now, from, &d);
+        }
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now);
+        }
+        while let Some((to, d)) = s.poll_transmit() {
+            if to == from {
+                c.handle_datagram(&d);
+            }
+        }
+        if c.is_established() && s.is_established(&from) {
+            return true;
+        }
+        std::thread::sleep(STEP);
+    }
+    false
+}
+
+#[test]
+fn a_device_back_from_sleep_resumes_its_session_until_credentials_change() {
+    let mut s = server(config());
+    let mut ctx =
+        DtlsClientContext::psk(b"dev-1", KEY, None, Duration::from_millis(50)).expect("context");
+    let mut first = ctx.connect().expect("client");
+    assert!(pump_client(
+        &mut s,
+        &mut first,
+        addr(40_050),
+        Duration::from_secs(5)
+    ));
+    assert!(!first.resumed());
+    ctx.remember(&first);
+    events(&mut s);
+    // The server dropped the idle session; the device wakes on another port.
+    s.close(addr(40_050), CloseReason::Idle);
+    let mut again = ctx.connect().expect("client");
+    assert!(pump_client(
+        &mut s,
+        &mut again,
+        addr(40_051),
+        Duration::from_secs(5)
+    ));
+    assert!(again.resumed(), "an abbreviated handshake");
+    let ev = events(&mut s);
+    assert!(
+        ev.contains(&DtlsEvent::Established {
+            peer: addr(40_051),
+            identity: PeerIdentity::Psk(b"dev-1".to_vec()),
+            resumed: true,
+        }),
+        "{ev:?}"
+    );
+    // Credentials changed: nothing cached may be resumed, a full handshake follows.
+    ctx.remember(&again);
+    s.forget_resumable_sessions();
+    let mut third = ctx.connect().expect("client");
+    assert!(pump_client(
+        &mut s,
+        &mut third,
+        addr(40_052),
+        Duration::from_secs(5)
+    ));
+    assert!(!third.resumed());
 }

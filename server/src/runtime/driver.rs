@@ -23,7 +23,7 @@ use super::{
 };
 use crate::coap::{Endpoint, Event, FailReason, IncomingId, RequestId};
 use crate::dtls::{DtlsEvent, DtlsServer, PeerIdentity};
-use crate::metrics::{gauge_value, Metrics, ReasonLabels};
+use crate::metrics::{gauge_value, HandshakeLabels, Metrics, ReasonLabels};
 use crate::registry::{
     RdOutcome, RdRequest, Registration, RegistrationError, Registry, RegistryConfig, Removed,
     Transport,
@@ -423,6 +423,9 @@ impl Driver {
         m.observations.set(gauge_value(self.observed.len()));
         m.queued_requests
             .set(gauge_value(self.registry.queued_total()));
+        if let Some(d) = &self.dtls {
+            m.dtls_sessions.set(gauge_value(d.sizes().sessions));
+        }
         let sent = self.ep.retransmissions_sent() + self.sep.retransmissions_sent();
         m.retransmissions
             .inc_by(sent.saturating_sub(self.retransmissions_counted));
@@ -436,7 +439,18 @@ impl Driver {
         // Bounded by what one datagram or one timer pass produced.
         while let Some(e) = self.dtls.as_mut().and_then(DtlsServer::poll_event) {
             match e {
-                DtlsEvent::Established { peer, identity } => {
+                DtlsEvent::Established {
+                    peer,
+                    identity,
+                    resumed,
+                } => {
+                    tracing::debug!(%peer, resumed, "DTLS session up");
+                    self.metrics
+                        .dtls_handshakes
+                        .get_or_create(&HandshakeLabels {
+                            resumed: if resumed { "true" } else { "false" },
+                        })
+                        .inc();
                     self.dtls_peers.insert(peer, identity);
                 }
                 DtlsEvent::Data { peer, payload } => {
@@ -824,6 +838,16 @@ impl Driver {
 
     fn on_security(&mut self, c: SecurityCommand) {
         let creds = &self.credentials;
+        let changed = matches!(
+            c,
+            SecurityCommand::Put { .. } | SecurityCommand::Delete { .. }
+        );
+        if changed {
+            // A device must not resume a session made with a key it no longer has.
+            if let Some(d) = &self.dtls {
+                d.forget_resumable_sessions();
+            }
+        }
         match c {
             SecurityCommand::Put { security, reply } => {
                 let _ = reply.send(creds.put(&security));
