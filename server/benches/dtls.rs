@@ -1,0 +1,274 @@
+//! DTLS costs on this machine: full PSK handshakes per second and memory per established
+//! session, each against a baseline measured in the same run.
+//!
+//! - Handshakes: through [`DtlsServer`] (cookie exchange, demultiplexing, deadlines) with
+//!   [`DtlsClient`], against the same handshake between two bare OpenSSL DTLS streams
+//!   (no cookie, no bookkeeping). Resumed handshakes against full ones.
+//! - Memory: heap in use (glibc `mallinfo2`, exact where RSS is not) per session the
+//!   server holds, after its clients are gone, against a bare OpenSSL server stream; and
+//!   what a closed session still costs in the resumption cache.
+//!
+//! Client and server share one thread, so a handshake's figure includes both sides.
+//!
+//!     cargo bench -p lwm2m-server --bench dtls [-- HANDSHAKES SESSIONS]
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lwm2m_server::dtls::{
+    CloseReason, DtlsClient, DtlsClientContext, DtlsConfig, DtlsServer, PskLookup,
+};
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
+};
+
+const KEY: &[u8] = &[7u8; 16];
+const SUITE: &str = "PSK-AES128-CCM8";
+
+fn addr(i: usize) -> SocketAddr {
+    let i = u32::try_from(i).unwrap_or(u32::MAX);
+    let [a, b, c, d] = i.to_be_bytes();
+    SocketAddr::from(([10 + a % 100, b, c, d], 5000))
+}
+
+fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    unsafe { libc::mallinfo2().uordblks }
+}
+
+fn server() -> DtlsServer {
+    let keys: Arc<dyn PskLookup> = Arc::new(|_: &[u8]| Some(KEY.to_vec()));
+    DtlsServer::new(
+        DtlsConfig {
+            max_half_open: usize::MAX,
+            max_sessions_per_ip: usize::MAX,
+            max_sessions: usize::MAX,
+            ..DtlsConfig::default()
+        },
+        keys,
+    )
+    .expect("server")
+}
+
+fn client() -> DtlsClient {
+    DtlsClient::psk(b"id", KEY, Some(SUITE), Duration::from_secs(1)).expect("client")
+}
+
+/// Shakes hands with `c` from `peer`; nothing is lost, so no timer is ever due.
+fn handshake(s: &mut DtlsServer, c: &mut DtlsClient, peer: SocketAddr) {
+    let now = Instant::now();
+    for _ in 0..32 {
+        for d in c.poll_transmit() {
+            s.handle_datagram(now, peer, &d);
+        }
+        while let Some((_, d)) = s.poll_transmit() {
+            c.handle_datagram(&d);
+        }
+        if c.is_established() && s.is_established(&peer) {
+            while s.poll_event().is_some() {}
+            return;
+        }
+    }
+    panic!("no handshake with {peer}");
+}
+
+fn close(s: &mut DtlsServer, peer: SocketAddr) {
+    s.close(peer, CloseReason::Closed);
+    while s.poll_event().is_some() {}
+    while s.poll_transmit().is_some() {}
+}
+
+/// The baseline's transport: datagrams queued between two bare streams.
+#[derive(Default)]
+struct Half {
+    inbox: VecDeque<Vec<u8>>,
+    outbox: Vec<Vec<u8>>,
+}
+
+impl Read for Half {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let d = self.inbox.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Half {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outbox.push(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn bare_contexts() -> (SslContext, SslContext) {
+    let mut s = SslContextBuilder::new(SslMethod::dtls_server()).expect("ctx");
+    s.set_min_proto_version(Some(SslVersion::DTLS1_2))
+        .expect("v");
+    s.set_cipher_list(SUITE).expect("c");
+    s.set_options(SslOptions::NO_QUERY_MTU);
+    s.set_psk_server_callback(|_, _, out| {
+        out[..KEY.len()].copy_from_slice(KEY);
+        Ok(KEY.len())
+    });
+    let mut c = SslContextBuilder::new(SslMethod::dtls_client()).expect("ctx");
+    c.set_min_proto_version(Some(SslVersion::DTLS1_2))
+        .expect("v");
+    c.set_cipher_list(SUITE).expect("c");
+    c.set_options(SslOptions::NO_QUERY_MTU);
+    c.set_psk_client_callback(|_, _, id, out| {
+        id[..3].copy_from_slice(b"id\0");
+        out[..KEY.len()].copy_from_slice(KEY);
+        Ok(KEY.len())
+    });
+    (s.build(), c.build())
+}
+
+/// One bare handshake; answers the server's stream, which holds the session.
+fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Half> {
+    let mut ss = Ssl::new(sctx).expect("ssl");
+    ss.set_mtu(1200).expect("mtu");
+    let mut cs = Ssl::new(cctx).expect("ssl");
+    cs.set_mtu(1200).expect("mtu");
+    let mut server = SslStream::new(ss, Half::default()).expect("s");
+    let mut client = SslStream::new(cs, Half::default()).expect("c");
+    let (mut s_done, mut c_done) = (false, false);
+    for _ in 0..32 {
+        if !c_done {
+            match client.connect() {
+                Ok(()) => c_done = true,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                Err(e) => panic!("client: {e}"),
+            }
+        }
+        let flight: Vec<_> = client.get_mut().outbox.drain(..).collect();
+        server.get_mut().inbox.extend(flight);
+        if !s_done {
+            match server.accept() {
+                Ok(()) => s_done = true,
+                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                Err(e) => panic!("server: {e}"),
+            }
+        }
+        let flight: Vec<_> = server.get_mut().outbox.drain(..).collect();
+        client.get_mut().inbox.extend(flight);
+        if s_done && c_done {
+            return server;
+        }
+    }
+    panic!("no bare handshake");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let handshakes = args.first().copied().unwrap_or(2000);
+    let sessions = args.get(1).copied().unwrap_or(2000);
+
+    // Rounds that interleave the three kinds, so that a neighbour's load on this shared
+    // machine hits them alike; the medians of the per-round figures are reported.
+    let (sctx, cctx) = bare_contexts();
+    let fresh =
+        DtlsClientContext::psk(b"id", KEY, Some(SUITE), Duration::from_secs(1)).expect("context");
+    let mut resuming =
+        DtlsClientContext::psk(b"id", KEY, Some(SUITE), Duration::from_secs(1)).expect("context");
+    let mut s = server();
+    let mut first = resuming.connect().expect("client");
+    handshake(&mut s, &mut first, addr(usize::MAX >> 34));
+    resuming.remember(&first);
+    let rounds = 10;
+    let per_round = (handshakes / rounds).max(1);
+    let (mut bare, mut full, mut resumed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = 0usize;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..per_round {
+            drop(bare_handshake(&sctx, &cctx));
+        }
+        bare.push(per_second(per_round, t.elapsed()));
+        // The fresh context remembers nothing: every handshake is a full one.
+        let t = Instant::now();
+        for _ in 0..per_round {
+            let mut c = fresh.connect().expect("client");
+            handshake(&mut s, &mut c, addr(next));
+            close(&mut s, addr(next));
+            next += 1;
+        }
+        full.push(per_second(per_round, t.elapsed()));
+        let t = Instant::now();
+        for _ in 0..per_round {
+            let mut c = resuming.connect().expect("client");
+            handshake(&mut s, &mut c, addr(next));
+            assert!(c.resumed(), "a resumed handshake");
+            close(&mut s, addr(next));
+            next += 1;
+        }
+        resumed.push(per_second(per_round, t.elapsed()));
+    }
+    let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    println!(
+        "handshakes, {rounds} rounds of {per_round} of each kind (client and server on one thread), medians:"
+    );
+    println!(
+        "  bare OpenSSL PSK handshake (baseline) {:8.0} /s",
+        median(bare.clone())
+    );
+    println!(
+        "  DtlsServer full PSK handshake         {:8.0} /s   ratio {:.2} to baseline",
+        median(full.clone()),
+        ratio(&full, &bare)
+    );
+    println!(
+        "  DtlsServer resumed handshake          {:8.0} /s   ratio {:.2} to full",
+        median(resumed.clone()),
+        ratio(&resumed, &full)
+    );
+
+    let before = heap_in_use();
+    let held: Vec<_> = (0..sessions)
+        .map(|_| bare_handshake(&sctx, &cctx))
+        .collect();
+    let bare_mem = heap_in_use().saturating_sub(before) / sessions;
+    drop(held);
+    let mut s = server();
+    let before = heap_in_use();
+    for i in 0..sessions {
+        let mut c = client();
+        handshake(&mut s, &mut c, addr(i));
+        // The client goes; the server keeps its session.
+    }
+    let ours_mem = heap_in_use().saturating_sub(before) / sessions;
+    assert_eq!(s.sizes().sessions, sessions);
+    println!("memory, {sessions} established sessions held by the server (heap in use):");
+    println!("  bare OpenSSL server stream (baseline) {bare_mem:8} B per session");
+    println!(
+        "  DtlsServer session                    {ours_mem:8} B per session   ratio {:.2} to baseline",
+        ours_mem as f64 / bare_mem.max(1) as f64
+    );
+    // Closed, the sessions leave only their resumption state in the cache.
+    for i in 0..sessions {
+        close(&mut s, addr(i));
+    }
+    let cached = heap_in_use().saturating_sub(before) / sessions;
+    println!(
+        "  kept for resumption after close       {cached:8} B per session   ratio {:.3} to a live one",
+        cached as f64 / ours_mem.max(1) as f64
+    );
+}
