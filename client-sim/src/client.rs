@@ -130,14 +130,24 @@ impl Client {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0x5eed)
         });
-        let dtls_context = config
-            .psk
-            .as_ref()
-            .map(|p| {
-                DtlsClientContext::psk(&p.identity, &p.key, None, config.coap.ack_timeout)
-                    .map_err(|e| ClientError::Io(format!("DTLS: {e}")))
-            })
-            .transpose()?;
+        let retransmit = config.coap.ack_timeout;
+        let dtls_context = match (&config.psk, &config.certificate) {
+            (Some(p), _) => Some(DtlsClientContext::psk(
+                &p.identity,
+                &p.key,
+                None,
+                retransmit,
+            )),
+            (None, Some(c)) => Some(DtlsClientContext::certificate(
+                &c.chain_pem,
+                &c.key_pem,
+                &c.ca_pem,
+                retransmit,
+            )),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(|e| ClientError::Io(format!("DTLS: {e}")))?;
         let dtls = dtls_context
             .as_ref()
             .map(DtlsClientContext::connect)

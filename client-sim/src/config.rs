@@ -52,6 +52,17 @@ pub struct Config {
     /// DTLS-PSK credentials: with them the client speaks CoAP over DTLS to `server`
     /// (a CoAPS address), shaking hands again after every wake from sleep.
     pub psk: Option<Psk>,
+    /// X.509 credentials instead (PEM): the client speaks CoAP over DTLS with the
+    /// certificate suites.
+    pub certificate: Option<CertificateCredentials>,
+}
+
+/// A device certificate chain, its key and the CAs the server must chain to (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateCredentials {
+    pub chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
 }
 
 /// A PSK identity and key.
@@ -87,6 +98,7 @@ impl Config {
             reboot_delay: Duration::from_secs(1),
             profile: DeviceProfile::default(),
             psk: None,
+            certificate: None,
         }
     }
 

@@ -30,6 +30,6 @@ pub mod ops;
 pub mod store;
 
 pub use client::{Client, ClientError, ClientEvent, ClientHandle, Status};
-pub use config::{Config, Psk};
+pub use config::{CertificateCredentials, Config, Psk};
 pub use device::DeviceProfile;
 pub use ops::Operation;

@@ -10,7 +10,8 @@ use lwm2m_objects::{ContentFormat, Version};
 
 const USAGE: &str = "usage: lwm2m-client-sim --server coap[s]://HOST:PORT --endpoint NAME \
 [--lifetime S] [--queue-mode] [--awake S] [--lwm2m 1.0|1.1|1.2] \
-[--format senml-cbor|senml-json|tlv|lwm2m-cbor] [--psk-identity ID --psk-key HEX]";
+[--format senml-cbor|senml-json|tlv|lwm2m-cbor] [--psk-identity ID --psk-key HEX] \
+[--cert PEM --key PEM --ca PEM]";
 
 fn parse_args(args: &[String]) -> Result<Config, String> {
     let mut server = None;
@@ -22,6 +23,7 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
     let mut format = ContentFormat::SenmlCbor;
     let mut psk_identity = None;
     let mut psk_key = None;
+    let (mut cert, mut key, mut ca) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -48,6 +50,9 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
             }
             "--queue-mode" => queue = true,
             "--psk-identity" => psk_identity = Some(value("--psk-identity")?),
+            "--cert" => cert = Some(read(&value("--cert")?)?),
+            "--key" => key = Some(read(&value("--key")?)?),
+            "--ca" => ca = Some(read(&value("--ca")?)?),
             "--psk-key" => {
                 let hex = value("--psk-key")?;
                 psk_key = Some(unhex(&hex).ok_or("--psk-key is the key in hex")?);
@@ -89,14 +94,29 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
     } else {
         format!("{hostport}:{}", if secure { 5684 } else { 5683 })
     };
-    let psk = match (secure, psk_identity, psk_key) {
-        (true, Some(identity), Some(key)) => Some(lwm2m_client_sim::Psk {
+    let certificate = match (cert, key, ca) {
+        (Some(chain_pem), Some(key_pem), Some(ca_pem)) => {
+            Some(lwm2m_client_sim::CertificateCredentials {
+                chain_pem,
+                key_pem,
+                ca_pem,
+            })
+        }
+        (None, None, None) => None,
+        _ => return Err("--cert, --key and --ca go together".into()),
+    };
+    let psk = match (secure, psk_identity, psk_key, certificate.is_some()) {
+        (true, Some(identity), Some(key), false) => Some(lwm2m_client_sim::Psk {
             identity: identity.into_bytes(),
             key,
         }),
-        (false, None, None) => None,
-        (true, _, _) => return Err("coaps:// needs --psk-identity and --psk-key".into()),
-        (false, _, _) => return Err("--psk-identity and --psk-key go with coaps://".into()),
+        (true, None, None, true) | (false, None, None, false) => None,
+        (true, _, _, _) => {
+            return Err(
+                "coaps:// needs --psk-identity and --psk-key, or --cert, --key and --ca".into(),
+            )
+        }
+        (false, _, _, _) => return Err("credentials go with coaps://".into()),
     };
     let addr = hostport
         .to_socket_addrs()
@@ -105,6 +125,7 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
         .ok_or_else(|| format!("{hostport} resolves to no address"))?;
     let mut c = Config::new(addr, endpoint);
     c.psk = psk;
+    c.certificate = certificate;
     c.version = version;
     c.format = format;
     c.queue_mode = queue;
@@ -115,6 +136,10 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
         c.awake_window = Duration::from_secs(a);
     }
     Ok(c)
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

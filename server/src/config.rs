@@ -266,6 +266,10 @@ pub struct DtlsParams {
     pub initial_retransmit_ms: Option<u64>,
     pub session_cache_size: Option<usize>,
     pub resumption_lifetime_s: Option<u64>,
+    /// PEM files: the server's certificate chain and key, and the CAs of devices.
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub trust_store: Option<PathBuf>,
 }
 
 impl DtlsParams {
@@ -306,6 +310,21 @@ impl DtlsParams {
         }
         if let Some(v) = self.resumption_lifetime_s {
             d.resumption_lifetime = Duration::from_secs(v);
+        }
+        for (from, to) in [
+            (&self.certificate, &mut d.certificate),
+            (&self.private_key, &mut d.private_key),
+            (&self.trust_store, &mut d.trust_store),
+        ] {
+            if let Some(p) = from {
+                if !p.is_file() {
+                    return Err(ConfigError::Invalid(format!(
+                        "[dtls] file {} does not exist",
+                        p.display()
+                    )));
+                }
+                *to = Some(p.clone());
+            }
         }
         Ok(())
     }

@@ -105,6 +105,9 @@ impl Credentials {
     pub fn endpoint_of(&self, identity: &PeerIdentity) -> Option<String> {
         match identity {
             PeerIdentity::Psk(id) => self.read().by_identity.get(id).map(|(ep, _)| ep.clone()),
+            // A certificate the trust store vouches for names its endpoint.
+            PeerIdentity::Certificate { common_name } => Some(common_name.clone()),
+            PeerIdentity::Anonymous => None,
         }
     }
 

@@ -7,10 +7,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use openssl::pkey::PKey;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslSession,
-    SslSessionCacheMode, SslStream, SslVersion,
+    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
+use openssl::x509::X509;
 
 use super::pipe::Pipe;
 use super::{ffi, DtlsError, MAX_DATAGRAM};
@@ -60,6 +62,42 @@ impl DtlsClientContext {
             psk_out[..key.len()].copy_from_slice(&key);
             Ok(key.len())
         });
+        Ok(DtlsClientContext {
+            ctx: b.build(),
+            initial_retransmit,
+            last: None,
+        })
+    }
+
+    /// Credentials of a certificate: the device's chain and key (PEM) and the CA
+    /// certificates (PEM) the server's certificate must chain to. Offers the ECDHE-ECDSA
+    /// suites.
+    pub fn certificate(
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+        initial_retransmit: Duration,
+    ) -> Result<DtlsClientContext, DtlsError> {
+        let mut b = SslContextBuilder::new(SslMethod::dtls_client())?;
+        b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+        b.set_cipher_list("ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256")?;
+        b.set_options(SslOptions::NO_QUERY_MTU);
+        b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        let mut chain = X509::stack_from_pem(chain_pem)?.into_iter();
+        let leaf = chain
+            .next()
+            .ok_or_else(|| DtlsError::Config("no certificate in the chain".into()))?;
+        b.set_certificate(&leaf)?;
+        for c in chain {
+            b.add_extra_chain_cert(c)?;
+        }
+        let key = PKey::private_key_from_pem(key_pem)?;
+        b.set_private_key(&key)?;
+        b.check_private_key()?;
+        for ca in X509::stack_from_pem(ca_pem)? {
+            b.cert_store_mut().add_cert(ca)?;
+        }
+        b.set_verify(SslVerifyMode::PEER);
         Ok(DtlsClientContext {
             ctx: b.build(),
             initial_retransmit,

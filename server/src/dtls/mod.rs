@@ -37,8 +37,8 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
-    SslSessionCacheMode, SslStream, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
 
 pub use client::{DtlsClient, DtlsClientContext};
@@ -79,6 +79,12 @@ pub struct DtlsConfig {
     pub session_cache_size: usize,
     /// How long a session may be resumed after its handshake.
     pub resumption_lifetime: Duration,
+    /// The server's certificate chain and key (PEM files), for the certificate suites.
+    pub certificate: Option<std::path::PathBuf>,
+    pub private_key: Option<std::path::PathBuf>,
+    /// CA certificates (PEM) that device certificates must chain to; without it, no
+    /// device certificate is asked for.
+    pub trust_store: Option<std::path::PathBuf>,
 }
 
 impl Default for DtlsConfig {
@@ -93,6 +99,9 @@ impl Default for DtlsConfig {
             initial_retransmit: Duration::from_secs(1),
             session_cache_size: 100_000,
             resumption_lifetime: Duration::from_secs(86_400),
+            certificate: None,
+            private_key: None,
+            trust_store: None,
         }
     }
 }
@@ -114,6 +123,10 @@ impl<F: Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync> PskLookup for F {
 pub enum PeerIdentity {
     /// The PSK identity it used.
     Psk(Vec<u8>),
+    /// A certificate that chains to the trust store, by its subject's common name.
+    Certificate { common_name: String },
+    /// A certificate suite without a client certificate: encrypted, but nobody.
+    Anonymous,
 }
 
 /// Why a session ended.
@@ -156,6 +169,8 @@ pub enum DtlsError {
     NoSession(SocketAddr),
     #[error("DTLS write failed: {0}")]
     Write(String),
+    #[error("DTLS configuration: {0}")]
+    Config(String),
 }
 
 /// Counts for tests and metrics: each must stay within its bound.
@@ -199,6 +214,23 @@ fn cookie(key: &CookieKey, peer: Option<&SocketAddr>, out: &mut [u8]) -> Result<
     let n = out.len().min(16).min(mac.len());
     out[..n].copy_from_slice(&mac[..n]);
     Ok(n)
+}
+
+/// Who the peer of an established session proved to be.
+fn identity_of(ssl: &openssl::ssl::SslRef) -> PeerIdentity {
+    if let Some(id) = ssl.psk_identity() {
+        return PeerIdentity::Psk(id.to_vec());
+    }
+    let cn = ssl.peer_certificate().and_then(|c| {
+        c.subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+    });
+    match cn {
+        Some(common_name) => PeerIdentity::Certificate { common_name },
+        None => PeerIdentity::Anonymous,
+    }
 }
 
 /// Whether a datagram is a DTLS record carrying a ClientHello: the only thing that may
@@ -256,6 +288,26 @@ impl DtlsServer {
             out[..key.len()].copy_from_slice(&key);
             Ok(key.len())
         });
+        match (&config.certificate, &config.private_key) {
+            (Some(cert), Some(key)) => {
+                b.set_certificate_chain_file(cert)?;
+                b.set_private_key_file(key, SslFiletype::PEM)?;
+                b.check_private_key()?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(DtlsError::Config(
+                    "a certificate needs its private key, and a key its certificate".into(),
+                ))
+            }
+        }
+        if let Some(ca) = &config.trust_store {
+            b.set_ca_file(ca)?;
+            // Asked for in the certificate suites only (PSK suites send no request). A
+            // certificate that does not chain to the store fails the handshake; none at
+            // all leaves the peer anonymous, which may register as nobody.
+            b.set_verify(SslVerifyMode::PEER);
+        }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret)
             .map_err(|_| DtlsError::Write("no random source for the cookie secret".into()))?;
@@ -483,9 +535,7 @@ impl DtlsServer {
                 Ok(()) => {
                     s.established = true;
                     self.half_open = self.half_open.saturating_sub(1);
-                    let identity = PeerIdentity::Psk(
-                        s.stream.ssl().psk_identity().unwrap_or_default().to_vec(),
-                    );
+                    let identity = identity_of(s.stream.ssl());
                     let resumed = s.stream.ssl().session_reused();
                     tracing::debug!(%peer, resumed, "DTLS session established");
                     self.events.push_back(DtlsEvent::Established {
