@@ -394,6 +394,8 @@ impl Driver {
         // only queues answers to them.
         for _ in 0..64 {
             while let Some(t) = self.endpoint.poll_transmit() {
+                // Only something to say makes a device shake hands again.
+                self.renew_dtls_if_over();
                 match self.dtls.as_mut() {
                     Some(d) => d.send(&t.bytes),
                     None => {
@@ -767,6 +769,28 @@ impl Driver {
         self.socket = None;
         self.wake_at = Some(now + self.config.sleep_duration);
         self.emit(ClientEvent::Sleeping);
+    }
+
+    /// A session the server closed (idle, or after its restart a failed one) is
+    /// replaced, resuming when the server still knows it.
+    fn renew_dtls_if_over(&mut self) {
+        let over = self
+            .dtls
+            .as_ref()
+            .is_some_and(|d| d.is_established() && d.is_over());
+        if !over {
+            return;
+        }
+        if let (Some(ctx), Some(old)) = (self.dtls_context.as_mut(), self.dtls.as_ref()) {
+            ctx.remember(old);
+            match ctx.connect() {
+                Ok(d) => {
+                    tracing::debug!("DTLS session closed by the server; shaking hands again");
+                    self.dtls = Some(d);
+                }
+                Err(e) => tracing::warn!(error = %e, "no new DTLS session"),
+            }
+        }
     }
 
     fn wake(&mut self, now: Instant) {

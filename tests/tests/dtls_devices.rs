@@ -28,11 +28,17 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    config_with(dir, "")
+}
+
+fn config_with(dir: &std::path::Path, dtls: &str) -> std::path::PathBuf {
     let path = dir.join("server.toml");
     std::fs::write(
         &path,
-        "[registry]\nawake_window_ms = 1500\n[coap_params]\nack_timeout_ms = 500\n\
-         [dtls]\ninitial_retransmit_ms = 200\n",
+        format!(
+            "[registry]\nawake_window_ms = 1500\n[coap_params]\nack_timeout_ms = 500\n\
+             [dtls]\ninitial_retransmit_ms = 200\n{dtls}"
+        ),
     )
     .expect("write config");
     path
@@ -242,6 +248,68 @@ async fn a_sleeping_dtls_device_gets_its_queued_request_after_a_new_handshake() 
         "{metrics}"
     );
     assert!(metrics.contains("lwm2m_dtls_handshakes_total{resumed=\"false\"} 1"));
+    dev.shutdown().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_while_the_idle_session_is_gone_and_goes_out_on_the_next_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_with(dir.path(), "idle_timeout_ms = 700\n");
+    let cfg = cfg.to_str().expect("utf-8");
+    let srv = start(
+        &dir.path().join("data"),
+        &["--config", cfg, "--api-token", ADMIN],
+        &[],
+    );
+    let api = Api::new(srv.http);
+    credentials(&api, "dtls-idle", "idle-id").await;
+    let mut events = api.events("ep=dtls-idle", ADMIN).await;
+    let dev = Client::start(device_config(srv.coaps, "dtls-idle", "idle-id", KEY))
+        .await
+        .expect("device");
+    dev.wait_registered(STEP).await.expect("registers");
+    wait_event(&mut events, "REGISTRATION", |_| true).await;
+    let info = "/api/clients/{endpoint}";
+    // The server drops the idle session: the device is registered, not reachable.
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let c = api
+            .ok(
+                Method::GET,
+                info,
+                &[("endpoint", "dtls-idle")],
+                "",
+                Body::None,
+                StatusCode::OK,
+            )
+            .await;
+        if c["awake"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle session was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let queued = api
+        .ok(
+            Method::GET,
+            NODE,
+            &[("endpoint", "dtls-idle"), ("path", "3/0/0")],
+            "",
+            Body::None,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    let id = queued["request_id"].as_str().expect("id").to_string();
+    // Its next Update shakes hands again (resumed), and the request goes out.
+    dev.update().await.expect("update");
+    let done = wait_event(&mut events, "REQUEST_RESPONSE", |v| {
+        v["request"]["id"] == id.as_str()
+    })
+    .await;
+    assert_eq!(done["request"]["status"], "done", "{done}");
     dev.shutdown().await.ok();
 }
 

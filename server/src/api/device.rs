@@ -477,7 +477,8 @@ async fn perform(
         .client(endpoint)
         .await
         .ok_or_else(|| ApiError::unknown_endpoint(endpoint))?;
-    if client.registration.queue_mode && !client.awake {
+    // Asleep (queue mode), or over DTLS without a session: it waits for the device.
+    if !client.awake {
         return queue(state, endpoint, op, o).await;
     }
     let timeout = o.timeout.unwrap_or(state.settings.default_timeout);

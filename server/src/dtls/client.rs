@@ -179,7 +179,13 @@ impl DtlsClient {
         self.established
     }
 
-    /// Why the handshake failed, once it has.
+    /// Whether the session can carry nothing more: the handshake failed, or the server
+    /// closed it. A device then shakes hands again (resuming when it can).
+    pub fn is_over(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// Why the handshake failed or the session ended, once it has.
     pub fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
     }
@@ -259,6 +265,12 @@ impl DtlsClient {
                 Ok(n) => self
                     .received
                     .push(buf.get(..n).unwrap_or_default().to_vec()),
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    // The server ended the session (idle, or replaced): it is over here
+                    // too, and still resumable.
+                    self.failure = Some("closed by the server".into());
+                    break;
+                }
                 Err(_) => break,
             }
         }

@@ -868,7 +868,9 @@ impl Driver {
         let id = &reg.id;
         ClientInfo {
             registration: reg.clone(),
-            awake: self.registry.is_awake(id, now),
+            // Reachable, not just awake: a DTLS registration whose session is gone waits
+            // for the device to shake hands again.
+            awake: self.reachable(id, now),
             registered_at_unix_ms: self.clock.unix_ms(reg.registered_at),
             last_seen_unix_ms: self
                 .clock

@@ -37,8 +37,8 @@ fn stopped() -> StoreError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientInfo {
     pub registration: Registration,
-    /// Whether a request sent now reaches it: always without queue mode; inside its awake
-    /// window with it.
+    /// Whether a request sent now reaches it: without queue mode always, with it inside
+    /// its awake window; over DTLS only while its session is up.
     pub awake: bool,
     pub registered_at_unix_ms: u64,
     /// Its last message of any kind.
