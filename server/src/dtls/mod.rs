@@ -379,7 +379,9 @@ impl DtlsServer {
         }
         if let Some(s) = self.sessions.get_mut(&peer) {
             // A new ClientHello (epoch 0) on an established session: the device lost its
-            // state (rebooted, woke from sleep) and shakes hands again.
+            // state (rebooted, woke from sleep) and shakes hands again. The old session
+            // goes only once the new hello passed the cookie exchange, so a spoofed hello
+            // cannot end a device's session.
             let fresh_hello =
                 s.established && is_client_hello(data) && data.get(3..5) == Some(&[0, 0]);
             if !fresh_hello {
@@ -388,7 +390,6 @@ impl DtlsServer {
                 self.drive(now, peer);
                 return;
             }
-            self.close(peer, CloseReason::Replaced);
         }
         if is_client_hello(data) {
             self.listen(now, peer, data);
@@ -478,9 +479,16 @@ impl DtlsServer {
 
     /// A ClientHello from a peer without a session: the cookie exchange, then a session.
     fn listen(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
-        let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        // The session a verified hello will replace does not count against the limits.
+        let replacing = usize::from(self.sessions.contains_key(&peer));
+        let per_ip = self
+            .per_ip
+            .get(&peer.ip())
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(replacing);
         if self.half_open >= self.config.max_half_open
-            || self.sessions.len() >= self.config.max_sessions
+            || self.sessions.len().saturating_sub(replacing) >= self.config.max_sessions
             || per_ip >= self.config.max_sessions_per_ip
         {
             tracing::debug!(%peer, "DTLS handshake refused: limits reached");
@@ -500,7 +508,11 @@ impl DtlsServer {
             }
         };
         match ffi::listen(stream.ssl()) {
-            ffi::Listen::Verified => {}
+            ffi::Listen::Verified => {
+                if replacing == 1 {
+                    self.close(peer, CloseReason::Replaced);
+                }
+            }
             ffi::Listen::NotYet => {
                 // A HelloVerifyRequest at most; the Ssl is dropped with everything it held.
                 for d in stream.get_mut().take_outgoing() {

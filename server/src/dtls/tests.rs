@@ -339,6 +339,31 @@ fn idle_and_closed_sessions_end_with_an_event() {
 }
 
 #[test]
+fn a_spoofed_client_hello_does_not_end_an_established_session() {
+    let mut s = server(config());
+    let mut c = [client(40_060, "dev-1", KEY)];
+    assert!(pump(&mut s, &mut c, 0.0, Duration::from_secs(5), |s, c| {
+        c[0].connected && s.is_established(&c[0].addr)
+    }));
+    events(&mut s);
+    // Someone else sends a ClientHello with the device's address; the cookie answer goes
+    // to the device, which ignores it, so the hello never comes back with it.
+    let mut other = client(1, "dev-2", KEY);
+    let _ = other.stream.connect();
+    let hello = other.stream.get_mut().take_outgoing().pop().expect("hello");
+    s.handle_datagram(Instant::now(), c[0].addr, &hello);
+    assert!(s.is_established(&c[0].addr), "the session survives");
+    assert!(events(&mut s).is_empty());
+    // And it still carries data.
+    c[0].stream.ssl_write(b"still here").expect("write");
+    pump(&mut s, &mut c, 0.0, Duration::from_millis(200), |_, _| true);
+    assert!(events(&mut s).contains(&DtlsEvent::Data {
+        peer: c[0].addr,
+        payload: b"still here".to_vec()
+    }));
+}
+
+#[test]
 fn a_new_client_hello_on_an_established_session_starts_over() {
     let mut s = server(config());
     let mut c = [client(40_040, "dev-1", KEY)];
