@@ -17,11 +17,16 @@ struct Cache {
     by_identity: HashMap<Vec<u8>, (String, Vec<u8>)>,
     /// Endpoints that have credentials of any kind.
     secured: HashSet<String>,
+    /// Endpoints that may authenticate with a certificate.
+    x509: HashSet<String>,
 }
 
 impl Cache {
     fn insert(&mut self, s: &StoredSecurity) {
         self.secured.insert(s.endpoint.clone());
+        if s.x509 {
+            self.x509.insert(s.endpoint.clone());
+        }
         if let (Some(id), Some(key)) = (&s.psk_identity, &s.psk_key) {
             self.by_identity
                 .insert(id.clone(), (s.endpoint.clone(), key.clone()));
@@ -30,6 +35,7 @@ impl Cache {
 
     fn remove(&mut self, s: &StoredSecurity) {
         self.secured.remove(&s.endpoint);
+        self.x509.remove(&s.endpoint);
         if let Some(id) = &s.psk_identity {
             self.by_identity.remove(id);
         }
@@ -105,8 +111,13 @@ impl Credentials {
     pub fn endpoint_of(&self, identity: &PeerIdentity) -> Option<String> {
         match identity {
             PeerIdentity::Psk(id) => self.read().by_identity.get(id).map(|(ep, _)| ep.clone()),
-            // A certificate the trust store vouches for names its endpoint.
-            PeerIdentity::Certificate { common_name } => Some(common_name.clone()),
+            // A certificate the trust store vouches for names its endpoint, unless that
+            // endpoint's credentials say it uses a PSK only.
+            PeerIdentity::Certificate { common_name } => {
+                let cache = self.read();
+                (!cache.secured.contains(common_name) || cache.x509.contains(common_name))
+                    .then(|| common_name.clone())
+            }
             PeerIdentity::Anonymous => None,
         }
     }
@@ -136,8 +147,31 @@ mod tests {
             endpoint: ep.into(),
             psk_identity: Some(id.as_bytes().to_vec()),
             psk_key: Some(key.to_vec()),
+            x509: false,
             updated_at_unix_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_certificate_speaks_for_its_cn_unless_that_endpoint_uses_a_psk_only() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let c = Credentials::load(store).expect("load");
+        let cert = |cn: &str| PeerIdentity::Certificate {
+            common_name: cn.into(),
+        };
+        assert_eq!(c.endpoint_of(&cert("free")).as_deref(), Some("free"));
+        c.put(&sec("psk-only", "id", b"k")).expect("put");
+        assert_eq!(c.endpoint_of(&cert("psk-only")), None);
+        c.put(&StoredSecurity {
+            x509: true,
+            ..sec("psk-only", "id", b"k")
+        })
+        .expect("put");
+        assert_eq!(
+            c.endpoint_of(&cert("psk-only")).as_deref(),
+            Some("psk-only")
+        );
+        assert_eq!(c.endpoint_of(&PeerIdentity::Anonymous), None);
     }
 
     #[test]

@@ -192,6 +192,56 @@ async fn devices_with_certificates_register_as_their_common_name_only() {
         )
         .await;
     assert_eq!(list["total"], 1, "{list}");
+    // Credentials of an endpoint say which modes it may use: with a PSK only, its own
+    // certificate is refused; once they allow a certificate, the same device gets in
+    // (it retries its Register on the same session); plain CoAP stays closed to it.
+    let sec = "/api/security/clients/{endpoint}";
+    let psk_only = serde_json::json!({ "psk": { "identity": "locked-id", "key": "00112233445566778899aabbccddeeff" } });
+    api.ok(
+        Method::PUT,
+        sec,
+        &[("endpoint", "x509-locked")],
+        "",
+        Body::Json(psk_only),
+        StatusCode::OK,
+    )
+    .await;
+    let locked = Client::start(device(
+        srv.coaps,
+        "x509-locked",
+        &fleet,
+        "x509-locked",
+        &fleet.ca,
+    ))
+    .await
+    .expect("device");
+    assert!(locked
+        .wait_registered(Duration::from_secs(2))
+        .await
+        .is_err());
+    let both = serde_json::json!({ "psk": { "identity": "locked-id", "key": "00112233445566778899aabbccddeeff" }, "x509": true });
+    let shown = api
+        .ok(
+            Method::PUT,
+            sec,
+            &[("endpoint", "x509-locked")],
+            "",
+            Body::Json(both),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(shown["x509"], true);
+    locked
+        .wait_registered(STEP)
+        .await
+        .expect("allowed a certificate now");
+    locked.shutdown().await.ok();
+    let mut plain = ClientConfig::new(srv.coap, "x509-locked");
+    plain.registration_retry = Duration::from_millis(500);
+    let plain = Client::start(plain).await.expect("device");
+    assert!(plain.wait_registered(Duration::from_secs(2)).await.is_err());
+    plain.shutdown().await.ok();
+
     // PSK devices are served on the same port beside the certificates.
     api.ok(
         Method::PUT,

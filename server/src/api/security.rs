@@ -35,11 +35,15 @@ pub struct PskInput {
     pub key: String,
 }
 
-/// A device's credentials as an operator sets them.
+/// A device's credentials as an operator sets them: a PSK, permission to use a
+/// certificate (one that chains to the trust store, with the endpoint as its CN), or both.
 #[derive(Debug, Clone, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityInput {
-    pub psk: PskInput,
+    #[serde(default)]
+    pub psk: Option<PskInput>,
+    #[serde(default)]
+    pub x509: bool,
 }
 
 /// One entry of a bulk file: an endpoint and its credentials.
@@ -47,7 +51,10 @@ pub struct SecurityInput {
 #[serde(deny_unknown_fields)]
 pub struct SecurityFileEntry {
     pub endpoint: String,
-    pub psk: PskInput,
+    #[serde(default)]
+    pub psk: Option<PskInput>,
+    #[serde(default)]
+    pub x509: bool,
 }
 
 /// Pre-shared key credentials as the API shows them: never the key.
@@ -64,6 +71,8 @@ pub struct SecurityJson {
     pub endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub psk: Option<PskOutput>,
+    /// Whether the device may authenticate with a certificate.
+    pub x509: bool,
     pub updated_at_unix_ms: u64,
 }
 
@@ -90,7 +99,11 @@ fn fingerprint(key: &[u8]) -> String {
 }
 
 /// Checks an operator's credentials and makes the record to store.
-pub fn to_stored(endpoint: &str, psk: &PskInput) -> Result<StoredSecurity, ApiError> {
+pub fn to_stored(
+    endpoint: &str,
+    psk: Option<&PskInput>,
+    x509: bool,
+) -> Result<StoredSecurity, ApiError> {
     let bad = |d: String| ApiError::bad_request("bad_body", d);
     if endpoint.is_empty() || endpoint.len() > crate::registry::MAX_ENDPOINT_LEN {
         return Err(bad(format!(
@@ -98,6 +111,18 @@ pub fn to_stored(endpoint: &str, psk: &PskInput) -> Result<StoredSecurity, ApiEr
             crate::registry::MAX_ENDPOINT_LEN
         )));
     }
+    let Some(psk) = psk else {
+        if !x509 {
+            return Err(bad("credentials are a psk, \"x509\": true, or both".into()));
+        }
+        return Ok(StoredSecurity {
+            endpoint: endpoint.to_string(),
+            psk_identity: None,
+            psk_key: None,
+            x509,
+            updated_at_unix_ms: super::unix_ms(),
+        });
+    };
     let id = psk.identity.as_bytes();
     if id.is_empty() || id.len() > MAX_IDENTITY_LEN || psk.identity.contains('\0') {
         return Err(bad(format!(
@@ -116,6 +141,7 @@ pub fn to_stored(endpoint: &str, psk: &PskInput) -> Result<StoredSecurity, ApiEr
         endpoint: endpoint.to_string(),
         psk_identity: Some(id.to_vec()),
         psk_key: Some(key),
+        x509,
         updated_at_unix_ms: super::unix_ms(),
     })
 }
@@ -127,6 +153,7 @@ fn to_json(s: &StoredSecurity) -> SecurityJson {
             identity: String::from_utf8_lossy(id).into_owned(),
             key_fingerprint: s.psk_key.as_deref().map(fingerprint).unwrap_or_default(),
         }),
+        x509: s.x509,
         updated_at_unix_ms: s.updated_at_unix_ms,
     }
 }
@@ -206,7 +233,7 @@ fn no_credentials(endpoint: &str) -> ApiError {
     path = "/api/security/clients/{endpoint}",
     tag = "security",
     params(("endpoint" = String, Path, description = "the endpoint name")),
-    request_body(content = SecurityInput, description = "`{\"psk\": {\"identity\": \"dev-1\", \"key\": \"000102...\"}}`"),
+    request_body(content = SecurityInput, description = "`{\"psk\": {\"identity\": \"dev-1\", \"key\": \"000102...\"}}`, `{\"x509\": true}`, or both"),
     responses(
         (status = 200, description = "set; the key is not shown back", body = SecurityJson),
         (status = 400, description = "bad body", body = ErrorBody),
@@ -223,7 +250,7 @@ pub async fn put(
 ) -> Result<Json<SecurityJson>, ApiError> {
     let input: SecurityInput = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("body is not valid: {e}")))?;
-    let stored = to_stored(&endpoint, &input.psk)?;
+    let stored = to_stored(&endpoint, input.psk.as_ref(), input.x509)?;
     state
         .handle
         .put_security(stored.clone())
@@ -271,7 +298,7 @@ pub fn read_file(text: &str) -> Result<Vec<StoredSecurity>, String> {
     let mut endpoints = std::collections::HashSet::new();
     let mut identities = std::collections::HashSet::new();
     for (i, e) in entries.iter().enumerate() {
-        let s = to_stored(&e.endpoint, &e.psk)
+        let s = to_stored(&e.endpoint, e.psk.as_ref(), e.x509)
             .map_err(|err| format!("entry {i} ({:?}): {}", e.endpoint, err.body.detail))?;
         if !endpoints.insert(e.endpoint.clone()) {
             return Err(format!(
@@ -279,10 +306,14 @@ pub fn read_file(text: &str) -> Result<Vec<StoredSecurity>, String> {
                 e.endpoint
             ));
         }
-        if !identities.insert(e.psk.identity.clone()) {
+        if let Some(p) = e
+            .psk
+            .as_ref()
+            .filter(|p| !identities.insert(p.identity.clone()))
+        {
             return Err(format!(
                 "entry {i}: identity {:?} appears twice",
-                e.psk.identity
+                p.identity
             ));
         }
         out.push(s);
@@ -303,7 +334,12 @@ mod tests {
 
     #[test]
     fn credentials_are_checked() {
-        let s = to_stored("dev-1", &psk("dev-1", "000102030405060708090a0b0c0d0e0f")).expect("ok");
+        let s = to_stored(
+            "dev-1",
+            Some(&psk("dev-1", "000102030405060708090a0b0c0d0e0f")),
+            false,
+        )
+        .expect("ok");
         assert_eq!(s.psk_key.as_deref().map(<[u8]>::len), Some(16));
         for (ep, p) in [
             ("", psk("a", "00")),
@@ -316,13 +352,16 @@ mod tests {
             ("dev", psk("a", &"00".repeat(65))),
             ("dev", psk(&"x".repeat(129), "00")),
         ] {
-            assert!(to_stored(ep, &p).is_err(), "{ep:?} {p:?}");
+            assert!(to_stored(ep, Some(&p), false).is_err(), "{ep:?} {p:?}");
         }
+        assert!(to_stored("dev", None, false).is_err(), "nothing at all");
+        let x = to_stored("dev", None, true).expect("certificate only");
+        assert!(x.x509 && x.psk_identity.is_none());
     }
 
     #[test]
     fn the_key_never_shows() {
-        let s = to_stored("dev-1", &psk("dev-1", "0011223344556677")).expect("ok");
+        let s = to_stored("dev-1", Some(&psk("dev-1", "0011223344556677")), false).expect("ok");
         let j = serde_json::to_string(&to_json(&s)).expect("json");
         assert!(!j.contains("0011223344556677"), "{j}");
         assert!(j.contains("key_fingerprint"));

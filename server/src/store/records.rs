@@ -98,6 +98,9 @@ pub struct StoredSecurity {
     /// The PSK identity the device presents (opaque bytes; most devices use text).
     pub psk_identity: Option<Vec<u8>>,
     pub psk_key: Option<Vec<u8>>,
+    /// The device may authenticate with a certificate (whose CN is the endpoint) that
+    /// chains to the server's trust store.
+    pub x509: bool,
     pub updated_at_unix_ms: u64,
 }
 
@@ -506,7 +509,7 @@ pub fn decode_queued(bytes: &[u8]) -> Result<QueuedRequest, RecordError> {
     })
 }
 
-const SECURITY_FIELDS: u64 = 5;
+const SECURITY_FIELDS: u64 = 6;
 
 pub fn encode_security(s: &StoredSecurity) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -521,7 +524,7 @@ pub fn encode_security(s: &StoredSecurity) -> Vec<u8> {
                 None => e.null()?,
             };
         }
-        e.u64(s.updated_at_unix_ms)?;
+        e.u64(s.updated_at_unix_ms)?.bool(s.x509)?;
         Ok(())
     })();
     finish(res);
@@ -535,11 +538,13 @@ pub fn decode_security(bytes: &[u8]) -> Result<StoredSecurity, RecordError> {
     let psk_identity = dec_opt(&mut d, "psk_identity", |d| d.bytes().map(<[u8]>::to_vec))?;
     let psk_key = dec_opt(&mut d, "psk_key", |d| d.bytes().map(<[u8]>::to_vec))?;
     let updated_at_unix_ms = field("updated_at_unix_ms", d.u64())?;
+    let x509 = field("x509", d.bool())?;
     close_record(&mut d, len, SECURITY_FIELDS)?;
     Ok(StoredSecurity {
         endpoint,
         psk_identity,
         psk_key,
+        x509,
         updated_at_unix_ms,
     })
 }
@@ -608,6 +613,7 @@ pub(crate) mod samples {
             endpoint: endpoint.into(),
             psk_identity: Some(identity.as_bytes().to_vec()),
             psk_key: Some((0u8..16).collect()),
+            x509: false,
             updated_at_unix_ms: 1_700_000_000_000,
         }
     }
@@ -870,8 +876,9 @@ mod properties {
             psk_identity in opt(proptest::collection::vec(any::<u8>(), 0..32)),
             psk_key in opt(proptest::collection::vec(any::<u8>(), 0..64)),
             updated_at_unix_ms in any::<u64>(),
+            x509 in any::<bool>(),
         ) {
-            let s = StoredSecurity { endpoint, psk_identity, psk_key, updated_at_unix_ms };
+            let s = StoredSecurity { endpoint, psk_identity, psk_key, x509, updated_at_unix_ms };
             prop_assert_eq!(decode_security(&encode_security(&s)), Ok(s));
         }
 
