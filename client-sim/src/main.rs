@@ -55,7 +55,11 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
             "--ca" => ca = Some(read(&value("--ca")?)?),
             "--psk-key" => {
                 let hex = value("--psk-key")?;
-                psk_key = Some(unhex(&hex).ok_or("--psk-key is the key in hex")?);
+                psk_key = Some(
+                    lwm2m_server::hex::decode(&hex)
+                        .filter(|k| !k.is_empty())
+                        .ok_or("--psk-key is the key in hex")?,
+                );
             }
             "--lwm2m" => {
                 version = match value("--lwm2m")?.as_str() {
@@ -140,16 +144,6 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 #[tokio::main]

@@ -21,6 +21,7 @@ pub mod coap;
 pub mod config;
 pub mod dm;
 pub mod dtls;
+pub mod hex;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

@@ -506,14 +506,10 @@ async fn perform(
     Ok((status, Json(result)).into_response())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The answer's JSON, with the observation's token for an Observe.
 fn result_of(p: &Performed) -> responses::DmResult {
     let mut result = responses::to_result(&p.response);
-    result.observation = p.observation.as_deref().map(hex);
+    result.observation = p.observation.as_deref().map(crate::hex::encode);
     result
 }
 

@@ -83,10 +83,6 @@ pub fn spawn_translator(state: ApiState) {
     });
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
     let handle = &state.handle;
     Some(match event {
@@ -175,7 +171,7 @@ async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
                 }
             };
             let mut data = json!({
-                "observation": hex(&token),
+                "observation": crate::hex::encode(&token),
                 "paths": paths.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "sequence": sequence,
             });
@@ -202,7 +198,7 @@ async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
         } => ApiEvent::new(
             "OBSERVATION_CANCELLED",
             Some(&endpoint),
-            json!({ "observation": hex(&token), "coap_code": packet.header.code.to_string() }),
+            json!({ "observation": crate::hex::encode(&token), "coap_code": packet.header.code.to_string() }),
         ),
         ServerEvent::SendReceived {
             endpoint,

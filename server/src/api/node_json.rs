@@ -150,20 +150,6 @@ pub enum NodeJsonError {
     BadId,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
-}
-
 fn value_json(v: &Value) -> Json {
     match v {
         Value::String(s) | Value::CoreLnk(s) => json!(s),
@@ -171,7 +157,7 @@ fn value_json(v: &Value) -> Json {
         Value::UnsignedInteger(u) => json!(u),
         Value::Float(f) => json!(f),
         Value::Boolean(b) => json!(b),
-        Value::Opaque(b) => json!(hex(b)),
+        Value::Opaque(b) => json!(crate::hex::encode(b)),
         Value::ObjLnk(l) => json!(l.to_string()),
     }
 }
@@ -220,7 +206,7 @@ fn parse_value(
         JsonType::Boolean => Value::Boolean(v.as_bool().ok_or_else(|| expected("a boolean"))?),
         JsonType::Opaque => Value::Opaque(
             v.as_str()
-                .and_then(unhex)
+                .and_then(crate::hex::decode)
                 .ok_or_else(|| expected("a hex string"))?,
         ),
         JsonType::ObjLnk => Value::ObjLnk(

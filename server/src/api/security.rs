@@ -82,20 +82,9 @@ pub struct SecurityList {
     pub clients: Vec<SecurityJson>,
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.is_empty() || !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
-}
-
 fn fingerprint(key: &[u8]) -> String {
     let digest = openssl::sha::sha256(key);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(digest.get(..8).unwrap_or_default())
 }
 
 /// Checks an operator's credentials and makes the record to store.
@@ -129,8 +118,10 @@ pub fn to_stored(
             "psk.identity is 1 to {MAX_IDENTITY_LEN} bytes of text without NUL"
         )));
     }
-    let key =
-        unhex(&psk.key).ok_or_else(|| bad("psk.key is an even number of hex digits".into()))?;
+    let key = Some(psk.key.trim())
+        .filter(|k| !k.is_empty())
+        .and_then(crate::hex::decode)
+        .ok_or_else(|| bad("psk.key is an even number of hex digits".into()))?;
     if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
         return Err(bad(format!(
             "psk.key is {MIN_KEY_LEN} to {MAX_KEY_LEN} bytes, not {}",

@@ -251,5 +251,5 @@ fn check_observation(obs: &StoredObservation) -> Result<(), StoreError> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(bytes)
 }
