@@ -4,7 +4,7 @@
 //! writes QUIC): each takes datagrams or parsed requests and the current
 //! time and returns what to send, timers and events, so that loss,
 //! retransmission and expiry are tested with a simulated clock. A thin
-//! tokio driver ([`runtime`]) owns the socket and the clock.
+//! tokio driver ([`runtime`]) owns the sockets and the clock.
 //!
 //! - [`coap`]: the CoAP message layer (RFC 7252, 7641, 7959).
 //! - [`registry`]: the registration interface, lifetimes and queue mode.
@@ -12,9 +12,14 @@
 //!   device's answers as typed results; content-format choice per device.
 //! - [`runtime`]: the tokio driver and [`runtime::ServerHandle`], the API to
 //!   a running server; [`config`] is what it is started with.
-//! - [`api`]: the operator's HTTP API (REST, events, OpenAPI, metrics, health).
-//! - [`store`]: persistence of registrations, observations and queued
-//!   requests behind a narrow trait, on `redb`.
+//! - [`dtls`]: DTLS 1.2 on the system OpenSSL, server and client sides, sans-IO
+//!   like the CoAP layer; [`security`]: devices' credentials and which
+//!   endpoint an authenticated peer may speak for.
+//! - [`api`]: the operator's HTTP API (REST, events, OpenAPI, health);
+//!   [`metrics`]: what `/metrics` exposes.
+//! - [`store`]: persistence of registrations, observations, queued
+//!   requests and credentials behind a narrow trait, on `redb`.
+//! - [`hex`]: hex text of bytes.
 
 pub mod api;
 pub mod coap;

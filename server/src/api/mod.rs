@@ -14,7 +14,7 @@
 //! - [`system`]: health, metrics, tracked requests.
 //!
 //! Every error, including those axum produces itself (unknown route, wrong method, body
-//! too large), leaves as `{"error", "detail"}` JSON: see [`json_errors`].
+//! too large), leaves as `{"error", "detail"}` JSON: see `json_errors`.
 
 pub mod auth;
 pub mod clients;
