@@ -179,6 +179,8 @@ struct Entry<R> {
     /// The last message of any kind from the device.
     last_seen: Instant,
     queue: DeviceQueue<R>,
+    /// The earliest expiry in `queue`: this entry's key in `queue_expiries`.
+    queue_deadline: Option<Instant>,
 }
 
 /// Registrations by location id and by endpoint, their expiry times, and
@@ -195,6 +197,9 @@ pub struct Registry<R> {
     awake_index: BTreeSet<(Instant, String)>,
     queue_mode_count: usize,
     queued_total: usize,
+    /// Devices with queued requests, by their earliest expiry: the driver's timer and
+    /// the expiry sweep read only the front, however large the fleet.
+    queue_expiries: BTreeSet<(Instant, String)>,
     ids: Box<dyn IdSource>,
 }
 
@@ -222,6 +227,7 @@ impl<R> Registry<R> {
             awake_index: BTreeSet::new(),
             queue_mode_count: 0,
             queued_total: 0,
+            queue_expiries: BTreeSet::new(),
             ids,
         }
     }
@@ -575,6 +581,7 @@ impl<R> Registry<R> {
         }
         e.queue.push(request, expires_at);
         self.queued_total += 1;
+        self.refile_queue(id);
         Ok(())
     }
 
@@ -595,16 +602,49 @@ impl<R> Registry<R> {
         self.queued_total = self
             .queued_total
             .saturating_sub(expired.len() + ready.len());
+        self.refile_queue(id);
         Ready { ready, expired }
+    }
+
+    /// Files a device's queue under its earliest expiry (or nowhere when empty).
+    fn refile_queue(&mut self, id: &str) {
+        let Some(e) = self.by_id.get_mut(id) else {
+            return;
+        };
+        let next = e.queue.next_expiry();
+        if next == e.queue_deadline {
+            return;
+        }
+        if let Some(old) = e.queue_deadline.take() {
+            self.queue_expiries.remove(&(old, id.to_string()));
+        }
+        if let Some(t) = next {
+            self.queue_expiries.insert((t, id.to_string()));
+        }
+        e.queue_deadline = next;
     }
 
     /// Drops expired queued requests of every device, for callers that
     /// must learn of them while the device sleeps.
     pub fn expire_queued(&mut self, now: Instant) -> Vec<(String, R)> {
         let mut out = Vec::new();
-        for (id, e) in &mut self.by_id {
-            for r in e.queue.drop_expired(now) {
-                out.push((id.clone(), r));
+        // Bounded: each turn refiles one device under a later expiry or none.
+        while let Some((at, id)) = self.queue_expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            match self.by_id.get_mut(&id) {
+                Some(e) => {
+                    for r in e.queue.drop_expired(now) {
+                        out.push((id.clone(), r));
+                    }
+                    self.refile_queue(&id);
+                }
+                // An index entry without its registration cannot be made by this type;
+                // drop it rather than loop on it.
+                None => {
+                    self.queue_expiries.remove(&(at, id));
+                }
             }
         }
         self.queued_total = self.queued_total.saturating_sub(out.len());
@@ -613,10 +653,7 @@ impl<R> Registry<R> {
 
     /// The earliest expiry among queued requests.
     pub fn next_queue_expiry(&self) -> Option<Instant> {
-        self.by_id
-            .values()
-            .filter_map(|e| e.queue.next_expiry())
-            .min()
+        self.queue_expiries.first().map(|(t, _)| *t)
     }
 
     /// Puts back a registration loaded from storage after a restart, with
@@ -685,6 +722,10 @@ impl<R> Registry<R> {
             self.queue_mode_count += 1;
         }
         self.queued_total += queue.len();
+        let queue_deadline = queue.next_expiry();
+        if let Some(t) = queue_deadline {
+            self.queue_expiries.insert((t, reg.id.clone()));
+        }
         self.by_endpoint
             .insert(reg.endpoint.clone(), reg.id.clone());
         self.by_id.insert(
@@ -696,6 +737,7 @@ impl<R> Registry<R> {
                 marked_awake: awake_until.is_some(),
                 last_seen: refreshed,
                 queue,
+                queue_deadline,
             },
         );
     }
@@ -712,6 +754,9 @@ impl<R> Registry<R> {
             self.queue_mode_count -= 1;
         }
         self.queued_total = self.queued_total.saturating_sub(e.queue.len());
+        if let Some(t) = e.queue_deadline {
+            self.queue_expiries.remove(&(t, id.to_string()));
+        }
         if self
             .by_endpoint
             .get(&e.reg.endpoint)

@@ -710,11 +710,18 @@ fn queued_total_follows_every_way_in_and_out() {
     reg.enqueue(&b.id, "b1", far).unwrap();
     assert_eq!(reg.queued_total(), 3);
     assert_eq!(
+        reg.next_queue_expiry(),
+        Some(soon),
+        "the earliest, across devices"
+    );
+    assert_eq!(
         reg.queued_items(&a.id).copied().collect::<Vec<_>>(),
         ["a1", "a2"]
     );
     assert_eq!(reg.expire_queued(soon).len(), 1);
     assert_eq!(reg.queued_total(), 2);
+    assert_eq!(reg.next_queue_expiry(), Some(far));
+    assert!(reg.expire_queued(soon).is_empty(), "nothing twice");
     // Re-registering moves the queue to the new registration: still counted once.
     let a2 = register(&mut reg, &["lwm2m=1.1", "ep=a", "lt=3600", "Q"], soon);
     assert_eq!(reg.queued_total(), 2);
@@ -722,6 +729,7 @@ fn queued_total_follows_every_way_in_and_out() {
     assert_eq!(reg.queued_total(), 1);
     reg.deregister(&b.id, soon).unwrap();
     assert_eq!(reg.queued_total(), 0);
+    assert_eq!(reg.next_queue_expiry(), None, "no queue left, no deadline");
 }
 
 #[test]
