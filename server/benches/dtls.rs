@@ -12,12 +12,11 @@
 //!
 //!     cargo bench -p lwm2m-server --bench dtls [-- HANDSHAKES SESSIONS]
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lwm2m_server::dtls::pipe::Pipe;
 use lwm2m_server::dtls::{
     CloseReason, DtlsClient, DtlsClientContext, DtlsConfig, DtlsServer, PskLookup,
 };
@@ -81,32 +80,6 @@ fn close(s: &mut DtlsServer, peer: SocketAddr) {
     while s.poll_transmit().is_some() {}
 }
 
-/// The baseline's transport: datagrams queued between two bare streams.
-#[derive(Default)]
-struct Half {
-    inbox: VecDeque<Vec<u8>>,
-    outbox: Vec<Vec<u8>>,
-}
-
-impl Read for Half {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let d = self.inbox.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
-        let n = d.len().min(buf.len());
-        buf[..n].copy_from_slice(&d[..n]);
-        Ok(n)
-    }
-}
-
-impl Write for Half {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.outbox.push(buf.to_vec());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn bare_contexts() -> (SslContext, SslContext) {
     let mut s = SslContextBuilder::new(SslMethod::dtls_server()).expect("ctx");
     s.set_min_proto_version(Some(SslVersion::DTLS1_2))
@@ -131,13 +104,13 @@ fn bare_contexts() -> (SslContext, SslContext) {
 }
 
 /// One bare handshake; answers the server's stream, which holds the session.
-fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Half> {
+fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Pipe> {
     let mut ss = Ssl::new(sctx).expect("ssl");
     ss.set_mtu(1200).expect("mtu");
     let mut cs = Ssl::new(cctx).expect("ssl");
     cs.set_mtu(1200).expect("mtu");
-    let mut server = SslStream::new(ss, Half::default()).expect("s");
-    let mut client = SslStream::new(cs, Half::default()).expect("c");
+    let mut server = SslStream::new(ss, Pipe::default()).expect("s");
+    let mut client = SslStream::new(cs, Pipe::default()).expect("c");
     let (mut s_done, mut c_done) = (false, false);
     for _ in 0..32 {
         if !c_done {
@@ -147,8 +120,9 @@ fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Half> {
                 Err(e) => panic!("client: {e}"),
             }
         }
-        let flight: Vec<_> = client.get_mut().outbox.drain(..).collect();
-        server.get_mut().inbox.extend(flight);
+        for d in client.get_mut().take_outgoing() {
+            server.get_mut().push(&d);
+        }
         if !s_done {
             match server.accept() {
                 Ok(()) => s_done = true,
@@ -156,8 +130,9 @@ fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Half> {
                 Err(e) => panic!("server: {e}"),
             }
         }
-        let flight: Vec<_> = server.get_mut().outbox.drain(..).collect();
-        client.get_mut().inbox.extend(flight);
+        for d in server.get_mut().take_outgoing() {
+            client.get_mut().push(&d);
+        }
         if s_done && c_done {
             return server;
         }

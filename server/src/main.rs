@@ -131,14 +131,11 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("cannot read the HTTP address: {e}"))?;
         let handle = Server::start(config.server).map_err(|e| e.to_string())?;
         let loaded = credentials.len();
-        for c in credentials {
-            let endpoint = c.endpoint.clone();
-            handle
-                .put_security(c)
-                .await
-                .map_err(|e| format!("credentials of {endpoint:?} not loaded: {e}"))?;
-        }
         if loaded > 0 {
+            handle
+                .put_securities(credentials)
+                .await
+                .map_err(|e| format!("credentials not loaded (none of them): {e}"))?;
             tracing::info!(count = loaded, "DTLS credentials loaded");
         }
         let api = Api::new(handle.clone(), config.api).await;

@@ -90,6 +90,20 @@ impl Credentials {
         Ok(old)
     }
 
+    /// Sets many endpoints' credentials at once: all, or none.
+    pub fn put_all(&self, all: &[StoredSecurity]) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let olds = self.store.put_securities(all)?;
+        let mut cache = self.write_cache();
+        for (s, old) in all.iter().zip(&olds) {
+            if let Some(o) = old {
+                cache.remove(o);
+            }
+            cache.insert(s);
+        }
+        Ok(())
+    }
+
     pub fn delete(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.store.delete_security(endpoint)?;

@@ -21,10 +21,7 @@ const KEY: &str = "00112233445566778899aabbccddeeff";
 const NODE: &str = "/api/clients/{endpoint}/{path}";
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    lwm2m_server::hex::decode(s).expect("hex")
 }
 
 fn config_file(dir: &std::path::Path) -> std::path::PathBuf {

@@ -18,7 +18,7 @@ const TOOL: &str = "coap-client-openssl";
 const KEY_TEXT: &str = "secretkey-0001!!";
 
 fn key_hex(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+    lwm2m_server::hex::encode(text.as_bytes())
 }
 
 fn tool_available() -> bool {

@@ -111,7 +111,7 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<(String, PathBuf, bool), 
     std::fs::create_dir_all(data_dir).map_err(err)?;
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::hex::encode(&bytes);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

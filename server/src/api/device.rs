@@ -42,6 +42,7 @@ use super::node_json::{self, JsonNode};
 use super::requests::RequestTracker;
 use super::{query, responses, ApiState};
 use crate::dm::{DeviceError, ExecuteArgs, Operation, WriteMode, MAX_COMPOSITE_PATHS};
+use crate::registry::Registration;
 use crate::runtime::{Performed, RequestError, RequestLabel};
 
 /// Longest `?timeout=` and `?expires=` accepted, in seconds.
@@ -479,15 +480,15 @@ async fn perform(
         .ok_or_else(|| ApiError::unknown_endpoint(endpoint))?;
     // Asleep (queue mode), or over DTLS without a session: it waits for the device.
     if !client.awake {
-        return queue(state, endpoint, op, o).await;
+        return queue(state, &client.registration, op, o).await;
     }
     let timeout = o.timeout.unwrap_or(state.settings.default_timeout);
     let call = async {
-        state
+        let submitted = state
             .handle
-            .perform_tracked(endpoint, &op, timeout, None)
-            .await
-            .map(|p| result_of(&p))
+            .submit_tracked_to(&client.registration, &op, timeout, None)
+            .await?;
+        submitted.finish().await.map(|p| result_of(&p))
     };
     // The CoAP layer gives up on its own (retransmissions, response timeout); this bounds
     // the HTTP call by what the caller asked for when that is shorter.
@@ -517,15 +518,16 @@ fn result_of(p: &Performed) -> responses::DmResult {
 /// persisted in the device's queue: from then on a crash of the server does not lose it.
 async fn queue(
     state: &ApiState,
-    endpoint: &str,
+    registration: &Registration,
     op: Operation,
     o: &Options,
 ) -> Result<Response, ApiError> {
+    let endpoint = registration.endpoint.as_str();
     let id = RequestTracker::new_id();
     let expires = o.expires.unwrap_or(state.settings.request_expiry);
     let submitted = state
         .handle
-        .submit_tracked(endpoint, &op, expires, Some(id.clone()))
+        .submit_tracked_to(registration, &op, expires, Some(id.clone()))
         .await?;
     let label = RequestLabel::for_operation(&op, None);
     state

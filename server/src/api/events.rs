@@ -154,6 +154,7 @@ async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
             packet,
             paths,
             composite,
+            device,
             ..
         } => {
             let op = if composite {
@@ -175,14 +176,10 @@ async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
                 "paths": paths.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "sequence": sequence,
             });
-            match handle.read_notification(&endpoint, &op, &packet).await {
+            match handle.read_answer(&device, &op, &packet) {
                 Ok(r) => {
-                    if let (Value::Object(d), Value::Object(r)) =
-                        (&mut data, responses::to_json(&r))
-                    {
-                        if let Some(c) = r.get("content") {
-                            d.insert("content".into(), c.clone());
-                        }
+                    if let Some(c) = responses::to_result(&r).content {
+                        data["content"] = c;
                     }
                 }
                 Err(e) => {

@@ -83,7 +83,7 @@ impl RequestTracker {
             b[..8].copy_from_slice(&super::unix_ms().to_be_bytes());
             b[8..].copy_from_slice(&(n as u32).to_be_bytes());
         }
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        crate::hex::encode(&b)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {

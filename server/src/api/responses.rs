@@ -89,8 +89,3 @@ pub fn to_result(r: &DmResponse) -> DmResult {
         },
     }
 }
-
-/// The result as JSON.
-pub fn to_json(r: &DmResponse) -> Value {
-    serde_json::to_value(to_result(r)).unwrap_or(Value::Null)
-}

@@ -19,11 +19,11 @@
 //!   OpenSSL's defaults.
 //!
 //! - [`DtlsClient`]: the client side, for the simulated devices and the tests.
-//! - `ffi`: the OpenSSL calls the crate does not wrap. `pipe`: the in-memory transport.
+//! - `ffi`: the OpenSSL calls the crate does not wrap. [`pipe`]: the in-memory transport.
 
 mod client;
 mod ffi;
-mod pipe;
+pub mod pipe;
 #[cfg(test)]
 mod tests;
 

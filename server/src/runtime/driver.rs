@@ -22,6 +22,7 @@ use super::{
     RequestLabel, ServerEvent,
 };
 use crate::coap::{Endpoint, Event, FailReason, IncomingId, RequestId};
+use crate::dm::DeviceContext;
 use crate::dtls::{DtlsEvent, DtlsServer, PeerIdentity};
 use crate::metrics::{gauge_value, HandshakeLabels, Metrics, ReasonLabels};
 use crate::registry::{
@@ -537,6 +538,13 @@ impl Driver {
                             (o.endpoint.clone(), o.registration_id.clone());
                         let (token, paths, composite) =
                             (o.token.clone(), o.paths.clone(), o.composite);
+                        let Some(device) = self
+                            .registry
+                            .get(&registration_id)
+                            .map(DeviceContext::from_registration)
+                        else {
+                            continue;
+                        };
                         self.heard_from(&registration_id, now);
                         self.metrics.notifications.inc();
                         tracing::debug!(%endpoint, %peer, sequence, "notification");
@@ -548,6 +556,7 @@ impl Driver {
                             packet,
                             paths,
                             composite,
+                            device,
                         });
                     }
                 }
@@ -840,7 +849,9 @@ impl Driver {
         let creds = &self.credentials;
         let changed = matches!(
             c,
-            SecurityCommand::Put { .. } | SecurityCommand::Delete { .. }
+            SecurityCommand::Put { .. }
+                | SecurityCommand::PutAll { .. }
+                | SecurityCommand::Delete { .. }
         );
         if changed {
             // A device must not resume a session made with a key it no longer has.
@@ -851,6 +862,9 @@ impl Driver {
         match c {
             SecurityCommand::Put { security, reply } => {
                 let _ = reply.send(creds.put(&security));
+            }
+            SecurityCommand::PutAll { all, reply } => {
+                let _ = reply.send(creds.put_all(&all));
             }
             SecurityCommand::Get { endpoint, reply } => {
                 let _ = reply.send(creds.get(&endpoint));

@@ -15,6 +15,10 @@ pub(crate) enum SecurityCommand {
         security: StoredSecurity,
         reply: oneshot::Sender<Result<Option<StoredSecurity>, StoreError>>,
     },
+    PutAll {
+        all: Vec<StoredSecurity>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Get {
         endpoint: String,
         reply: oneshot::Sender<Result<Option<StoredSecurity>, StoreError>>,
@@ -136,6 +140,13 @@ impl ServerHandle {
         security: StoredSecurity,
     ) -> Result<Option<StoredSecurity>, StoreError> {
         self.ask(|reply| Command::Security(SecurityCommand::Put { security, reply }))
+            .await
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    /// Sets many endpoints' credentials in one transaction: all, or none.
+    pub async fn put_securities(&self, all: Vec<StoredSecurity>) -> Result<(), StoreError> {
+        self.ask(|reply| Command::Security(SecurityCommand::PutAll { all, reply }))
             .await
             .unwrap_or_else(|| Err(stopped()))
     }

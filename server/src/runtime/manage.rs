@@ -14,6 +14,7 @@ use lwm2m_objects::{Codecs, Registry};
 
 use super::{RequestError, RequestLabel, ServerHandle};
 use crate::dm::{self, DeviceContext, DmError, DmResponse, Operation};
+use crate::registry::Registration;
 
 /// Why a device-management call failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +147,35 @@ impl ServerHandle {
         expires_in: Duration,
         request_id: Option<String>,
     ) -> Result<Submitted, ManageError> {
-        let (codecs, model) = codecs_and_model();
         let device = self.device_context(endpoint_name).await?;
+        self.submit_to(endpoint_name, device, op, expires_in, request_id)
+            .await
+    }
+
+    /// [`submit_tracked`](Self::submit_tracked) for a caller that already holds the
+    /// device's registration (the API looked it up to know whether the device is
+    /// reachable): one lookup less.
+    pub async fn submit_tracked_to(
+        &self,
+        registration: &Registration,
+        op: &Operation,
+        expires_in: Duration,
+        request_id: Option<String>,
+    ) -> Result<Submitted, ManageError> {
+        let device = DeviceContext::from_registration(registration);
+        self.submit_to(&registration.endpoint, device, op, expires_in, request_id)
+            .await
+    }
+
+    async fn submit_to(
+        &self,
+        endpoint_name: &str,
+        device: DeviceContext,
+        op: &Operation,
+        expires_in: Duration,
+        request_id: Option<String>,
+    ) -> Result<Submitted, ManageError> {
+        let (codecs, model) = codecs_and_model();
         let mut request = op.to_request(&device, codecs, model)?;
         let observe = op.is_observe();
         if observe {
@@ -195,9 +223,20 @@ impl ServerHandle {
         op: &Operation,
         packet: &Packet,
     ) -> Result<DmResponse, ManageError> {
-        let (codecs, model) = codecs_and_model();
         let device = self.device_context(endpoint_name).await?;
-        Ok(op.parse_response(packet, &device, codecs, model)?)
+        Ok(self.read_answer(&device, op, packet)?)
+    }
+
+    /// Reads a device's answer or notification to `op` with a context already in hand
+    /// (a [`super::ServerEvent::Notification`] carries one): no lookup in the driver.
+    pub fn read_answer(
+        &self,
+        device: &DeviceContext,
+        op: &Operation,
+        packet: &Packet,
+    ) -> Result<DmResponse, DmError> {
+        let (codecs, model) = codecs_and_model();
+        op.parse_response(packet, device, codecs, model)
     }
 
     /// Reads what a device sent with Send (`POST /dp`).

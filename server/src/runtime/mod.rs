@@ -78,6 +78,9 @@ pub enum ServerEvent {
         packet: Packet,
         paths: Vec<lwm2m_objects::Path>,
         composite: bool,
+        /// What reading the payload needs of the device's registration, taken when the
+        /// notification arrived (see [`ServerHandle::read_answer`]).
+        device: crate::dm::DeviceContext,
     },
     /// A queue-mode device became reachable: it registered, or spoke after its awake
     /// window had ended. Requests queued for it are being sent.

@@ -466,6 +466,26 @@ pub(crate) fn security_by_endpoint_and_identity(f: Fixture) {
         ..security("ep-d", "x")
     };
     assert!(s.put_security(&empty).is_err());
+    // In bulk: all or nothing, conflicts inside the batch included.
+    let before = s.list_security().expect("list");
+    let clash = [security("ep-x", "id-x"), security("ep-y", "id-b")];
+    assert!(matches!(
+        s.put_securities(&clash),
+        Err(StoreError::IdentityTaken(_))
+    ));
+    let twice = [security("ep-x", "id-x"), security("ep-y", "id-x")];
+    assert!(s.put_securities(&twice).is_err());
+    assert_eq!(
+        s.list_security().expect("list"),
+        before,
+        "nothing of a refused batch"
+    );
+    let olds = s
+        .put_securities(&[security("ep-x", "id-x"), security("ep-b", "id-b2")])
+        .expect("batch");
+    assert_eq!(olds, vec![None, Some(b)]);
+    assert_eq!(s.security_by_psk_identity(b"id-b").ok(), Some(None));
+    assert!(s.get_security("ep-x").expect("get").is_some());
 }
 
 pub(crate) fn default() -> StoreLimits {

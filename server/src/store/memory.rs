@@ -44,6 +44,23 @@ impl Inner {
             .collect()
     }
 
+    fn put_security(&mut self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
+        if let Some(id) = &sec.psk_identity {
+            if let Some(holder) = self.by_psk_identity.get(id).filter(|h| **h != sec.endpoint) {
+                return Err(StoreError::IdentityTaken(holder.clone()));
+            }
+        }
+        let old = self.security.insert(sec.endpoint.clone(), sec.clone());
+        if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.clone()) {
+            self.by_psk_identity.remove(&id);
+        }
+        if let Some(id) = &sec.psk_identity {
+            self.by_psk_identity
+                .insert(id.clone(), sec.endpoint.clone());
+        }
+        Ok(old)
+    }
+
     fn queue_keys(&self, endpoint: &str) -> Vec<(String, u64)> {
         self.queue
             .range((endpoint.to_owned(), 0)..=(endpoint.to_owned(), u64::MAX))
@@ -291,19 +308,27 @@ impl Store for MemoryStore {
 
     fn put_security(&self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
         check_security(sec)?;
+        self.lock().put_security(sec)
+    }
+
+    fn put_securities(
+        &self,
+        all: &[StoredSecurity],
+    ) -> Result<Vec<Option<StoredSecurity>>, StoreError> {
+        all.iter().try_for_each(check_security)?;
         let mut g = self.lock();
-        if let Some(id) = &sec.psk_identity {
-            if let Some(holder) = g.by_psk_identity.get(id).filter(|h| **h != sec.endpoint) {
-                return Err(StoreError::IdentityTaken(holder.clone()));
-            }
-        }
-        let old = g.security.insert(sec.endpoint.clone(), sec.clone());
-        if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.clone()) {
-            g.by_psk_identity.remove(&id);
-        }
-        if let Some(id) = &sec.psk_identity {
-            g.by_psk_identity.insert(id.clone(), sec.endpoint.clone());
-        }
+        // Applied to a copy first, so that a refusal half way leaves nothing behind.
+        let mut next = Inner {
+            security: g.security.clone(),
+            by_psk_identity: g.by_psk_identity.clone(),
+            ..Inner::default()
+        };
+        let old = all
+            .iter()
+            .map(|s| next.put_security(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        g.security = next.security;
+        g.by_psk_identity = next.by_psk_identity;
         Ok(old)
     }
 

@@ -190,6 +190,13 @@ pub trait Store: Send + Sync {
     /// [`StoreError::IdentityTaken`], and nothing changes.
     fn put_security(&self, s: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError>;
 
+    /// [`put_security`](Self::put_security) for many endpoints in one transaction: all
+    /// are set, or none (the first refusal is the error). Answers what each had.
+    fn put_securities(
+        &self,
+        all: &[StoredSecurity],
+    ) -> Result<Vec<Option<StoredSecurity>>, StoreError>;
+
     fn get_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError>;
 
     /// The credentials that hold a PSK identity: the handshake's lookup.

@@ -917,9 +917,7 @@ mod golden {
     use super::samples::*;
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::hex::encode as hex;
 
     /// Bytes of the first writer, before `secure` was appended.
     const REGISTRATION_FIRST: &str =
@@ -950,10 +948,7 @@ mod golden {
 
     fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
+        crate::hex::decode(&s).expect("hex")
     }
 
     #[test]

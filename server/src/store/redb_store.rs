@@ -152,6 +152,26 @@ impl<'txn> Tables<'txn> {
         })
     }
 
+    fn put_security(&mut self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
+        let endpoint = sec.endpoint.as_str();
+        if let Some(id) = sec.psk_identity.as_deref() {
+            if let Some(holder) = self.sec_by_psk.get(id)? {
+                if holder.value() != endpoint {
+                    return Err(StoreError::IdentityTaken(holder.value().to_owned()));
+                }
+            }
+        }
+        let old = get_security(&self.sec, endpoint)?;
+        if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.as_deref()) {
+            self.sec_by_psk.remove(id)?;
+        }
+        self.sec.insert(endpoint, encode_security(sec).as_slice())?;
+        if let Some(id) = sec.psk_identity.as_deref() {
+            self.sec_by_psk.insert(id, endpoint)?;
+        }
+        Ok(old)
+    }
+
     fn insert_registration(&mut self, reg: &StoredRegistration) -> Result<(), StoreError> {
         self.regs
             .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
@@ -600,25 +620,16 @@ impl Store for RedbStore {
 
     fn put_security(&self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
         check_security(sec)?;
-        self.write(|t| {
-            let endpoint = sec.endpoint.as_str();
-            if let Some(id) = sec.psk_identity.as_deref() {
-                if let Some(holder) = t.sec_by_psk.get(id)? {
-                    if holder.value() != endpoint {
-                        return Err(StoreError::IdentityTaken(holder.value().to_owned()));
-                    }
-                }
-            }
-            let old = get_security(&t.sec, endpoint)?;
-            if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.as_deref()) {
-                t.sec_by_psk.remove(id)?;
-            }
-            t.sec.insert(endpoint, encode_security(sec).as_slice())?;
-            if let Some(id) = sec.psk_identity.as_deref() {
-                t.sec_by_psk.insert(id, endpoint)?;
-            }
-            Ok(old)
-        })
+        self.write(|t| t.put_security(sec))
+    }
+
+    fn put_securities(
+        &self,
+        all: &[StoredSecurity],
+    ) -> Result<Vec<Option<StoredSecurity>>, StoreError> {
+        all.iter().try_for_each(check_security)?;
+        // One transaction: one fsync for the whole file, and nothing stays if one fails.
+        self.write(|t| all.iter().map(|s| t.put_security(s)).collect())
     }
 
     fn get_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
