@@ -42,15 +42,7 @@ fn config_with(dir: &std::path::Path, dtls: &str) -> std::path::PathBuf {
 }
 
 async fn credentials(api: &Api, endpoint: &str, identity: &str) {
-    api.ok(
-        Method::PUT,
-        "/api/security/clients/{endpoint}",
-        &[("endpoint", endpoint)],
-        "",
-        Body::Json(json!({ "psk": { "identity": identity, "key": KEY } })),
-        StatusCode::OK,
-    )
-    .await;
+    api.set_psk(endpoint, identity, KEY).await;
 }
 
 fn device_config(server: SocketAddr, endpoint: &str, identity: &str, key: &str) -> ClientConfig {

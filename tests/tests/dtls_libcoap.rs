@@ -75,16 +75,8 @@ async fn libcoap_registers_over_dtls_psk_with_credentials_from_the_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = start(&dir.path().join("data"), &["--api-token", ADMIN], &[]);
     let api = Api::new(srv.http);
-    let sec = "/api/security/clients/{endpoint}";
-    api.ok(
-        Method::PUT,
-        sec,
-        &[("endpoint", "libcoap-dtls")],
-        "",
-        Body::Json(json!({ "psk": { "identity": "libcoap-id", "key": key_hex(KEY_TEXT) } })),
-        StatusCode::OK,
-    )
-    .await;
+    api.set_psk("libcoap-dtls", "libcoap-id", &key_hex(KEY_TEXT))
+        .await;
     let coaps = srv.coaps;
     let rd = |ep: &str| format!("coaps://{coaps}/rd?ep={ep}&lt=60&lwm2m=1.1");
 

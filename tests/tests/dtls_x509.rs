@@ -243,15 +243,8 @@ async fn devices_with_certificates_register_as_their_common_name_only() {
     plain.shutdown().await.ok();
 
     // PSK devices are served on the same port beside the certificates.
-    api.ok(
-        Method::PUT,
-        "/api/security/clients/{endpoint}",
-        &[("endpoint", "psk-dev")],
-        "",
-        Body::Json(serde_json::json!({ "psk": { "identity": "psk-id", "key": "00112233445566778899aabbccddeeff" } })),
-        StatusCode::OK,
-    )
-    .await;
+    api.set_psk("psk-dev", "psk-id", "00112233445566778899aabbccddeeff")
+        .await;
     let mut c = ClientConfig::new(srv.coaps, "psk-dev");
     c.psk = Some(lwm2m_client_sim::Psk {
         identity: b"psk-id".to_vec(),

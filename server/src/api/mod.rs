@@ -52,10 +52,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Milliseconds since the Unix epoch, for timestamps in answers and events.
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    crate::runtime::persist::unix_now_ms()
 }
 
 /// What every handler shares.

@@ -12,6 +12,14 @@ use super::RequestLabel;
 use crate::registry::{Binding, Registration, Transport};
 use crate::store::{QueuedRequest, QueuedTracking, StoredObservation, StoredRegistration};
 
+/// Milliseconds since the Unix epoch now (0 for a clock set before 1970).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// One reading of both clocks, to translate between them for the life of the process.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -21,13 +29,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn now() -> Clock {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
         Clock {
             instant: Instant::now(),
-            unix_ms,
+            unix_ms: unix_now_ms(),
         }
     }
 

@@ -260,6 +260,19 @@ impl Api {
         v
     }
 
+    /// Sets an endpoint's PSK credentials through the API (`key` in hex).
+    pub async fn set_psk(&self, endpoint: &str, identity: &str, key: &str) -> Value {
+        self.ok(
+            Method::PUT,
+            "/api/security/clients/{endpoint}",
+            &[("endpoint", endpoint)],
+            "",
+            Body::Json(serde_json::json!({ "psk": { "identity": identity, "key": key } })),
+            StatusCode::OK,
+        )
+        .await
+    }
+
     /// Subscribes to `/api/events` (with `query`) and forwards each event as
     /// `(kind, data)`. Returns once the subscription is in place.
     pub async fn events(
