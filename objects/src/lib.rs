@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod format;
+pub mod hex;
 pub mod link;
 pub mod model;
 pub mod node;
