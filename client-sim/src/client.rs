@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::ops::{encode_uint, Action, Core, Operation};
 use crate::store::OpError;
+use crate::transport::{code_text, recv_datagram, request_packet, uri_path};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -123,30 +124,13 @@ impl Client {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, _) = broadcast::channel(1024);
         let (st_tx, st_rx) = watch::channel(Status::Unregistered);
-        let seed = lwm2m_server::coap::os_seed().unwrap_or_else(|_| {
-            // No OS randomness: the clock still varies tokens between runs.
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
+        let seed = crate::transport::rng_seed();
         let retransmit = config.coap.ack_timeout;
-        let dtls_context = match (&config.psk, &config.certificate) {
-            (Some(p), _) => Some(DtlsClientContext::psk(
-                &p.identity,
-                &p.key,
-                None,
-                retransmit,
-            )),
-            (None, Some(c)) => Some(DtlsClientContext::certificate(
-                &c.chain_pem,
-                &c.key_pem,
-                &c.ca_pem,
-                retransmit,
-            )),
-            (None, None) => None,
-        }
-        .transpose()
+        let dtls_context = crate::transport::dtls_context(
+            config.psk.as_ref(),
+            config.certificate.as_ref(),
+            retransmit,
+        )
         .map_err(|e| ClientError::Io(format!("DTLS: {e}")))?;
         let dtls = dtls_context
             .as_ref()
@@ -313,33 +297,10 @@ async fn recv(socket: Option<Arc<UdpSocket>>) -> Wake {
     let Some(s) = socket else {
         return std::future::pending().await;
     };
-    let mut buf = vec![0u8; 65_535];
-    match s.recv_from(&mut buf).await {
-        Ok((n, peer)) => {
-            buf.truncate(n);
-            Wake::Datagram(buf, peer)
-        }
+    match recv_datagram(&s).await {
+        Ok((bytes, peer)) => Wake::Datagram(bytes, peer),
         Err(_) => Wake::SocketError,
     }
-}
-
-fn code_text(p: &Packet) -> String {
-    match p.header.code {
-        MessageClass::Response(r) => format!("{r:?}"),
-        other => format!("{other:?}"),
-    }
-}
-
-fn request_packet(method: RequestType, path: &str, queries: &[String]) -> Packet {
-    let mut p = Packet::new();
-    p.header.code = MessageClass::Request(method);
-    for seg in path.split('/').filter(|s| !s.is_empty()) {
-        p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    for q in queries {
-        p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
-    }
-    p
 }
 
 impl Driver {
@@ -553,14 +514,7 @@ impl Driver {
                     MessageClass::Request(m) => format!("{m:?}"),
                     _ => String::new(),
                 };
-                let path = packet
-                    .get_option(CoapOption::UriPath)
-                    .map(|segs| {
-                        segs.iter()
-                            .map(|s| format!("/{}", String::from_utf8_lossy(s)))
-                            .collect::<String>()
-                    })
-                    .unwrap_or_else(|| "/".into());
+                let path = uri_path(&packet);
                 let code = code_text(&resp);
                 if let Err(e) = self.endpoint.respond(now, id, resp) {
                     tracing::warn!(error = %e, "response not sent");

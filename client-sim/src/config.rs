@@ -18,6 +18,9 @@ pub struct Config {
     pub endpoint: String,
     /// Registration lifetime in seconds (`lt=`, /1/0/1).
     pub lifetime: u32,
+    /// The server account's Short Server ID (/0/0/10, /1/0/0): 1 unless a
+    /// bootstrap server assigned another.
+    pub short_server_id: u16,
     /// Enabler version (`lwm2m=`): 1.0, 1.1 or 1.2.
     pub version: Version,
     /// Preferred content format for 1.1/1.2 (1.0 always defaults to TLV).
@@ -78,6 +81,7 @@ impl Config {
             server,
             endpoint: endpoint.into(),
             lifetime: 300,
+            short_server_id: 1,
             version: Version::V1_1,
             format: ContentFormat::SenmlCbor,
             queue_mode: false,
@@ -119,5 +123,202 @@ impl Config {
         } else {
             "U"
         }
+    }
+}
+
+/// The longest server URI the Security object holds (/0/x/0 is 0..255 bytes).
+pub const MAX_URI_LEN: usize = 255;
+
+/// A server address as LwM2M writes it: `coap://HOST[:PORT]` or
+/// `coaps://HOST[:PORT]` (LwM2M 1.2 Transport, UDP binding), the form of
+/// `--server`, `--bootstrap` and a Security instance's /0/x/0. A missing port
+/// is the scheme's default, 5683 or 5684.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerUri {
+    pub secure: bool,
+    /// A host name or an IP literal (without the brackets of an IPv6 one).
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a text is not a `coap://` or `coaps://` server URI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("not a coap:// or coaps:// URI")]
+    Scheme,
+    #[error("the URI is longer than {MAX_URI_LEN} bytes")]
+    TooLong,
+    #[error("the URI names no host")]
+    NoHost,
+    #[error("{0:?} is not a host name or IP address")]
+    Host(String),
+    #[error("{0:?} is not a port (1..65535)")]
+    Port(String),
+    #[error("a server URI has no path, query, fragment or user part")]
+    Extra,
+}
+
+impl std::str::FromStr for ServerUri {
+    type Err = UriError;
+
+    fn from_str(s: &str) -> Result<ServerUri, UriError> {
+        if s.len() > MAX_URI_LEN {
+            return Err(UriError::TooLong);
+        }
+        let (secure, rest) = if let Some(r) = s.strip_prefix("coaps://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("coap://") {
+            (false, r)
+        } else {
+            return Err(UriError::Scheme);
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(UriError::Extra);
+        }
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| UriError::Host(rest.into()))?;
+                host.parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| UriError::Host(host.into()))?;
+                let port = match after {
+                    "" => None,
+                    a => Some(
+                        a.strip_prefix(':')
+                            .ok_or_else(|| UriError::Port(a.into()))?,
+                    ),
+                };
+                (host, port)
+            }
+            None => {
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (rest, None),
+                };
+                // Also refuses an IPv6 literal without brackets.
+                let host_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+                if !host.chars().all(host_char) {
+                    return Err(UriError::Host(host.into()));
+                }
+                (host, port)
+            }
+        };
+        if host.is_empty() {
+            return Err(UriError::NoHost);
+        }
+        let port = match port {
+            None if secure => 5684,
+            None => 5683,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| UriError::Port(p.into()))?,
+        };
+        Ok(ServerUri {
+            secure,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for ServerUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.secure { "coaps" } else { "coap" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl ServerUri {
+    /// The address when the host is an IP literal, without any lookup.
+    pub fn ip_addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// The address to send to: the IP literal, or the first address a lookup
+    /// of the host name gives.
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        if let Some(a) = self.ip_addr() {
+            return Ok(a);
+        }
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} resolves to no address", self.host),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_uris_parse_with_default_ports() {
+        let cases = [
+            ("coap://192.0.2.1", false, "192.0.2.1", 5683),
+            ("coaps://192.0.2.1", true, "192.0.2.1", 5684),
+            ("coap://lwm2m.example:5783/", false, "lwm2m.example", 5783),
+            ("coaps://[2001:db8::1]:15684", true, "2001:db8::1", 15684),
+            ("coap://[::1]", false, "::1", 5683),
+        ];
+        for (text, secure, host, port) in cases {
+            let u: ServerUri = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (u.secure, u.host.as_str(), u.port),
+                (secure, host, port),
+                "{text}"
+            );
+        }
+        let u: ServerUri = "coaps://[2001:db8::1]".parse().unwrap();
+        assert_eq!(u.to_string(), "coaps://[2001:db8::1]:5684");
+        assert_eq!(u.ip_addr(), Some("[2001:db8::1]:5684".parse().unwrap()));
+        let named: ServerUri = "coap://lwm2m.example".parse().unwrap();
+        assert_eq!(named.ip_addr(), None);
+    }
+
+    #[test]
+    fn other_uris_are_refused() {
+        let cases = [
+            ("http://192.0.2.1", UriError::Scheme),
+            ("coap+tcp://192.0.2.1", UriError::Scheme),
+            ("coap://", UriError::NoHost),
+            ("coap://:5683", UriError::NoHost),
+            ("coap://::1", UriError::Host(":".into())),
+            ("coap://192.0.2.1:0", UriError::Port("0".into())),
+            ("coap://192.0.2.1:70000", UriError::Port("70000".into())),
+            ("coap://192.0.2.1/rd", UriError::Extra),
+            ("coap://user@192.0.2.1", UriError::Extra),
+            ("coap://[2001:db8::1", UriError::Host("[2001:db8::1".into())),
+            ("coap://[nope]:1", UriError::Host("nope".into())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(text.parse::<ServerUri>(), Err(want), "{text}");
+        }
+        let long = format!("coap://{}", "a".repeat(MAX_URI_LEN));
+        assert_eq!(long.parse::<ServerUri>(), Err(UriError::TooLong));
+    }
+
+    #[tokio::test]
+    async fn ip_literals_resolve_without_a_lookup() {
+        let u: ServerUri = "coap://127.0.0.1:5999".parse().unwrap();
+        assert_eq!(
+            u.resolve().await.unwrap(),
+            "127.0.0.1:5999".parse().unwrap()
+        );
     }
 }

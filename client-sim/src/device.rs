@@ -118,6 +118,7 @@ impl Device {
         server_uri: &str,
         endpoint: &str,
         lifetime: u32,
+        short_server_id: u16,
         binding: &str,
     ) -> Result<(), OpError> {
         let serial = format!("SN{:010}", self.rng.next() % 10_000_000_000);
@@ -133,9 +134,9 @@ impl Device {
             (&[0, 0, 3], Value::Opaque(Vec::new())),
             (&[0, 0, 4], Value::Opaque(Vec::new())),
             (&[0, 0, 5], Value::Opaque(Vec::new())),
-            (&[0, 0, 10], Value::Integer(1)),
+            (&[0, 0, 10], Value::Integer(i64::from(short_server_id))),
             // Server.
-            (&[1, 0, 0], Value::Integer(1)),
+            (&[1, 0, 0], Value::Integer(i64::from(short_server_id))),
             (&[1, 0, 1], Value::Integer(i64::from(lifetime))),
             (&[1, 0, 2], Value::Integer(0)),
             (&[1, 0, 3], Value::Integer(0)),

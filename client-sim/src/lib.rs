@@ -9,6 +9,9 @@
 //!   sensors and the firmware-update state machine.
 //! - [`observe`]: notification attributes and observation rules.
 //! - [`ops`]: the DM and information-reporting operations, sans-IO.
+//! - [`bootstrap`](mod@bootstrap): client-initiated bootstrap: the Bootstrap-Request, the
+//!   bootstrap server's Discover/Read/Write/Delete on Security and Server,
+//!   and the [`Account`] a Bootstrap-Finish leaves.
 //! - [`client`]: the tokio driver (register, update, de-register, queue
 //!   mode, Send) and the [`ClientHandle`] tests drive it through.
 //!
@@ -22,14 +25,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bootstrap;
 pub mod client;
 pub mod config;
 pub mod device;
 pub mod observe;
 pub mod ops;
 pub mod store;
+mod transport;
 
+pub use bootstrap::{bootstrap, Account, BootstrapConfig, BootstrapError};
 pub use client::{Client, ClientError, ClientEvent, ClientHandle, Status};
-pub use config::{CertificateCredentials, Config, Psk};
+pub use config::{CertificateCredentials, Config, Psk, ServerUri, UriError};
 pub use device::DeviceProfile;
 pub use ops::Operation;

@@ -1,26 +1,56 @@
 //! `lwm2m-client-sim`: runs one simulated LwM2M device against a server until
-//! Ctrl-C, then de-registers.
+//! Ctrl-C, then de-registers. With `--bootstrap` it first bootstraps, prints
+//! `bootstrapped server=URI` on stdout, and registers with that account.
 
-use std::net::ToSocketAddrs;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use lwm2m_client_sim::{Client, ClientEvent, Config};
+use lwm2m_client_sim::{
+    bootstrap, Account, BootstrapConfig, CertificateCredentials, Client, ClientEvent, Config, Psk,
+    ServerUri,
+};
 use lwm2m_objects::{ContentFormat, Version};
 
-const USAGE: &str = "usage: lwm2m-client-sim --server coap[s]://HOST:PORT --endpoint NAME \
-[--lifetime S] [--queue-mode] [--awake S] [--lwm2m 1.0|1.1|1.2] \
+const USAGE: &str =
+    "usage: lwm2m-client-sim (--server coap[s]://HOST:PORT | --bootstrap coap[s]://HOST:PORT) \
+--endpoint NAME [--lifetime S] [--queue-mode] [--awake S] [--lwm2m 1.0|1.1|1.2] \
 [--format senml-cbor|senml-json|tlv|lwm2m-cbor] [--psk-identity ID --psk-key HEX] \
 [--cert PEM --key PEM --ca PEM]";
 
-fn parse_args(args: &[String]) -> Result<Config, String> {
+/// Where the device gets its server from.
+enum Target {
+    /// `--server`: registers there.
+    Server(ServerUri),
+    /// `--bootstrap`: bootstraps there, then registers with the account it was given.
+    Bootstrap(ServerUri),
+}
+
+/// The command line, before any name is resolved.
+struct Args {
+    target: Target,
+    endpoint: String,
+    lifetime: Option<u32>,
+    queue: bool,
+    awake: Option<u64>,
+    version: Version,
+    format: ContentFormat,
+    /// Whether `--format` was given: only then is it sent to a bootstrap server as `pct=`.
+    format_given: bool,
+    psk: Option<Psk>,
+    certificate: Option<CertificateCredentials>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut server = None;
+    let mut bootstrap = None;
     let mut endpoint = None;
     let mut lifetime = None;
     let mut queue = false;
     let mut awake = None;
     let mut version = Version::V1_1;
-    let mut format = ContentFormat::SenmlCbor;
+    let mut format = None;
     let mut psk_identity = None;
     let mut psk_key = None;
     let (mut cert, mut key, mut ca) = (None, None, None);
@@ -33,6 +63,7 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
         };
         match a.as_str() {
             "--server" => server = Some(value("--server")?),
+            "--bootstrap" => bootstrap = Some(value("--bootstrap")?),
             "--endpoint" => endpoint = Some(value("--endpoint")?),
             "--lifetime" => {
                 lifetime = Some(
@@ -70,96 +101,153 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
                 }
             }
             "--format" => {
-                format = match value("--format")?.as_str() {
+                format = Some(match value("--format")?.as_str() {
                     "senml-cbor" => ContentFormat::SenmlCbor,
                     "senml-json" => ContentFormat::SenmlJson,
                     "tlv" => ContentFormat::Tlv,
                     "lwm2m-cbor" => ContentFormat::Lwm2mCbor,
                     f => return Err(format!("unknown format {f}")),
-                }
+                })
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let server = server.ok_or("--server is required")?;
+    let target = match (server, bootstrap) {
+        (Some(s), None) => Target::Server(
+            s.parse()
+                .map_err(|_| "--server must be coap://HOST:PORT or coaps://HOST:PORT")?,
+        ),
+        (None, Some(b)) => Target::Bootstrap(
+            b.parse()
+                .map_err(|_| "--bootstrap must be coap://HOST:PORT or coaps://HOST:PORT")?,
+        ),
+        (Some(_), Some(_)) => return Err("--server and --bootstrap exclude each other".into()),
+        (None, None) => return Err("--server or --bootstrap is required".into()),
+    };
     let endpoint = endpoint.ok_or("--endpoint is required")?;
-    let (secure, rest) = match (
-        server.strip_prefix("coaps://"),
-        server.strip_prefix("coap://"),
-    ) {
-        (Some(r), _) => (true, r),
-        (None, Some(r)) => (false, r),
-        _ => return Err("--server must be coap://HOST:PORT or coaps://HOST:PORT".into()),
-    };
-    let hostport = rest.trim_end_matches('/');
-    let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{}", if secure { 5684 } else { 5683 })
-    };
     let certificate = match (cert, key, ca) {
-        (Some(chain_pem), Some(key_pem), Some(ca_pem)) => {
-            Some(lwm2m_client_sim::CertificateCredentials {
-                chain_pem,
-                key_pem,
-                ca_pem,
-            })
-        }
+        (Some(chain_pem), Some(key_pem), Some(ca_pem)) => Some(CertificateCredentials {
+            chain_pem,
+            key_pem,
+            ca_pem,
+        }),
         (None, None, None) => None,
         _ => return Err("--cert, --key and --ca go together".into()),
     };
-    let psk = match (secure, psk_identity, psk_key, certificate.is_some()) {
-        (true, Some(identity), Some(key), false) => Some(lwm2m_client_sim::Psk {
+    let psk = match (psk_identity, psk_key) {
+        (Some(identity), Some(key)) => Some(Psk {
             identity: identity.into_bytes(),
             key,
         }),
-        (true, None, None, true) | (false, None, None, false) => None,
-        (true, _, _, _) => {
-            return Err(
-                "coaps:// needs --psk-identity and --psk-key, or --cert, --key and --ca".into(),
-            )
-        }
-        (false, _, _, _) => return Err("credentials go with coaps://".into()),
+        (None, None) => None,
+        _ => return Err("--psk-identity and --psk-key go together".into()),
     };
-    let addr = hostport
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{hostport} resolves to no address"))?;
-    let mut c = Config::new(addr, endpoint);
-    c.psk = psk;
-    c.certificate = certificate;
-    c.version = version;
-    c.format = format;
-    c.queue_mode = queue;
-    if let Some(lt) = lifetime {
-        c.lifetime = lt;
+    match &target {
+        Target::Server(uri) => match (uri.secure, psk.is_some(), certificate.is_some()) {
+            (true, true, false) | (true, false, true) | (false, false, false) => {}
+            (true, _, _) => {
+                return Err(
+                    "coaps:// needs --psk-identity and --psk-key, or --cert, --key and --ca".into(),
+                )
+            }
+            (false, _, _) => return Err("credentials go with coaps://".into()),
+        },
+        Target::Bootstrap(uri) => match (uri.secure, psk.is_some(), certificate.is_some()) {
+            (_, _, true) => return Err("--bootstrap takes PSK credentials only, not --cert".into()),
+            (true, true, _) | (false, false, _) => {}
+            (true, false, _) => {
+                return Err("--bootstrap coaps:// needs --psk-identity and --psk-key".into())
+            }
+            (false, true, _) => return Err("credentials go with coaps://".into()),
+        },
     }
-    if let Some(a) = awake {
-        c.awake_window = Duration::from_secs(a);
+    Ok(Args {
+        target,
+        endpoint,
+        lifetime,
+        queue,
+        awake,
+        version,
+        format: format.unwrap_or(ContentFormat::SenmlCbor),
+        format_given: format.is_some(),
+        psk,
+        certificate,
+    })
+}
+
+impl Args {
+    /// The settings of the command line that are not about the server.
+    fn apply(&self, c: &mut Config) {
+        c.version = self.version;
+        c.format = self.format;
+        c.queue_mode |= self.queue;
+        if let Some(a) = self.awake {
+            c.awake_window = Duration::from_secs(a);
+        }
     }
-    Ok(c)
+
+    /// A client for `--server`.
+    fn direct_config(&self, server: SocketAddr) -> Config {
+        let mut c = Config::new(server, self.endpoint.clone());
+        c.psk = self.psk.clone();
+        c.certificate = self.certificate.clone();
+        if let Some(lt) = self.lifetime {
+            c.lifetime = lt;
+        }
+        self.apply(&mut c);
+        c
+    }
+
+    /// A client for the account a bootstrap gave: its server, credentials and
+    /// lifetime (`--lifetime` only when the account has none).
+    fn account_config(&self, account: &Account) -> Config {
+        let mut c = account.config(self.endpoint.clone());
+        if let (None, Some(lt)) = (account.lifetime, self.lifetime) {
+            c.lifetime = lt;
+        }
+        self.apply(&mut c);
+        c
+    }
+
+    fn bootstrap_config(&self, server: SocketAddr) -> BootstrapConfig {
+        let mut b = BootstrapConfig::new(server, self.endpoint.clone());
+        b.psk = self.psk.clone();
+        b.version = self.version;
+        if self.format_given && self.version != Version::V1_0 {
+            b.preferred_format = Some(self.format.code());
+        }
+        b
+    }
 }
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
 }
 
+fn usage_error(e: &str) -> ExitCode {
+    if !e.is_empty() {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = match parse_args(&args) {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
     };
-    let endpoint = config.endpoint.clone();
+    let uri = match &args.target {
+        Target::Server(u) | Target::Bootstrap(u) => u,
+    };
+    let addr = match uri.resolve().await {
+        Ok(a) => a,
+        Err(e) => return usage_error(&format!("cannot resolve {}: {e}", uri.host)),
+    };
+    let endpoint = args.endpoint.clone();
     // Installed before the client starts: a SIGINT right after the registration must
     // de-register, not kill the process.
     let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -168,6 +256,29 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot wait for SIGINT: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let config = match &args.target {
+        Target::Server(_) => args.direct_config(addr),
+        Target::Bootstrap(_) => {
+            let result = tokio::select! {
+                r = bootstrap(args.bootstrap_config(addr)) => r,
+                _ = sigint.recv() => {
+                    eprintln!("interrupted while bootstrapping");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match result {
+                Ok(account) => {
+                    println!("bootstrapped server={}", account.uri);
+                    let _ = std::io::stdout().flush();
+                    args.account_config(&account)
+                }
+                Err(e) => {
+                    eprintln!("error: bootstrap of {endpoint}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     let handle = match Client::start(config).await {

@@ -17,6 +17,9 @@ use crate::device::Device;
 use crate::observe::{AttributeStore, Effective, Observation, Target};
 use crate::store::{Actor, ObjectStore, OpError};
 
+/// The objects every simulated device has, each with instance 0.
+pub const HOSTED_OBJECTS: [u16; 6] = [0, 1, 3, 4, 5, 6];
+
 /// Most observations one client keeps; a further Observe is refused with 5.03.
 pub const MAX_OBSERVATIONS: usize = 256;
 
@@ -95,7 +98,7 @@ pub fn response(code: ResponseType, payload: Vec<u8>, format: Option<u16>) -> Pa
     p
 }
 
-fn error_response(e: &OpError) -> Packet {
+pub(crate) fn error_response(e: &OpError) -> Packet {
     response(code_of(e), e.to_string().into_bytes(), None)
 }
 
@@ -113,7 +116,7 @@ fn decode_uint(b: &[u8]) -> Option<u32> {
     Some(b.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x)))
 }
 
-fn uint_option(p: &Packet, n: u16) -> Result<Option<u32>, OpError> {
+pub(crate) fn uint_option(p: &Packet, n: u16) -> Result<Option<u32>, OpError> {
     match p.get_first_option(CoapOption::from(n)) {
         None => Ok(None),
         Some(b) => decode_uint(b)
@@ -124,7 +127,7 @@ fn uint_option(p: &Packet, n: u16) -> Result<Option<u32>, OpError> {
 
 /// The Uri-Path of a request as an LwM2M path; non-numeric or out-of-range
 /// segments name nothing this client has.
-fn request_path(p: &Packet) -> Result<Path, OpError> {
+pub(crate) fn request_path(p: &Packet) -> Result<Path, OpError> {
     let mut ids = Vec::new();
     if let Some(segs) = p.get_option(CoapOption::UriPath) {
         for s in segs {
@@ -197,6 +200,26 @@ pub fn parse_execute_args(payload: &[u8]) -> Result<Vec<(u8, Option<String>)>, O
     }
 }
 
+/// Decodes a request payload: a format that cannot carry this payload is
+/// 4.15, a payload that does not decode is 4.00 with the decoder's reason.
+pub(crate) fn decode_payload(
+    codecs: &Codecs,
+    model: &dyn Model,
+    format: ContentFormat,
+    payload: &[u8],
+    path: &Path,
+) -> Result<Node, OpError> {
+    codecs
+        .decode(format, payload, path, model)
+        .map_err(|e| match e {
+            lwm2m_objects::DecodeError::UnknownFormat(c) => OpError::UnsupportedFormat(c),
+            lwm2m_objects::DecodeError::Unsupported { .. } => {
+                OpError::UnsupportedFormat(format.code())
+            }
+            e => OpError::BadRequest(e.to_string()),
+        })
+}
+
 fn is_single_value(node: &Node) -> bool {
     matches!(
         node,
@@ -213,14 +236,21 @@ fn composite_capable(f: ContentFormat) -> bool {
 
 impl Core {
     pub fn new(config: Config) -> Result<Core, OpError> {
-        let mut hosted = vec![0, 1, 3, 4, 5, 6];
+        let mut hosted = HOSTED_OBJECTS.to_vec();
         hosted.extend(config.extra_objects.iter().copied());
         let mut store = ObjectStore::new(lwm2m_objects::Registry::with_core(), &hosted);
         let mut device = Device::new(config.profile.clone(), &config.endpoint);
         let uri = format!("coap://{}", config.server);
         // /1/0/7 lists the transport and queue mode (`UQ`), whatever `b=` says.
         let binding = if config.queue_mode { "UQ" } else { "U" };
-        device.populate(&mut store, &uri, &config.endpoint, config.lifetime, binding)?;
+        device.populate(
+            &mut store,
+            &uri,
+            &config.endpoint,
+            config.lifetime,
+            config.short_server_id,
+            binding,
+        )?;
         Ok(Core {
             config,
             store,
@@ -543,15 +573,7 @@ impl Core {
 
     fn decode(&self, cf: Option<u32>, payload: &[u8], path: &Path) -> Result<Node, OpError> {
         let f = self.payload_format(cf)?;
-        self.codecs
-            .decode(f, payload, path, self.store.model())
-            .map_err(|e| match e {
-                lwm2m_objects::DecodeError::UnknownFormat(c) => OpError::UnsupportedFormat(c),
-                lwm2m_objects::DecodeError::Unsupported { .. } => {
-                    OpError::UnsupportedFormat(f.code())
-                }
-                e => OpError::BadRequest(e.to_string()),
-            })
+        decode_payload(&self.codecs, self.store.model(), f, payload, path)
     }
 
     fn write(

@@ -1,7 +1,9 @@
 //! A tiny scripted LwM2M server for the client tests, built on the same
-//! sans-IO CoAP endpoint: it accepts Register/Update/De-register/Send with
-//! fixed answers, records every request the client sends, and lets a test
-//! send DM requests and collect notifications. 127.0.0.1 only.
+//! sans-IO CoAP endpoint: it accepts Register/Update/De-register/Send (and,
+//! as a bootstrap server, Bootstrap-Request) with fixed answers, records every
+//! request the client sends, and lets a test send DM or bootstrap requests
+//! and collect notifications. Plain CoAP, or DTLS-PSK through the server's
+//! sans-IO DTLS. 127.0.0.1 only.
 
 #![allow(dead_code)]
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use lwm2m_server::coap::{Config, Endpoint, Event, RequestId};
+use lwm2m_server::dtls::{DtlsConfig, DtlsEvent, DtlsServer};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,6 +58,17 @@ pub fn uri_path(p: &Packet) -> String {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The value of the first `name=` Uri-Query option.
+pub fn query_value(p: &Packet, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    p.get_option(CoapOption::UriQuery)?.iter().find_map(|q| {
+        std::str::from_utf8(q)
+            .ok()
+            .and_then(|q| q.strip_prefix(&prefix))
+            .map(str::to_string)
+    })
 }
 
 /// A notification or response to one of our requests.
@@ -126,12 +140,39 @@ pub fn content_format(p: &Packet) -> Option<u16> {
         .map(|b| b.iter().fold(0u16, |a, x| (a << 8) | u16::from(*x)))
 }
 
+/// What a [`TestServer`] is besides an LwM2M server.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Endpoint names whose Bootstrap-Request (`POST /bs?ep=`) gets 2.04; any
+    /// other gets 4.00 "unknown endpoint".
+    pub bootstrap: Vec<String>,
+    /// Speak CoAP over DTLS only, with this PSK identity and key.
+    pub psk: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(Options::default()).await
+    }
+
+    /// A bootstrap server: POST /bs answers 2.04 for `endpoints`.
+    pub async fn start_bootstrap(endpoints: &[&str]) -> TestServer {
+        TestServer::start_with(Options {
+            bootstrap: endpoints.iter().map(|e| e.to_string()).collect(),
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
         let addr = socket.local_addr().expect("addr");
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Cmd>();
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+        let mut dtls = options.psk.clone().map(|(identity, key)| {
+            let lookup = move |id: &[u8]| (id == identity.as_slice()).then(|| key.clone());
+            DtlsServer::new(DtlsConfig::default(), Arc::new(lookup)).expect("DTLS server")
+        });
         tokio::spawn(async move {
             let mut ep = Endpoint::new(Config::default(), 7);
             let mut waiting: HashMap<RequestId, oneshot::Sender<Result<Packet, String>>> =
@@ -141,7 +182,19 @@ impl TestServer {
             loop {
                 loop {
                     while let Some(t) = ep.poll_transmit() {
-                        let _ = socket.send_to(&t.bytes, t.peer).await;
+                        match dtls.as_mut() {
+                            Some(d) => {
+                                let _ = d.send(Instant::now(), t.peer, &t.bytes);
+                            }
+                            None => {
+                                let _ = socket.send_to(&t.bytes, t.peer).await;
+                            }
+                        }
+                    }
+                    if let Some(d) = dtls.as_mut() {
+                        while let Some((peer, bytes)) = d.poll_transmit() {
+                            let _ = socket.send_to(&bytes, peer).await;
+                        }
                     }
                     let Some(ev) = ep.poll_event() else { break };
                     {
@@ -152,6 +205,15 @@ impl TestServer {
                                 let method = packet.header.code;
                                 let mut resp = Packet::new();
                                 let c = match (method, path.as_str()) {
+                                    (MessageClass::Request(RequestType::Post), "/bs") => {
+                                        let ep_name = query_value(&packet, "ep");
+                                        if ep_name.is_some_and(|e| options.bootstrap.contains(&e)) {
+                                            ResponseType::Changed
+                                        } else {
+                                            resp.payload = b"unknown endpoint".to_vec();
+                                            ResponseType::BadRequest
+                                        }
+                                    }
                                     (MessageClass::Request(RequestType::Post), "/rd") => {
                                         for s in LOCATION {
                                             resp.add_option(
@@ -210,11 +272,29 @@ impl TestServer {
                     }
                 }
                 let now = Instant::now();
-                let deadline = ep.poll_timeout().unwrap_or(now + Duration::from_secs(60));
+                let deadline = [
+                    ep.poll_timeout(),
+                    dtls.as_ref().and_then(DtlsServer::poll_timeout),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + Duration::from_secs(60));
                 tokio::select! {
                     r = socket.recv_from(&mut buf) => {
                         if let Ok((n, peer)) = r {
-                            ep.handle_datagram(Instant::now(), peer, &buf[..n]);
+                            let now = Instant::now();
+                            match dtls.as_mut() {
+                                Some(d) => {
+                                    d.handle_datagram(now, peer, &buf[..n]);
+                                    while let Some(e) = d.poll_event() {
+                                        if let DtlsEvent::Data { peer, payload } = e {
+                                            ep.handle_datagram(now, peer, &payload);
+                                        }
+                                    }
+                                }
+                                None => ep.handle_datagram(now, peer, &buf[..n]),
+                            }
                         }
                     }
                     c = cmd_rx.recv() => match c {
@@ -235,6 +315,9 @@ impl TestServer {
                     },
                     _ = tokio::time::sleep_until(deadline.max(now).into()) => {
                         ep.handle_timeout(Instant::now());
+                        if let Some(d) = dtls.as_mut() {
+                            d.handle_timeout(Instant::now());
+                        }
                     }
                 }
             }

@@ -1,0 +1,185 @@
+//! What the registration driver ([`crate::client`]) and the bootstrap driver
+//! ([`crate::bootstrap`]) share about talking to a server: building requests,
+//! naming response codes, seeding the CoAP endpoint, setting up DTLS, reading
+//! datagrams, and [`Link`], one socket to one server in plain CoAP or through
+//! a DTLS session.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+use lwm2m_server::coap::Endpoint;
+use lwm2m_server::dtls::{DtlsClient, DtlsClientContext, DtlsError};
+use tokio::net::UdpSocket;
+
+use crate::config::{CertificateCredentials, Psk};
+
+/// The largest UDP payload; a datagram is read whole or not at all.
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+
+/// A seed for the endpoint's message ids and tokens.
+pub(crate) fn rng_seed() -> u64 {
+    lwm2m_server::coap::os_seed().unwrap_or_else(|_| {
+        // No OS randomness: the clock still varies tokens between runs.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed)
+    })
+}
+
+/// The code of a message as a log-friendly name (`Created`, `BadRequest`).
+pub(crate) fn code_text(p: &Packet) -> String {
+    match p.header.code {
+        MessageClass::Response(r) => format!("{r:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The Uri-Path of a request as text, `/` for none.
+pub(crate) fn uri_path(p: &Packet) -> String {
+    let path: String = p
+        .get_option(CoapOption::UriPath)
+        .map(|segs| {
+            segs.iter()
+                .map(|s| format!("/{}", String::from_utf8_lossy(s)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if path.is_empty() {
+        "/".into()
+    } else {
+        path
+    }
+}
+
+pub(crate) fn request_packet(method: RequestType, path: &str, queries: &[String]) -> Packet {
+    let mut p = Packet::new();
+    p.header.code = MessageClass::Request(method);
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
+    }
+    for q in queries {
+        p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
+    }
+    p
+}
+
+/// The DTLS credentials of a device, if it has any; PSK wins over a certificate.
+pub(crate) fn dtls_context(
+    psk: Option<&Psk>,
+    certificate: Option<&CertificateCredentials>,
+    retransmit: Duration,
+) -> Result<Option<DtlsClientContext>, DtlsError> {
+    match (psk, certificate) {
+        (Some(p), _) => DtlsClientContext::psk(&p.identity, &p.key, None, retransmit).map(Some),
+        (None, Some(c)) => {
+            DtlsClientContext::certificate(&c.chain_pem, &c.key_pem, &c.ca_pem, retransmit)
+                .map(Some)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// One datagram from the socket, at most [`MAX_DATAGRAM`] bytes.
+pub(crate) async fn recv_datagram(socket: &UdpSocket) -> std::io::Result<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let (n, peer) = socket.recv_from(&mut buf).await?;
+    buf.truncate(n);
+    Ok((buf, peer))
+}
+
+/// One socket that talks to one peer only: datagrams from anyone else are
+/// dropped, so a stranger cannot feed the endpoint. With a DTLS session, CoAP
+/// messages go through it.
+pub(crate) struct Link {
+    socket: UdpSocket,
+    peer: SocketAddr,
+    dtls: Option<DtlsClient>,
+}
+
+impl Link {
+    pub(crate) async fn bind(
+        bind: SocketAddr,
+        peer: SocketAddr,
+        dtls: Option<DtlsClient>,
+    ) -> std::io::Result<Link> {
+        let socket = UdpSocket::bind(bind).await?;
+        Ok(Link { socket, peer, dtls })
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Why the DTLS session cannot carry anything more, once it cannot.
+    pub(crate) fn dtls_failure(&self) -> Option<String> {
+        self.dtls
+            .as_ref()
+            .filter(|d| d.is_over())
+            .map(|d| d.failure().unwrap_or("session closed").to_string())
+    }
+
+    /// Sends what the endpoint has queued for the peer, sealed when over DTLS.
+    pub(crate) async fn flush(&mut self, endpoint: &mut Endpoint) {
+        while let Some(t) = endpoint.poll_transmit() {
+            match self.dtls.as_mut() {
+                Some(d) => d.send(&t.bytes),
+                None => self.send_raw(&t.bytes, t.peer).await,
+            }
+        }
+        self.flush_records().await;
+    }
+
+    async fn flush_records(&mut self) {
+        let records = self
+            .dtls
+            .as_mut()
+            .map(DtlsClient::poll_transmit)
+            .unwrap_or_default();
+        for r in records {
+            self.send_raw(&r, self.peer).await;
+        }
+    }
+
+    async fn send_raw(&self, bytes: &[u8], to: SocketAddr) {
+        if let Err(e) = self.socket.send_to(bytes, to).await {
+            tracing::debug!(error = %e, "send failed");
+        }
+    }
+
+    /// Waits for the next datagram from the peer; gives back the CoAP messages
+    /// it carried (none for a DTLS handshake record).
+    pub(crate) async fn recv(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
+        loop {
+            let (bytes, from) = recv_datagram(&self.socket).await?;
+            if from != self.peer {
+                continue;
+            }
+            return Ok(match self.dtls.as_mut() {
+                Some(d) => d.handle_datagram(&bytes),
+                None => vec![bytes],
+            });
+        }
+    }
+
+    /// When the DTLS session has a retransmission to make.
+    pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        self.dtls.as_ref().and_then(|d| d.poll_timeout(now))
+    }
+
+    pub(crate) fn handle_timeout(&mut self) {
+        if let Some(d) = self.dtls.as_mut() {
+            d.handle_timeout();
+        }
+    }
+
+    /// Ends the DTLS session with close_notify, so the server need not wait for
+    /// its idle timeout.
+    pub(crate) async fn close(&mut self) {
+        if let Some(d) = self.dtls.as_mut() {
+            d.close();
+        }
+        self.flush_records().await;
+    }
+}
