@@ -33,6 +33,12 @@
 //! session_cache_size = 100000
 //! resumption_lifetime_s = 86400
 //!
+//! [bootstrap]               # the bootstrap server, off unless an address is given
+//! coap = "0.0.0.0:5783"
+//! coaps = "0.0.0.0:5784"
+//! max_sessions = 1024
+//! session_timeout_s = 300
+//!
 //! [coap_params]
 //! ack_timeout_ms = 2000
 //! ack_random_factor = 1.5
@@ -52,6 +58,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::bootstrap::BootstrapSettings;
 use crate::coap;
 use crate::dtls::DtlsConfig;
 use crate::registry::RegistryConfig;
@@ -104,6 +111,8 @@ pub struct BinaryConfig {
     /// Credentials to load into the store at start (a JSON array, see
     /// [`crate::api::security::read_file`]).
     pub security_file: Option<PathBuf>,
+    /// The bootstrap server to run beside the LwM2M server, if any.
+    pub bootstrap: Option<BootstrapSettings>,
 }
 
 /// The REST API's settings.
@@ -172,6 +181,9 @@ pub struct Overrides {
     pub admin_tokens: Vec<String>,
     /// When non-empty, replaces the file's read-only tokens.
     pub read_tokens: Vec<String>,
+    /// Bootstrap server addresses: `ADDR`, or `off`.
+    pub bootstrap: Option<String>,
+    pub bootstrap_coaps: Option<String>,
 }
 
 /// Why a configuration file could not be used.
@@ -209,6 +221,68 @@ pub struct FileConfig {
     pub registry: RegistryParams,
     #[serde(default)]
     pub dtls: DtlsParams,
+    #[serde(default)]
+    pub bootstrap: BootstrapParams,
+}
+
+/// `[bootstrap]`: the bootstrap server's addresses (each `"ADDR"` or `"off"`) and bounds.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapParams {
+    pub coap: Option<String>,
+    pub coaps: Option<String>,
+    pub max_sessions: Option<usize>,
+    pub session_timeout_s: Option<u64>,
+}
+
+impl BootstrapParams {
+    /// The bootstrap settings when an address is given (flags first); `None` when both
+    /// are off. CoAP and DTLS parameters are the LwM2M server's.
+    pub fn resolve(
+        &self,
+        coap: Option<String>,
+        coaps: Option<String>,
+        data_dir: &Path,
+        server: &ServerConfig,
+    ) -> Result<Option<BootstrapSettings>, ConfigError> {
+        let coap_addr = addr_or_off("bootstrap", coap.or(self.coap.clone()))?;
+        let coaps_addr = addr_or_off("bootstrap coaps", coaps.or(self.coaps.clone()))?;
+        if coap_addr.is_none() && coaps_addr.is_none() {
+            return Ok(None);
+        }
+        let mut b = BootstrapSettings::new(coap_addr.unwrap_or(server.coap_addr), data_dir);
+        b.coap_addr = coap_addr;
+        b.coaps_addr = coaps_addr;
+        b.coap = server.coap.clone();
+        b.dtls = server.dtls.clone();
+        if let Some(n) = self.max_sessions {
+            if n == 0 {
+                return Err(ConfigError::Invalid(
+                    "bootstrap max_sessions is at least 1".into(),
+                ));
+            }
+            b.max_sessions = n;
+        }
+        if let Some(s) = self.session_timeout_s {
+            if s == 0 {
+                return Err(ConfigError::Invalid(
+                    "bootstrap session_timeout_s is at least 1".into(),
+                ));
+            }
+            b.session_timeout = Duration::from_secs(s);
+        }
+        Ok(Some(b))
+    }
+}
+
+/// An address, `off`, or nothing given (off).
+fn addr_or_off(what: &str, text: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    match text.as_deref().map(str::trim) {
+        None | Some("off") => Ok(None),
+        Some(a) => a.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!("{what} is an address or \"off\", not {a:?}"))
+        }),
+    }
 }
 
 /// `[coap_params]`: the fields of [`coap::Config`].
@@ -375,13 +449,8 @@ impl FileConfig {
             .coaps
             .or(self.coaps)
             .unwrap_or_else(|| DEFAULT_COAPS_ADDR.to_string());
-        let coaps_addr = match coaps.trim() {
-            "off" => None,
-            a => Some(a.parse().map_err(|_| {
-                ConfigError::Invalid(format!("coaps is an address or \"off\", not {a:?}"))
-            })?),
-        };
-        let mut server = ServerConfig::new(coap_addr, data_dir);
+        let coaps_addr = addr_or_off("coaps", Some(coaps))?;
+        let mut server = ServerConfig::new(coap_addr, data_dir.clone());
         server.coaps_addr = coaps_addr;
         self.coap_params.apply(&mut server.coap)?;
         self.registry.apply(&mut server.registry);
@@ -395,11 +464,15 @@ impl FileConfig {
             api.read_tokens = over.read_tokens;
         }
         check_tokens(&api)?;
+        let bootstrap =
+            self.bootstrap
+                .resolve(over.bootstrap, over.bootstrap_coaps, &data_dir, &server)?;
         Ok(BinaryConfig {
             server,
             http_addr,
             api,
             security_file: over.security_file.or(self.security_file),
+            bootstrap,
         })
     }
 }

@@ -19,14 +19,19 @@
 //!   [`metrics`]: what `/metrics` exposes.
 //! - [`store`]: persistence of registrations, observations, queued
 //!   requests and credentials behind a narrow trait, on `redb`.
-//! - [`hex`]: hex text of bytes.
+//! - [`bootstrap`]: the bootstrap server (`lwm2m-bootstrap`'s dialogues) over its own
+//!   CoAP and DTLS sockets.
+//! - [`binary`]: what the two binaries do alike (logging, token, signals, banner).
+//! - [`hex`]: hex text of bytes (from `lwm2m-objects`).
 
 pub mod api;
+pub mod binary;
+pub mod bootstrap;
 pub mod coap;
 pub mod config;
 pub mod dm;
 pub mod dtls;
-pub mod hex;
+pub use lwm2m_objects::hex;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

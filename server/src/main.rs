@@ -1,7 +1,8 @@
 //! `lwm2m-server`: the binary operators run.
 //!
 //! Prints the addresses it bound on the first line of stdout
-//! (`listening coap=ADDR coaps=ADDR http=ADDR`), so that scripts and tests started with port 0 learn
+//! (`listening coap=ADDR coaps=ADDR http=ADDR`, then `bootstrap=ADDR bootstrap-coaps=ADDR`
+//! when it runs a bootstrap server), so that scripts and tests started with port 0 learn
 //! the real ports; when it generated the API token, a second line says where it is
 //! (`api-token-file=PATH`). Then it serves until SIGINT or SIGTERM. Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`).
@@ -9,13 +10,15 @@
 //! Configuration: the TOML file, then `LWM2M_*` environment variables, then flags; each
 //! wins over the one before.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lwm2m_server::api::{auth, Api};
+use lwm2m_server::api::bootstrap::{BootstrapApi, Provisioner};
+use lwm2m_server::api::Api;
+use lwm2m_server::binary::{self, addr_or_off};
+use lwm2m_server::bootstrap::BootstrapServer;
 use lwm2m_server::config::{FileConfig, Overrides};
 use lwm2m_server::runtime::Server;
 
@@ -29,6 +32,12 @@ struct Cli {
     /// UDP address for CoAP over DTLS, or `off` [default: 0.0.0.0:5684].
     #[arg(long, value_name = "ADDR|off", env = "LWM2M_COAPS")]
     coaps: Option<String>,
+    /// UDP address of a bootstrap server over plain CoAP, or `off` [default: off].
+    #[arg(long, value_name = "ADDR|off", env = "LWM2M_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    /// UDP address of a bootstrap server over DTLS, or `off` [default: off].
+    #[arg(long, value_name = "ADDR|off", env = "LWM2M_BOOTSTRAP_COAPS")]
+    bootstrap_coaps: Option<String>,
     /// TCP address for the HTTP API [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR", env = "LWM2M_HTTP")]
     http: Option<SocketAddr>,
@@ -64,13 +73,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    binary::init_logging();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -94,18 +97,11 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir: cli.data_dir,
             admin_tokens: cli.api_token,
             read_tokens: cli.api_read_token,
+            bootstrap: cli.bootstrap,
+            bootstrap_coaps: cli.bootstrap_coaps,
         })
         .map_err(|e| e.to_string())?;
-    let mut token_file = None;
-    if config.api.admin_tokens.is_empty() {
-        let (token, path, created) =
-            auth::load_or_create_token(&config.server.data_dir).map_err(|e| e.to_string())?;
-        if created {
-            tracing::info!(file = %path.display(), "generated an admin API token");
-        }
-        config.api.admin_tokens.push(token);
-        token_file = Some(path);
-    }
+    let token_file = binary::ensure_admin_token(&mut config.api, &config.server.data_dir)?;
     // Read and checked before anything starts: a bad file stops the server, not half of it.
     let credentials = match &config.security_file {
         Some(path) => {
@@ -138,27 +134,34 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("credentials not loaded (none of them): {e}"))?;
             tracing::info!(count = loaded, "DTLS credentials loaded");
         }
-        let api = Api::new(handle.clone(), config.api).await;
-        tracing::info!(data_dir = %data_dir.display(), %http_addr, "serving");
-        // One write, so a reader that takes the first line and hangs up still got both;
-        // a closed stdout is no reason to stop serving.
-        let coaps = handle
-            .coaps_addr()
-            .map_or_else(|| "off".to_string(), |a| a.to_string());
-        let signals = watch_signals()?;
-        let mut banner = format!(
-            "listening coap={} coaps={coaps} http={http_addr}\n",
-            handle.coap_addr()
-        );
-        if let Some(p) = &token_file {
-            banner.push_str(&format!("api-token-file={}\n", p.display()));
-        }
-        {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
-                tracing::warn!(error = %e, "cannot write the addresses to stdout");
+        let bootstrap = match config.bootstrap {
+            Some(settings) => {
+                let b = BootstrapServer::start(settings, handle.metrics())
+                    .map_err(|e| e.to_string())?;
+                Some(BootstrapApi {
+                    handle: b,
+                    provisioner: Provisioner::Local(handle.clone()),
+                })
             }
+            None => None,
+        };
+        let bootstrap_handle = bootstrap.as_ref().map(|b| b.handle.clone());
+        let api = Api::with_bootstrap(handle.clone(), config.api, bootstrap).await;
+        tracing::info!(data_dir = %data_dir.display(), %http_addr, "serving");
+        let signals = binary::watch_signals()?;
+        let mut addresses = format!(
+            "coap={} coaps={} http={http_addr}",
+            handle.coap_addr(),
+            addr_or_off(handle.coaps_addr())
+        );
+        if let Some(b) = &bootstrap_handle {
+            addresses.push_str(&format!(
+                " bootstrap={} bootstrap-coaps={}",
+                addr_or_off(b.coap_addr()),
+                addr_or_off(b.coaps_addr())
+            ));
         }
+        binary::print_banner(&addresses, token_file.as_deref());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(api.serve(http, async move {
             let _ = stop_rx.await;
@@ -171,23 +174,10 @@ fn run(cli: Cli) -> Result<(), String> {
             Err(_) => tracing::warn!("HTTP requests still open after 10 s; stopping anyway"),
             _ => {}
         }
+        if let Some(b) = &bootstrap_handle {
+            b.shutdown().await;
+        }
         handle.shutdown().await;
         Ok(())
-    })
-}
-
-/// SIGTERM and SIGINT, watched from before the addresses are printed: a script that
-/// signals as soon as it read them must get a clean shutdown.
-fn watch_signals() -> Result<impl std::future::Future<Output = ()>, String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
     })
 }

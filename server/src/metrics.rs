@@ -41,6 +41,12 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BootstrapLabels {
+    /// `finished` (the device acknowledged Bootstrap-Finish) or `failed`.
+    pub outcome: &'static str,
+}
+
 type HistogramFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -66,6 +72,7 @@ pub struct Metrics {
     pub queued_requests: Gauge,
     pub dtls_sessions: Gauge,
     pub dtls_handshakes: Family<HandshakeLabels, Counter>,
+    pub bootstrap_sessions: Family<BootstrapLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +105,12 @@ impl Metrics {
         let queued_requests = Gauge::default();
         let dtls_sessions = Gauge::default();
         let dtls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        let bootstrap_sessions = Family::<BootstrapLabels, Counter>::default();
+        registry.register(
+            "lwm2m_bootstrap_sessions",
+            "Bootstrap dialogues ended, by outcome",
+            bootstrap_sessions.clone(),
+        );
         registry.register(
             "lwm2m_dtls_sessions",
             "DTLS sessions held now (established or handshaking)",
@@ -180,6 +193,7 @@ impl Metrics {
             queued_requests,
             dtls_sessions,
             dtls_handshakes,
+            bootstrap_sessions,
         }
     }
 

@@ -1,6 +1,6 @@
 //! DTLS-PSK against a third-party peer: Debian's `coap-client-openssl` (package
 //! `libcoap3-bin`) registers over DTLS with credentials set through the HTTP API. A wrong
-//! key never gets an answer, a DTLS identity may not register as another endpoint (4.03),
+//! key never gets an answer, a DTLS identity may not register as another endpoint (4.00, as T12 has it),
 //! an endpoint with credentials may not register over plain CoAP (4.03), and credentials
 //! loaded in bulk from a file at start work the same. Skipped where the tool is missing
 //! on a developer machine; under CI (`CI` set) a missing tool is a failure.
@@ -105,7 +105,7 @@ async fn libcoap_registers_over_dtls_psk_with_credentials_from_the_api() {
     // Authenticated, but as another endpoint's identity.
     let out = register(&rd("someone-else"), Some(("libcoap-id", KEY_TEXT)));
     let ack = answer(&out).unwrap_or_else(|| panic!("no answer:\n{out}"));
-    assert!(ack.contains("c:4.03"), "{ack}");
+    assert!(ack.contains("c:4.00"), "{ack}");
 
     // An endpoint with credentials may not use plain CoAP.
     let plain = format!("coap://{}/rd?ep=libcoap-dtls&lt=60", srv.coap);

@@ -8,8 +8,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,24 @@ use super::ApiState;
 
 /// File in the data directory holding the generated admin token.
 pub const TOKEN_FILE: &str = "api-token";
+
+/// What the middlewares check against: the tokens, and which routes are open.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub tokens: Arc<Tokens>,
+    pub open_metrics: bool,
+    pub open_health: bool,
+}
+
+impl FromRef<ApiState> for Access {
+    fn from_ref(s: &ApiState) -> Access {
+        Access {
+            tokens: s.tokens.clone(),
+            open_metrics: s.settings.open_metrics,
+            open_health: s.settings.open_health,
+        }
+    }
+}
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,11 +166,7 @@ fn needed(method: &Method) -> Role {
 
 /// Middleware of `/api`: no valid token is 401, a read-only token on a changing method
 /// is 403; in both cases the handler never runs, so nothing changes.
-pub async fn require_token(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn require_token(State(state): State<Access>, request: Request, next: Next) -> Response {
     match check(&state, &request) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
@@ -160,13 +175,13 @@ pub async fn require_token(
 
 /// Middleware of `/metrics` and `/healthz`: open unless configured otherwise.
 pub async fn require_token_unless_open(
-    State(state): State<ApiState>,
+    State(state): State<Access>,
     request: Request,
     next: Next,
 ) -> Response {
     let open = match request.uri().path() {
-        "/metrics" => state.settings.open_metrics,
-        "/healthz" => state.settings.open_health,
+        "/metrics" => state.open_metrics,
+        "/healthz" => state.open_health,
         _ => false,
     };
     if open {
@@ -178,7 +193,7 @@ pub async fn require_token_unless_open(
     }
 }
 
-fn check(state: &ApiState, request: &Request) -> Result<(), ApiError> {
+fn check(state: &Access, request: &Request) -> Result<(), ApiError> {
     let Some(token) = bearer(request) else {
         return Err(ApiError::unauthorized(
             "this route needs an `Authorization: Bearer <token>` header",

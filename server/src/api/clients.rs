@@ -10,10 +10,6 @@ use super::{query, ApiState};
 use crate::registry::Registration;
 use crate::runtime::ClientInfo;
 
-/// Default and largest page of `GET /api/clients`.
-pub const DEFAULT_PAGE: usize = 100;
-pub const MAX_PAGE: usize = 1000;
-
 /// One object or object instance the device registered, `</3/0>;ver=1.1`.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct ObjectLinkJson {
@@ -143,33 +139,11 @@ pub async fn list(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ClientPageJson>, ApiError> {
-    let (mut prefix, mut offset, mut limit) = (None, 0usize, DEFAULT_PAGE);
-    for (k, v) in query::pairs(raw.as_deref().unwrap_or(""))? {
-        let number = |v: &str| {
-            v.parse::<usize>().map_err(|_| {
-                ApiError::bad_request("bad_query", format!("{k} must be a number, not {v:?}"))
-            })
-        };
-        match k.as_str() {
-            "prefix" => prefix = Some(v),
-            "offset" => offset = number(&v)?,
-            "limit" => {
-                limit = number(&v)?;
-                if !(1..=MAX_PAGE).contains(&limit) {
-                    return Err(ApiError::bad_request(
-                        "bad_query",
-                        format!("limit must be 1..={MAX_PAGE}"),
-                    ));
-                }
-            }
-            other => {
-                return Err(ApiError::bad_request(
-                    "bad_query",
-                    format!("unknown parameter {other:?}; accepted: prefix, offset, limit"),
-                ))
-            }
-        }
-    }
+    let query::Page {
+        prefix,
+        offset,
+        limit,
+    } = query::Page::parse(raw.as_deref())?;
     let page = state.handle.clients(prefix.as_deref(), offset, limit).await;
     Ok(Json(ClientPageJson {
         total: page.total,

@@ -11,12 +11,14 @@
 //! - [`responses`], [`error`]: the JSON of answers and of errors.
 //! - [`openapi`], [`docs`]: the document and its HTML rendering.
 //! - [`security`]: devices' DTLS credentials.
+//! - [`bootstrap`]: devices' bootstrap configurations.
 //! - [`system`]: health, metrics, tracked requests.
 //!
 //! Every error, including those axum produces itself (unknown route, wrong method, body
 //! too large), leaves as `{"error", "detail"}` JSON: see `json_errors`.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod clients;
 pub mod device;
 pub mod docs;
@@ -69,6 +71,8 @@ pub struct ApiState {
     pub stopping: watch::Receiver<bool>,
     /// One permit per open event stream.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The bootstrap server of this process, if it runs one.
+    pub bootstrap: bootstrap::BootstrapState,
 }
 
 /// A configured API: its router, and the switch that ends its event streams.
@@ -81,6 +85,15 @@ impl Api {
     /// Builds the router, starts the event translator and tracks again the requests that
     /// still wait for sleeping devices from before a restart.
     pub async fn new(handle: ServerHandle, settings: ApiSettings) -> Api {
+        Api::with_bootstrap(handle, settings, None).await
+    }
+
+    /// As [`Api::new`], with the routes of `/api/bootstrap` managing `bootstrap`.
+    pub async fn with_bootstrap(
+        handle: ServerHandle,
+        settings: ApiSettings,
+        bootstrap: Option<bootstrap::BootstrapApi>,
+    ) -> Api {
         let (stop, stopping) = watch::channel(false);
         let (events, _) = broadcast::channel(events::API_EVENT_CAPACITY);
         let streams = Arc::new(tokio::sync::Semaphore::new(settings.max_event_streams));
@@ -96,6 +109,7 @@ impl Api {
             model: Arc::new(lwm2m_objects::Registry::with_core()),
             stopping,
             streams,
+            bootstrap: bootstrap::BootstrapState(bootstrap),
         };
         events::spawn_translator(state.clone());
         for q in state.handle.queued_requests().await {
@@ -138,6 +152,7 @@ fn router(state: ApiState) -> Router {
         .route("/api/clients/{endpoint}", get(clients::get))
         .route("/api/clients/{endpoint}/{*path}", any(device::dispatch))
         .route("/api/requests/{id}", get(system::request))
+        .merge(bootstrap::routes())
         .route("/api/security/clients", get(security::list))
         .route(
             "/api/security/clients/{endpoint}",
@@ -158,15 +173,91 @@ fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token_unless_open,
         ));
-    Router::new()
-        .merge(api)
-        .merge(open)
-        .route("/docs", get(docs::page))
+    finish(
+        Router::new()
+            .merge(api)
+            .merge(open)
+            .route("/docs", get(docs::page)),
+    )
+    .with_state(state)
+}
+
+/// What every router of this API ends with: JSON errors for unknown routes, wrong methods
+/// and axum's own rejections, and the body limit.
+fn finish<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+}
+
+/// The state of the standalone bootstrap server's API.
+#[derive(Clone)]
+struct BootstrapOnly {
+    bootstrap: bootstrap::BootstrapState,
+    access: auth::Access,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl axum::extract::FromRef<BootstrapOnly> for bootstrap::BootstrapState {
+    fn from_ref(s: &BootstrapOnly) -> Self {
+        s.bootstrap.clone()
+    }
+}
+impl axum::extract::FromRef<BootstrapOnly> for auth::Access {
+    fn from_ref(s: &BootstrapOnly) -> Self {
+        s.access.clone()
+    }
+}
+impl axum::extract::FromRef<BootstrapOnly> for Arc<crate::metrics::Metrics> {
+    fn from_ref(s: &BootstrapOnly) -> Self {
+        s.metrics.clone()
+    }
+}
+
+/// The API of `lwm2m-bootstrap`, a bootstrap server without an LwM2M server: the
+/// `/api/bootstrap` routes, `/healthz` and `/metrics`, with the same tokens and errors.
+pub fn bootstrap_only_router(
+    bootstrap: bootstrap::BootstrapApi,
+    settings: &ApiSettings,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Router {
+    let state = BootstrapOnly {
+        bootstrap: bootstrap::BootstrapState(Some(bootstrap)),
+        access: auth::Access {
+            tokens: Arc::new(auth::Tokens::new(
+                &settings.admin_tokens,
+                &settings.read_tokens,
+            )),
+            open_metrics: settings.open_metrics,
+            open_health: settings.open_health,
+        },
+        metrics,
+    };
+    let api = bootstrap::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    let open = Router::new()
+        .route("/healthz", get(bootstrap::health))
+        .route("/metrics", get(system::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token_unless_open,
+        ));
+    finish(Router::new().merge(api).merge(open)).with_state(state)
+}
+
+/// Serves `router` until `shutdown` completes.
+pub async fn serve_router(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn not_found() -> ApiError {

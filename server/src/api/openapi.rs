@@ -11,6 +11,10 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::bootstrap::{
+    BootstrapConfigJson, BootstrapPageJson, BootstrapStatusJson, PreviousServerJson,
+    ServerAccountJson, StepJson,
+};
 use super::clients::{ClientJson, ClientPageJson, ObjectLinkJson, RegistrationJson};
 use super::device::Accepted;
 use super::error::ErrorBody;
@@ -47,6 +51,10 @@ use super::system::Health;
         super::security::get,
         super::security::put,
         super::security::delete,
+        super::bootstrap::list,
+        super::bootstrap::get,
+        super::bootstrap::put,
+        super::bootstrap::delete,
         super::events::events,
         openapi_json,
         super::system::health,
@@ -56,7 +64,8 @@ use super::system::Health;
     components(schemas(
         ErrorBody, ClientJson, ClientPageJson, RegistrationJson, ObjectLinkJson, DmResult,
         Accepted, JsonNode, JsonType, RequestRecord, RequestStatus, ApiEvent, Health,
-        SecurityInput, PskInput, SecurityJson, PskOutput, SecurityList
+        SecurityInput, PskInput, SecurityJson, PskOutput, SecurityList, BootstrapConfigJson,
+        BootstrapPageJson, BootstrapStatusJson, ServerAccountJson, StepJson, PreviousServerJson
     )),
     modifiers(&BearerAuth),
     tags(
@@ -64,6 +73,7 @@ use super::system::Health;
         (name = "device", description = "LwM2M operations on one device"),
         (name = "requests", description = "requests queued for sleeping devices"),
         (name = "security", description = "devices' DTLS credentials"),
+        (name = "bootstrap", description = "what devices are given when they bootstrap"),
         (name = "events", description = "live events"),
         (name = "system", description = "health, metrics and this document"),
     )

@@ -3,6 +3,55 @@
 
 use super::error::ApiError;
 
+/// Default and largest page of a listing.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// `?prefix=&offset=&limit=` of a listing by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub prefix: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Page {
+    pub fn parse(raw: Option<&str>) -> Result<Page, ApiError> {
+        let mut page = Page {
+            prefix: None,
+            offset: 0,
+            limit: DEFAULT_PAGE,
+        };
+        for (k, v) in pairs(raw.unwrap_or(""))? {
+            let number = |v: &str| {
+                v.parse::<usize>().map_err(|_| {
+                    ApiError::bad_request("bad_query", format!("{k} must be a number, not {v:?}"))
+                })
+            };
+            match k.as_str() {
+                "prefix" => page.prefix = Some(v),
+                "offset" => page.offset = number(&v)?,
+                "limit" => {
+                    page.limit = number(&v)?;
+                    if !(1..=MAX_PAGE).contains(&page.limit) {
+                        return Err(ApiError::bad_request(
+                            "bad_query",
+                            format!("limit must be 1..={MAX_PAGE}"),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(ApiError::bad_request(
+                        "bad_query",
+                        format!("unknown parameter {other:?}; accepted: prefix, offset, limit"),
+                    ))
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
 /// Most `key=value` pairs one query may carry.
 pub const MAX_PAIRS: usize = 64;
 

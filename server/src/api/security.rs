@@ -82,7 +82,7 @@ pub struct SecurityList {
     pub clients: Vec<SecurityJson>,
 }
 
-fn fingerprint(key: &[u8]) -> String {
+pub(crate) fn fingerprint(key: &[u8]) -> String {
     let digest = openssl::sha::sha256(key);
     crate::hex::encode(digest.get(..8).unwrap_or_default())
 }
@@ -149,7 +149,7 @@ fn to_json(s: &StoredSecurity) -> SecurityJson {
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::IdentityTaken(ep) => ApiError::new(
             StatusCode::CONFLICT,

@@ -1,6 +1,8 @@
 //! The server's own routes: health, metrics, tracked requests.
 
-use axum::extract::{Path as UrlPath, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path as UrlPath, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -10,6 +12,13 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::requests::RequestRecord;
 use super::ApiState;
+use crate::metrics::Metrics;
+
+impl FromRef<ApiState> for Arc<Metrics> {
+    fn from_ref(s: &ApiState) -> Arc<Metrics> {
+        s.handle.metrics()
+    }
+}
 
 /// Health answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,13 +56,13 @@ pub async fn health(State(state): State<ApiState>) -> Json<Health> {
         (status = 401, description = "token needed (when configured so)", body = ErrorBody),
     )
 )]
-pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.handle.metrics().encode(),
+        metrics.encode(),
     )
 }
 

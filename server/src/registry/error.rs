@@ -44,7 +44,7 @@ pub(crate) const ECHO_LIMIT: usize = 32;
 
 /// Peer text cut to [`ECHO_LIMIT`] characters and debug-quoted, so control
 /// characters cannot reach a log line raw.
-pub(crate) fn echo(s: &str) -> String {
+pub fn echo(s: &str) -> String {
     let cut: String = s.chars().take(ECHO_LIMIT).collect();
     if cut.len() < s.len() {
         format!("{cut:?}...")

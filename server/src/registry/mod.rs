@@ -18,7 +18,7 @@ mod request;
 mod table;
 
 pub use binding::Binding;
-pub(crate) use error::echo;
+pub use error::echo;
 pub use error::RegistrationError;
 pub use queue::Ready;
 pub use request::{

@@ -17,6 +17,7 @@ use lwm2m_objects::Path;
 use super::inventory::SecurityCommand;
 use super::persist::{self, Clock};
 use super::route::{self, Route};
+use super::sockets::{flush_plain, flush_secure, recv_from};
 use super::{
     ClientInfo, ClientPage, Command, ObservationInfo, QueuedInfo, Reply, ReplyTx, RequestError,
     RequestLabel, ServerEvent,
@@ -74,17 +75,6 @@ struct Observed {
     /// The LwM2M paths observed, as the observing call named them.
     paths: Vec<Path>,
     composite: bool,
-}
-
-/// Receives from the DTLS socket, or waits forever when there is none.
-async fn recv_secure(
-    socket: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The metrics code of a request's outcome: the device's CoAP code, or why there was none.
@@ -332,7 +322,7 @@ impl Driver {
                     // on some systems; it concerns one peer, not the socket.
                     Err(e) => tracing::debug!(error = %e, "recv_from failed"),
                 },
-                r = recv_secure(secure.as_ref(), &mut sbuf) => match r {
+                r = recv_from(secure.as_ref(), &mut sbuf) => match r {
                     Ok((n, peer)) => {
                         let data = sbuf.get(..n).unwrap_or_default();
                         if let Some(d) = self.dtls.as_mut() {
@@ -386,29 +376,8 @@ impl Driver {
                 () = sleep => self.on_timer(Instant::now()),
             }
             self.drain_events();
-            while let Some(t) = self.ep.poll_transmit() {
-                if let Err(e) = socket.send_to(&t.bytes, t.peer).await {
-                    tracing::debug!(peer = %t.peer, error = %e, "send_to failed");
-                }
-            }
-            let now = Instant::now();
-            while let Some(t) = self.sep.poll_transmit() {
-                match self.dtls.as_mut() {
-                    Some(d) => {
-                        if let Err(e) = d.send(now, t.peer, &t.bytes) {
-                            tracing::debug!(peer = %t.peer, error = %e, "not sent over DTLS");
-                        }
-                    }
-                    None => break,
-                }
-            }
-            if let (Some(d), Some(sock)) = (self.dtls.as_mut(), secure.as_ref()) {
-                while let Some((peer, bytes)) = d.poll_transmit() {
-                    if let Err(e) = sock.send_to(&bytes, peer).await {
-                        tracing::debug!(%peer, error = %e, "send_to failed (DTLS)");
-                    }
-                }
-            }
+            flush_plain(&mut self.ep, Some(&socket)).await;
+            flush_secure(&mut self.sep, self.dtls.as_mut(), secure.as_ref()).await;
             self.update_gauges();
         }
         tracing::info!("server stopped");
@@ -585,8 +554,9 @@ impl Driver {
     // ----- incoming requests ---------------------------------------------------------
 
     /// Whether a request that came over `t` from `peer` may speak for `endpoint`: over
-    /// DTLS only as the endpoint its credentials name; over plain CoAP only for an
-    /// endpoint that has no credentials and is not registered over DTLS.
+    /// DTLS only as the endpoint its credentials name (4.00 otherwise, as T12 answers a
+    /// Register whose name is not the identity's); over plain CoAP only for an endpoint
+    /// that has no credentials and is not registered over DTLS (4.03).
     fn may_speak_for(
         &self,
         t: Transport,
@@ -594,7 +564,6 @@ impl Driver {
         endpoint: &str,
         registered_over: Option<Transport>,
     ) -> Result<(), RegistrationError> {
-        let refuse = |why: String| Err(RegistrationError::new(RegistrationError::FORBIDDEN, why));
         match t {
             Transport::Dtls => {
                 let bound = self
@@ -605,19 +574,24 @@ impl Driver {
                     Ok(())
                 } else {
                     tracing::warn!(%peer, %endpoint, bound = ?bound, "DTLS identity may not speak for this endpoint");
-                    refuse(format!(
+                    // T12 answers a Register whose ep is not the DTLS identity's with 4.00.
+                    Err(RegistrationError::bad_request(format!(
                         "this DTLS identity is not the one of endpoint {}",
                         crate::registry::echo(endpoint)
-                    ))
+                    )))
                 }
             }
             Transport::Udp => {
                 if registered_over == Some(Transport::Dtls) || self.credentials.is_secured(endpoint)
                 {
                     tracing::warn!(%peer, %endpoint, "plain CoAP for an endpoint with credentials");
-                    refuse(format!(
-                        "endpoint {} has credentials: use DTLS",
-                        crate::registry::echo(endpoint)
+                    // 4.03: this registration is not allowed (over this transport).
+                    Err(RegistrationError::new(
+                        RegistrationError::FORBIDDEN,
+                        format!(
+                            "endpoint {} has credentials: use DTLS",
+                            crate::registry::echo(endpoint)
+                        ),
                     ))
                 } else {
                     Ok(())

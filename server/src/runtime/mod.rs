@@ -20,6 +20,8 @@ mod inventory;
 mod manage;
 pub mod persist;
 pub mod route;
+mod sockets;
+pub(crate) use sockets::{bind_udp, flush_plain, flush_secure, recv_from};
 
 pub use inventory::{ClientInfo, ClientPage, ObservationInfo, QueuedInfo};
 pub use manage::{ManageError, Performed, Submitted};
@@ -353,13 +355,8 @@ impl Server {
     }
 }
 
-/// Binds a non-blocking UDP socket; answers it and the address it got.
 fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, SocketAddr), StartError> {
-    let bind_err = |source| StartError::Bind { addr, source };
-    let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
-    socket.set_nonblocking(true).map_err(bind_err)?;
-    let local = socket.local_addr().map_err(bind_err)?;
-    Ok((socket, local))
+    sockets::bind_udp(addr).map_err(|source| StartError::Bind { addr, source })
 }
 
 impl ServerHandle {

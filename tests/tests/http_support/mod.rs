@@ -22,11 +22,16 @@ pub const READER: &str = "read-token-for-tests-00001";
 pub const STEP: Duration = Duration::from_secs(20);
 
 pub fn server_binary() -> PathBuf {
+    binary("lwm2m-server")
+}
+
+/// A binary of the workspace, beside the test binaries.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let bin = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join("lwm2m-server"))
+        .map(|dir| dir.join(name))
         .expect("target dir");
     assert!(
         bin.exists(),
@@ -42,6 +47,9 @@ pub struct Running {
     pub coap: SocketAddr,
     pub coaps: SocketAddr,
     pub http: SocketAddr,
+    /// The bootstrap server's sockets, when it runs one.
+    pub bootstrap: Option<SocketAddr>,
+    pub bootstrap_coaps: Option<SocketAddr>,
     /// The second stdout line, when the server generated its token.
     pub token_file: Option<PathBuf>,
 }
@@ -92,7 +100,47 @@ pub fn start_on(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn lwm2m-server");
+    let (mut child, line, rx) = spawn(cmd, "lwm2m-server");
+    let addrs = banner(&line);
+    let addr = |k: &str| addrs.iter().find(|(n, _)| n == k).and_then(|(_, a)| *a);
+    let (Some(coap), Some(coaps), Some(http)) = (addr("coap"), addr("coaps"), addr("http")) else {
+        let _ = child.kill();
+        panic!("unexpected first line {line:?}");
+    };
+    Running {
+        child,
+        coap,
+        coaps,
+        http,
+        bootstrap: addr("bootstrap"),
+        bootstrap_coaps: addr("bootstrap-coaps"),
+        token_file: token_file(&rx),
+    }
+}
+
+/// The `name=ADDR` pairs of a `listening ...` line (`None` for `off`).
+pub fn banner(line: &str) -> Vec<(String, Option<SocketAddr>)> {
+    line.trim()
+        .strip_prefix("listening ")
+        .unwrap_or("")
+        .split(' ')
+        .filter_map(|part| part.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().ok()))
+        .collect()
+}
+
+/// The `api-token-file=` line that follows the addresses when a token was generated.
+pub fn token_file(rx: &std_mpsc::Receiver<String>) -> Option<PathBuf> {
+    rx.recv_timeout(Duration::from_millis(300))
+        .ok()
+        .and_then(|l| l.trim().strip_prefix("api-token-file=").map(PathBuf::from))
+}
+
+/// Spawns `cmd` with its stdout read line by line on a thread; answers the child, its
+/// first line and the rest.
+pub fn spawn(mut cmd: Command, name: &str) -> (Child, String, std_mpsc::Receiver<String>) {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std_mpsc::channel();
     std::thread::spawn(move || {
@@ -109,46 +157,12 @@ pub fn start_on(
             }
         }
     });
-    let line = match rx.recv_timeout(STEP) {
-        Ok(l) => l,
+    match rx.recv_timeout(STEP) {
+        Ok(line) => (child, line, rx),
         Err(_) => {
             let _ = child.kill();
-            panic!("lwm2m-server printed no address within {STEP:?}");
+            panic!("{name} printed no address within {STEP:?}");
         }
-    };
-    let mut coap = None;
-    let mut coaps = None;
-    let mut http = None;
-    for part in line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap_or("")
-        .split(' ')
-    {
-        if let Some(a) = part.strip_prefix("coap=") {
-            coap = a.parse().ok();
-        }
-        if let Some(a) = part.strip_prefix("coaps=") {
-            coaps = a.parse().ok();
-        }
-        if let Some(a) = part.strip_prefix("http=") {
-            http = a.parse().ok();
-        }
-    }
-    let (Some(coap), Some(coaps), Some(http)) = (coap, coaps, http) else {
-        let _ = child.kill();
-        panic!("unexpected first line {line:?}");
-    };
-    let token_file = rx
-        .recv_timeout(Duration::from_millis(300))
-        .ok()
-        .and_then(|l| l.trim().strip_prefix("api-token-file=").map(PathBuf::from));
-    Running {
-        child,
-        coap,
-        coaps,
-        http,
-        token_file,
     }
 }
 
