@@ -16,6 +16,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
+use crate::device::DeviceNote;
+use crate::firmware::download::{self, Progress};
+use crate::firmware::{FwCommand, FwState, UpdateResult};
 use crate::ops::{encode_uint, Action, Core, Operation};
 use crate::store::OpError;
 use crate::transport::{code_text, recv_datagram, request_packet, uri_path};
@@ -74,6 +77,33 @@ pub enum ClientEvent {
         local: SocketAddr,
     },
     Rebooting,
+    /// Object 5 entered this State (/5/0/3) and Update Result (/5/0/5):
+    /// one event per change, in order.
+    FirmwareState {
+        state: FwState,
+        result: UpdateResult,
+    },
+    /// A CoAP download wrote Block2 block `num` (of `len` bytes) to the
+    /// package buffer.
+    FirmwareBlock {
+        num: u32,
+        len: usize,
+    },
+    /// An HTTP download sent a GET, with `Range: bytes=from-` unless `from`
+    /// is 0.
+    FirmwareHttpGet {
+        from: usize,
+    },
+    /// The configured interruption paused the download after `offset` bytes.
+    FirmwareDownloadPaused {
+        offset: usize,
+    },
+    /// The download gave up; Update Result says how it counts.
+    FirmwareDownloadFailed {
+        reason: String,
+    },
+    /// The installation finished; `version` is what /3/0/3 says now (still
+    /// the old one on a lying device). The device reboots next.
     FirmwareUpdated {
         version: String,
     },
@@ -114,6 +144,10 @@ pub struct ClientHandle {
 /// Entry point of the library.
 pub struct Client;
 
+/// Room for the content-format framing of a pushed package (TLV or SenML
+/// headers) on top of its bytes.
+const PUSH_FRAMING: usize = 64 * 1024;
+
 impl Client {
     /// Binds the socket, fills the object tree and starts registering.
     pub async fn start(config: Config) -> Result<ClientHandle, ClientError> {
@@ -121,6 +155,24 @@ impl Client {
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let core = Core::new(config.clone())?;
+        // A pushed package arrives as one Block1 body: the endpoint must be
+        // able to reassemble the largest the device stores, also when a text
+        // format carries it as base64.
+        let max_package = config.firmware.max_package_size;
+        let mut coap = config.coap.clone();
+        coap.max_body = coap.max_body.max(
+            max_package
+                .saturating_add(max_package / 3)
+                .saturating_add(PUSH_FRAMING),
+        );
+        let (fw_tx, fw_rx) = mpsc::channel(16);
+        let fw_settings = Arc::new(download::Settings {
+            bind: config.bind,
+            coap: config.coap.clone(),
+            psk: config.psk.clone(),
+            certificate: config.certificate.clone(),
+            firmware: config.firmware.clone(),
+        });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, _) = broadcast::channel(1024);
         let (st_tx, st_rx) = watch::channel(Status::Unregistered);
@@ -138,7 +190,7 @@ impl Client {
             .transpose()
             .map_err(|e| ClientError::Io(format!("DTLS: {e}")))?;
         let driver = Driver {
-            endpoint: Endpoint::new(config.coap.clone(), seed),
+            endpoint: Endpoint::new(coap, seed),
             socket: Some(Arc::new(socket)),
             dtls,
             dtls_context,
@@ -161,6 +213,10 @@ impl Client {
             notification_mids: VecDeque::new(),
             shutdown: None,
             done: false,
+            fw_tx,
+            fw_rx,
+            fw_task: None,
+            fw_settings,
         };
         tokio::spawn(driver.run());
         Ok(ClientHandle {
@@ -283,6 +339,11 @@ struct Driver {
     notification_mids: VecDeque<(u16, Vec<u8>)>,
     shutdown: Option<(Reply<()>, Instant)>,
     done: bool,
+    /// Progress of the firmware download task comes back on this channel.
+    fw_tx: mpsc::Sender<Progress>,
+    fw_rx: mpsc::Receiver<Progress>,
+    fw_task: Option<tokio::task::JoinHandle<()>>,
+    fw_settings: Arc<download::Settings>,
 }
 
 /// What woke the driver loop.
@@ -290,6 +351,7 @@ enum Wake {
     Datagram(Vec<u8>, SocketAddr),
     Timer,
     Command(Option<Command>),
+    Firmware(Option<Progress>),
     SocketError,
 }
 
@@ -319,6 +381,7 @@ impl Driver {
             let wake = tokio::select! {
                 w = recv(socket) => w,
                 c = self.commands.recv() => Wake::Command(c),
+                p = self.fw_rx.recv() => Wake::Firmware(p),
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
             };
             let now = Instant::now();
@@ -334,6 +397,8 @@ impl Driver {
                     None => self.on_datagram(now, peer, &bytes),
                 },
                 Wake::Timer => {}
+                Wake::Firmware(Some(p)) => self.on_firmware_progress(now, p),
+                Wake::Firmware(None) => {}
                 Wake::Command(Some(c)) => self.on_command(now, c),
                 Wake::Command(None) => {
                     // Every handle is gone: nobody can stop us later, so stop now.
@@ -344,6 +409,9 @@ impl Driver {
                 }
             }
             self.on_timers(Instant::now());
+        }
+        if let Some(t) = self.fw_task.take() {
+            t.abort();
         }
         self.flush().await;
         let _ = self.status.send(Status::Stopped);
@@ -387,7 +455,7 @@ impl Driver {
         let far = now + Duration::from_secs(3600);
         let mut candidates = vec![
             self.endpoint.poll_timeout(),
-            self.core.device.next_deadline(),
+            self.core.firmware.next_deadline(),
             self.dtls.as_ref().and_then(|d| d.poll_timeout(now)),
         ];
         candidates.push(Some(self.tick_at));
@@ -414,10 +482,15 @@ impl Driver {
         if let Some(d) = self.dtls.as_mut() {
             d.handle_timeout();
         }
-        if let Some(note) = self.core.device.poll(&mut self.core.store, now) {
-            let crate::device::DeviceNote::FirmwareUpdated(version) = note;
+        if let Some(note) = self.core.firmware.poll(&mut self.core.store, now) {
+            let DeviceNote::FirmwareUpdated(version) = note;
+            // The device restarts on its new firmware: whoever observed the
+            // old one must observe again after the Register.
+            self.emit_firmware_changes();
             self.emit(ClientEvent::FirmwareUpdated { version });
+            self.reboot(now);
         }
+        self.apply_firmware(now);
         if self.tick_at <= now {
             if let Err(e) = self
                 .core
@@ -429,25 +502,7 @@ impl Driver {
             self.tick_at = now + self.config.tick;
         }
         if self.observe_at <= now && !self.asleep {
-            self.observe_at = now + self.config.observe_poll;
-            for n in self.core.poll_notifications(now) {
-                let seq = n.packet.get_observe_value().and_then(Result::ok);
-                match self
-                    .endpoint
-                    .notify(now, n.peer, &n.token, n.packet, n.confirmable)
-                {
-                    Ok(mid) => {
-                        self.notification_mids.push_back((mid, n.token));
-                        if self.notification_mids.len() > 256 {
-                            self.notification_mids.pop_front();
-                        }
-                        if let Some(seq) = seq {
-                            self.emit(ClientEvent::Notified { seq });
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "notification not sent"),
-                }
-            }
+            self.send_notifications(now);
         }
         if self.register_at.is_some_and(|t| t <= now) && !self.asleep {
             self.register_at = None;
@@ -477,6 +532,121 @@ impl Driver {
                 self.finish_shutdown(Err(ClientError::Timeout("de-registration")));
             }
         }
+    }
+
+    /// Sends the notifications that are due now.
+    fn send_notifications(&mut self, now: Instant) {
+        self.observe_at = now + self.config.observe_poll;
+        for n in self.core.poll_notifications(now) {
+            let seq = n.packet.get_observe_value().and_then(Result::ok);
+            match self
+                .endpoint
+                .notify(now, n.peer, &n.token, n.packet, n.confirmable)
+            {
+                Ok(mid) => {
+                    self.notification_mids.push_back((mid, n.token));
+                    if self.notification_mids.len() > 256 {
+                        self.notification_mids.pop_front();
+                    }
+                    if let Some(seq) = seq {
+                        self.emit(ClientEvent::Notified { seq });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "notification not sent"),
+            }
+        }
+    }
+
+    /// Reports the firmware's state changes as events; whether there were any.
+    fn emit_firmware_changes(&mut self) -> bool {
+        let changes = self.core.firmware.take_changes();
+        for (state, result) in &changes {
+            self.emit(ClientEvent::FirmwareState {
+                state: *state,
+                result: *result,
+            });
+        }
+        !changes.is_empty()
+    }
+
+    /// Does what the firmware state machine asked for (start or stop the
+    /// download task) and reports its state changes at once: observers of
+    /// /5/0/3 and /5/0/5 must see every state, not only the one a later
+    /// observation poll finds.
+    fn apply_firmware(&mut self, now: Instant) {
+        for c in self.core.firmware.take_commands() {
+            if let Some(t) = self.fw_task.take() {
+                t.abort();
+            }
+            if let FwCommand::Start(job) = c {
+                let task = download::run(job, self.fw_settings.clone(), self.fw_tx.clone());
+                self.fw_task = Some(tokio::spawn(task));
+            }
+        }
+        if self.emit_firmware_changes() && !self.asleep {
+            self.send_notifications(now);
+        }
+    }
+
+    fn on_firmware_progress(&mut self, now: Instant, p: Progress) {
+        let fw = &mut self.core.firmware;
+        let store = &mut self.core.store;
+        match p {
+            Progress::Block {
+                attempt,
+                offset,
+                num,
+                data,
+            } if fw.is_current(attempt) => {
+                if let Some(num) = num {
+                    self.emit(ClientEvent::FirmwareBlock {
+                        num,
+                        len: data.len(),
+                    });
+                }
+                self.core
+                    .firmware
+                    .on_block(&mut self.core.store, attempt, offset, &data);
+            }
+            Progress::HttpGet { attempt, from } if fw.is_current(attempt) => {
+                self.emit(ClientEvent::FirmwareHttpGet { from });
+            }
+            Progress::Paused { attempt, offset } if fw.is_current(attempt) => {
+                self.emit(ClientEvent::FirmwareDownloadPaused { offset });
+            }
+            Progress::Done { attempt } if fw.is_current(attempt) => {
+                self.fw_task = None;
+                fw.on_download_done(store, attempt);
+            }
+            Progress::Failed {
+                attempt,
+                result,
+                reason,
+            } if fw.is_current(attempt) => {
+                self.fw_task = None;
+                fw.on_download_failed(store, attempt, result);
+                self.emit(ClientEvent::FirmwareDownloadFailed { reason });
+            }
+            // Of a download stopped since.
+            _ => {}
+        }
+        self.apply_firmware(now);
+    }
+
+    /// Restarts the device: observations are gone, and it registers afresh
+    /// (same endpoint name) once it has booted.
+    fn reboot(&mut self, now: Instant) {
+        self.emit(ClientEvent::Rebooting);
+        self.core.clear_observations();
+        self.location = None;
+        self.update_at = None;
+        let _ = self.status.send(Status::Unregistered);
+        if self.asleep {
+            // A device that boots is awake; without a registration, waking
+            // only opens the socket.
+            self.wake(now);
+        }
+        self.register_at = Some(now + self.config.reboot_delay);
     }
 
     fn on_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
@@ -533,16 +703,10 @@ impl Driver {
                             self.send_update(now, None);
                         }
                         Action::TriggerUpdate => self.send_update(now, None),
-                        Action::Reboot => {
-                            self.emit(ClientEvent::Rebooting);
-                            self.core.clear_observations();
-                            self.location = None;
-                            self.update_at = None;
-                            let _ = self.status.send(Status::Unregistered);
-                            self.register_at = Some(now + self.config.reboot_delay);
-                        }
+                        Action::Reboot => self.reboot(now),
                     }
                 }
+                self.apply_firmware(now);
             }
             Event::Response {
                 request_id, packet, ..
@@ -925,6 +1089,9 @@ impl Driver {
     }
 
     fn finish_shutdown(&mut self, result: Result<(), ClientError>) {
+        if let Some(t) = self.fw_task.take() {
+            t.abort();
+        }
         // Status first, so that a caller woken by the reply sees it.
         let _ = self.status.send(Status::Stopped);
         if let Some((tx, _)) = self.shutdown.take() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use lwm2m_objects::{ContentFormat, Version};
 
 use crate::device::DeviceProfile;
+use crate::firmware::FirmwareConfig;
 
 /// Configuration of one client. [`Config::new`] gives a device that behaves
 /// like a real one (30 s awake window, 1 s sensor steps); tests shorten the
@@ -52,6 +53,9 @@ pub struct Config {
     /// How long a reboot (Execute /3/0/4) takes before the device registers again.
     pub reboot_delay: Duration,
     pub profile: DeviceProfile,
+    /// How object 5 behaves: package size, block size, supported protocols,
+    /// faked failures. The update time is `profile.update_time`.
+    pub firmware: FirmwareConfig,
     /// DTLS-PSK credentials: with them the client speaks CoAP over DTLS to `server`
     /// (a CoAPS address), shaking hands again after every wake from sleep.
     pub psk: Option<Psk>,
@@ -101,6 +105,7 @@ impl Config {
             registration_retry: Duration::from_secs(10),
             reboot_delay: Duration::from_secs(1),
             profile: DeviceProfile::default(),
+            firmware: FirmwareConfig::default(),
             psk: None,
             certificate: None,
         }

@@ -1,29 +1,16 @@
-//! The simulated device: the initial values of objects 0, 1, 3, 4, 5 and 6,
-//! sensors that drift (battery, clock, radio, position) and the firmware
-//! update state machine of object 5.
+//! The simulated device: the initial values of objects 0, 1, 3, 4 and 6,
+//! and sensors that drift (battery, clock, radio, position). Object 5 is
+//! [`crate::firmware`]'s.
 //!
 //! Values are realistic for a battery-powered NB-IoT tracker so that a
 //! server's UI and tests see plausible data, not zeros.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lwm2m_objects::{Path, Value};
 
 use crate::store::{ObjectStore, OpError};
-
-/// Firmware Update state (/5/0/3).
-pub const FW_IDLE: i64 = 0;
-pub const FW_DOWNLOADING: i64 = 1;
-pub const FW_DOWNLOADED: i64 = 2;
-pub const FW_UPDATING: i64 = 3;
-
-/// What the firmware state machine is waiting for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FwStep {
-    DownloadDone,
-    UpdateDone,
-}
 
 /// Something the device did on its own that the client must act on.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +25,8 @@ pub struct DeviceProfile {
     pub manufacturer: String,
     pub model: String,
     pub firmware_version: String,
-    /// How long a firmware download and an update take.
-    pub download_time: Duration,
+    /// How long installing a downloaded firmware takes (State Updating),
+    /// before the device reboots.
     pub update_time: Duration,
 }
 
@@ -49,8 +36,7 @@ impl Default for DeviceProfile {
             manufacturer: "Lwm2mSim Devices".into(),
             model: "NB-TRACK-1".into(),
             firmware_version: "1.0.0".into(),
-            download_time: Duration::from_secs(2),
-            update_time: Duration::from_secs(2),
+            update_time: Duration::from_secs(1),
         }
     }
 }
@@ -79,8 +65,6 @@ impl Rng {
 pub struct Device {
     profile: DeviceProfile,
     rng: Rng,
-    fw_pending: Option<(Instant, FwStep)>,
-    fw_counter: u32,
     ticks: u64,
     heading: f64,
 }
@@ -104,14 +88,13 @@ impl Device {
         Device {
             profile,
             rng: Rng(seed),
-            fw_pending: None,
-            fw_counter: 0,
             ticks: 0,
             heading: 0.7,
         }
     }
 
-    /// Fills objects 0, 1, 3, 4, 5, 6 of `store` with their initial instances.
+    /// Fills objects 0, 1, 3, 4, 6 of `store` with their initial instances,
+    /// and adds the empty instance /5/0 that [`crate::firmware`] fills.
     pub fn populate(
         &mut self,
         store: &mut ObjectStore,
@@ -169,13 +152,6 @@ impl Device {
             (&[4, 0, 8], Value::Integer(0x01A2_B3C4)),
             (&[4, 0, 9], Value::Integer(1)),
             (&[4, 0, 10], Value::Integer(262)),
-            // Firmware Update: idle, pull over CoAP.
-            (&[5, 0, 1], Value::String(String::new())),
-            (&[5, 0, 3], Value::Integer(FW_IDLE)),
-            (&[5, 0, 5], Value::Integer(0)),
-            (&[5, 0, 6], Value::String(String::new())),
-            (&[5, 0, 7], Value::String(String::new())),
-            (&[5, 0, 9], Value::Integer(2)),
             // Location: Berlin, walking pace.
             (&[6, 0, 0], Value::Float(52.520_008)),
             (&[6, 0, 1], Value::Float(13.404_954)),
@@ -195,7 +171,6 @@ impl Device {
             (&[4, 0, 1], vec![Value::Integer(7), Value::Integer(6)]),
             (&[4, 0, 4], vec![Value::String("10.64.12.7".into())]),
             (&[4, 0, 7], vec![Value::String("iot.example".into())]),
-            (&[5, 0, 8], vec![Value::Integer(0)]),
         ];
         for (ids, vs) in multi {
             let instances: BTreeMap<u16, Value> = (0u16..).zip(vs).collect();
@@ -253,82 +228,5 @@ impl Device {
         store.set(&p(&[6, 0, 5]), Value::Time(now))?;
         store.set(&p(&[6, 0, 6]), Value::Float((speed * 10.0).round() / 10.0))?;
         Ok(())
-    }
-
-    /// Reacts to a server Write of /5/0/0 (Package) or /5/0/1 (Package URI).
-    pub fn on_firmware_write(&mut self, store: &mut ObjectStore, now: Instant, path: &Path) {
-        let empty = match path.resource_id() {
-            Some(1) => matches!(store.value(path), Some(Value::String(s)) if s.is_empty()),
-            Some(0) => {
-                matches!(store.value(path), Some(Value::Opaque(b)) if b.is_empty() || b == &[0])
-            }
-            _ => return,
-        };
-        let _ = store.set(&p(&[5, 0, 5]), Value::Integer(0));
-        if empty {
-            self.fw_pending = None;
-            let _ = store.set(&p(&[5, 0, 3]), Value::Integer(FW_IDLE));
-        } else if path.resource_id() == Some(0) {
-            // A pushed package is complete when the (block-wise) write is.
-            let _ = store.set(&p(&[5, 0, 3]), Value::Integer(FW_DOWNLOADED));
-        } else {
-            let _ = store.set(&p(&[5, 0, 3]), Value::Integer(FW_DOWNLOADING));
-            self.fw_pending = Some((now + self.profile.download_time, FwStep::DownloadDone));
-        }
-    }
-
-    /// Execute of /5/0/2 (Update): only in Downloaded.
-    pub fn start_update(&mut self, store: &mut ObjectStore, now: Instant) -> Result<(), OpError> {
-        if store.value(&p(&[5, 0, 3])) != Some(&Value::Integer(FW_DOWNLOADED)) {
-            return Err(OpError::MethodNotAllowed(
-                "firmware update needs state Downloaded".into(),
-            ));
-        }
-        store.set(&p(&[5, 0, 3]), Value::Integer(FW_UPDATING))?;
-        store.set(&p(&[5, 0, 5]), Value::Integer(0))?;
-        self.fw_pending = Some((now + self.profile.update_time, FwStep::UpdateDone));
-        Ok(())
-    }
-
-    /// Execute of /5/0/10 (Cancel): back to Idle with result 10, refused once
-    /// the installation has begun.
-    pub fn cancel_update(&mut self, store: &mut ObjectStore) -> Result<(), OpError> {
-        if store.value(&p(&[5, 0, 3])) == Some(&Value::Integer(FW_UPDATING)) {
-            return Err(OpError::MethodNotAllowed("installation has begun".into()));
-        }
-        self.fw_pending = None;
-        store.set(&p(&[5, 0, 3]), Value::Integer(FW_IDLE))?;
-        store.set(&p(&[5, 0, 5]), Value::Integer(10))?;
-        Ok(())
-    }
-
-    /// When the firmware state machine next has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.fw_pending.map(|(at, _)| at)
-    }
-
-    /// Runs the firmware steps that are due.
-    pub fn poll(&mut self, store: &mut ObjectStore, now: Instant) -> Option<DeviceNote> {
-        let (at, step) = self.fw_pending?;
-        if at > now {
-            return None;
-        }
-        self.fw_pending = None;
-        match step {
-            FwStep::DownloadDone => {
-                let _ = store.set(&p(&[5, 0, 3]), Value::Integer(FW_DOWNLOADED));
-                None
-            }
-            FwStep::UpdateDone => {
-                self.fw_counter += 1;
-                let base = self.profile.firmware_version.clone();
-                let version = format!("{base}+u{}", self.fw_counter);
-                let _ = store.set(&p(&[3, 0, 3]), Value::String(version.clone()));
-                let _ = store.set(&p(&[5, 0, 3]), Value::Integer(FW_IDLE));
-                let _ = store.set(&p(&[5, 0, 5]), Value::Integer(1));
-                let _ = store.set(&p(&[5, 0, 7]), Value::String(version.clone()));
-                Some(DeviceNote::FirmwareUpdated(version))
-            }
-        }
     }
 }

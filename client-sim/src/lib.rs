@@ -5,8 +5,12 @@
 //! - [`config`]: what a device is configured with.
 //! - [`store`]: the object tree; every access is checked against the model
 //!   (operations R/W/E, types).
-//! - [`device`]: initial values of objects 0, 1, 3, 4, 5, 6, drifting
-//!   sensors and the firmware-update state machine.
+//! - [`device`]: initial values of objects 0, 1, 3, 4, 6 and drifting
+//!   sensors.
+//! - [`firmware`]: Firmware Update (object 5): pull over CoAP block-wise,
+//!   CoAPS or HTTP with resume, push by Block1, the package check (the
+//!   simulated package format is in [`firmware::package`]), the update and
+//!   the reboot after it, and failures faked on purpose.
 //! - [`observe`]: notification attributes and observation rules.
 //! - [`ops`]: the DM and information-reporting operations, sans-IO.
 //! - [`bootstrap`](mod@bootstrap): client-initiated bootstrap: the Bootstrap-Request, the
@@ -29,6 +33,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod config;
 pub mod device;
+pub mod firmware;
 pub mod observe;
 pub mod ops;
 pub mod store;
@@ -38,4 +43,5 @@ pub use bootstrap::{bootstrap, Account, BootstrapConfig, BootstrapError};
 pub use client::{Client, ClientError, ClientEvent, ClientHandle, Status};
 pub use config::{CertificateCredentials, Config, Psk, ServerUri, UriError};
 pub use device::DeviceProfile;
+pub use firmware::{DeliveryMethod, FailureMode, FirmwareConfig, FwState, Protocol, UpdateResult};
 pub use ops::Operation;

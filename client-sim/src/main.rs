@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use lwm2m_client_sim::{
-    bootstrap, Account, BootstrapConfig, CertificateCredentials, Client, ClientEvent, Config, Psk,
-    ServerUri,
+    bootstrap, Account, BootstrapConfig, CertificateCredentials, Client, ClientEvent, Config,
+    DeliveryMethod, FailureMode, FirmwareConfig, Protocol, Psk, ServerUri,
 };
 use lwm2m_objects::{ContentFormat, Version};
 
@@ -17,7 +17,12 @@ const USAGE: &str =
     "usage: lwm2m-client-sim (--server coap[s]://HOST:PORT | --bootstrap coap[s]://HOST:PORT) \
 --endpoint NAME [--lifetime S] [--queue-mode] [--awake S] [--lwm2m 1.0|1.1|1.2] \
 [--format senml-cbor|senml-json|tlv|lwm2m-cbor] [--psk-identity ID --psk-key HEX] \
-[--cert PEM --key PEM --ca PEM]";
+[--cert PEM --key PEM --ca PEM] [--fw-fail MODE] [--fw-lie] [--fw-max-size BYTES] \
+[--fw-block-size 16..1024] [--fw-block-delay-ms MS] [--fw-update-ms MS] \
+[--fw-interrupt-after BLOCKS [--fw-interrupt-ms MS]] [--fw-protocols 0,1,2] \
+[--fw-delivery pull|push|both]
+--fw-fail MODE: out-of-storage, out-of-memory, connection-lost, integrity, \
+unsupported-package, invalid-uri, update-failed, unsupported-protocol";
 
 /// Where the device gets its server from.
 enum Target {
@@ -40,6 +45,29 @@ struct Args {
     format_given: bool,
     psk: Option<Psk>,
     certificate: Option<CertificateCredentials>,
+    firmware: FirmwareConfig,
+    update_time: Option<Duration>,
+}
+
+fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse::<T>().map_err(|e| format!("{name}: {e}"))
+}
+
+fn protocols(text: &str) -> Result<Vec<Protocol>, String> {
+    text.split(',')
+        .map(|p| match p.trim() {
+            "0" => Ok(Protocol::Coap),
+            "1" => Ok(Protocol::Coaps),
+            "2" => Ok(Protocol::Http),
+            "3" => Ok(Protocol::Https),
+            "4" => Ok(Protocol::CoapTcp),
+            "5" => Ok(Protocol::CoapTls),
+            other => Err(format!("--fw-protocols: {other:?} is not 0..5")),
+        })
+        .collect()
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -54,6 +82,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut psk_identity = None;
     let mut psk_key = None;
     let (mut cert, mut key, mut ca) = (None, None, None);
+    let mut firmware = FirmwareConfig::default();
+    let mut update_time = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -108,6 +138,57 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     "lwm2m-cbor" => ContentFormat::Lwm2mCbor,
                     f => return Err(format!("unknown format {f}")),
                 })
+            }
+            "--fw-fail" => {
+                firmware.fail = Some(
+                    value("--fw-fail")?
+                        .parse::<FailureMode>()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            "--fw-lie" => firmware.lie = true,
+            "--fw-max-size" => {
+                firmware.max_package_size = number("--fw-max-size", &value("--fw-max-size")?)?
+            }
+            "--fw-block-size" => {
+                let size: usize = number("--fw-block-size", &value("--fw-block-size")?)?;
+                if !(16..=1024).contains(&size) || !size.is_power_of_two() {
+                    return Err("--fw-block-size is a power of two from 16 to 1024".into());
+                }
+                firmware.block_size = size;
+            }
+            "--fw-block-delay-ms" => {
+                firmware.block_delay = Duration::from_millis(number(
+                    "--fw-block-delay-ms",
+                    &value("--fw-block-delay-ms")?,
+                )?)
+            }
+            "--fw-update-ms" => {
+                update_time = Some(Duration::from_millis(number(
+                    "--fw-update-ms",
+                    &value("--fw-update-ms")?,
+                )?))
+            }
+            "--fw-interrupt-after" => {
+                firmware.interrupt_after_blocks = Some(number(
+                    "--fw-interrupt-after",
+                    &value("--fw-interrupt-after")?,
+                )?)
+            }
+            "--fw-interrupt-ms" => {
+                firmware.interrupt_for = Duration::from_millis(number(
+                    "--fw-interrupt-ms",
+                    &value("--fw-interrupt-ms")?,
+                )?)
+            }
+            "--fw-protocols" => firmware.protocols = protocols(&value("--fw-protocols")?)?,
+            "--fw-delivery" => {
+                firmware.delivery = match value("--fw-delivery")?.as_str() {
+                    "pull" => DeliveryMethod::Pull,
+                    "push" => DeliveryMethod::Push,
+                    "both" => DeliveryMethod::Both,
+                    d => return Err(format!("--fw-delivery: {d:?} is not pull, push or both")),
+                }
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -173,6 +254,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         format_given: format.is_some(),
         psk,
         certificate,
+        firmware,
+        update_time,
     })
 }
 
@@ -184,6 +267,10 @@ impl Args {
         c.queue_mode |= self.queue;
         if let Some(a) = self.awake {
             c.awake_window = Duration::from_secs(a);
+        }
+        c.firmware = self.firmware.clone();
+        if let Some(t) = self.update_time {
+            c.profile.update_time = t;
         }
     }
 
@@ -307,4 +394,50 @@ async fn main() -> ExitCode {
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Result<Args, String> {
+        let v: Vec<String> = text.split_whitespace().map(String::from).collect();
+        parse_args(&v)
+    }
+
+    #[test]
+    fn firmware_flags_reach_the_config() {
+        let a = args(
+            "--server coap://127.0.0.1:5683 --endpoint d --fw-fail update-failed --fw-lie \
+             --fw-block-size 512 --fw-max-size 4096 --fw-update-ms 50 --fw-interrupt-after 3 \
+             --fw-interrupt-ms 200 --fw-protocols 0,2 --fw-delivery pull --fw-block-delay-ms 5",
+        )
+        .unwrap();
+        let c = a.direct_config("127.0.0.1:5683".parse().unwrap());
+        let f = &c.firmware;
+        assert_eq!(f.fail, Some(FailureMode::UpdateFailed));
+        assert!(f.lie);
+        assert_eq!((f.block_size, f.max_package_size), (512, 4096));
+        assert_eq!(f.interrupt_after_blocks, Some(3));
+        assert_eq!(f.interrupt_for, Duration::from_millis(200));
+        assert_eq!(f.block_delay, Duration::from_millis(5));
+        assert_eq!(f.protocols, vec![Protocol::Coap, Protocol::Http]);
+        assert_eq!(f.delivery, DeliveryMethod::Pull);
+        assert_eq!(c.profile.update_time, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn bad_firmware_flags_are_refused() {
+        let base = "--server coap://127.0.0.1:5683 --endpoint d";
+        for bad in [
+            "--fw-fail sometimes",
+            "--fw-block-size 1000",
+            "--fw-block-size 2048",
+            "--fw-protocols 0,7",
+            "--fw-delivery carrier-pigeon",
+            "--fw-max-size lots",
+        ] {
+            assert!(args(&format!("{base} {bad}")).is_err(), "{bad}");
+        }
+    }
 }

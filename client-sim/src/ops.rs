@@ -14,6 +14,7 @@ use lwm2m_objects::{Codecs, ContentFormat, Model, Node, Path, Resource, Value, V
 
 use crate::config::Config;
 use crate::device::Device;
+use crate::firmware::Firmware;
 use crate::observe::{AttributeStore, Effective, Observation, Target};
 use crate::store::{Actor, ObjectStore, OpError};
 
@@ -58,6 +59,7 @@ pub struct Core {
     pub config: Config,
     pub store: ObjectStore,
     pub device: Device,
+    pub firmware: Firmware,
     pub attrs: AttributeStore,
     pub observations: Vec<Observation>,
     pub codecs: Codecs,
@@ -220,6 +222,41 @@ pub(crate) fn decode_payload(
         })
 }
 
+/// What one write puts into Package (/5/0/0) and Package URI (/5/0/1), so
+/// that the firmware can refuse it before anything is stored and act on it
+/// after.
+#[derive(Debug, Default)]
+struct FirmwareWrite {
+    package: bool,
+    uri: Option<String>,
+}
+
+impl FirmwareWrite {
+    fn of(path: &Path, node: &Node) -> FirmwareWrite {
+        if path.object_id() != Some(5) || path.instance_id() != Some(0) {
+            return FirmwareWrite::default();
+        }
+        let text = |r: &Resource| match r {
+            Resource::Single {
+                value: Value::String(s),
+                ..
+            } => s.clone(),
+            _ => String::new(),
+        };
+        match node {
+            Node::Instance(inst) => FirmwareWrite {
+                package: inst.resources.contains_key(&0),
+                uri: inst.resources.get(&1).map(text),
+            },
+            Node::Resource(r) if path.resource_id() == Some(r.id()) => FirmwareWrite {
+                package: r.id() == 0,
+                uri: (r.id() == 1).then(|| text(r)),
+            },
+            _ => FirmwareWrite::default(),
+        }
+    }
+}
+
 fn is_single_value(node: &Node) -> bool {
     matches!(
         node,
@@ -251,10 +288,18 @@ impl Core {
             config.short_server_id,
             binding,
         )?;
+        let dtls_credentials = config.psk.is_some() || config.certificate.is_some();
+        let mut firmware = Firmware::new(
+            config.firmware.clone(),
+            config.profile.update_time,
+            dtls_credentials,
+        );
+        firmware.populate(&mut store)?;
         Ok(Core {
             config,
             store,
             device,
+            firmware,
             attrs: AttributeStore::default(),
             observations: Vec::new(),
             codecs: Codecs::new(),
@@ -418,7 +463,7 @@ impl Core {
             }
             RequestType::Put => {
                 *op = Operation::Write;
-                self.write(now, &path, cf, &req.payload, true, actions)
+                self.write(&path, cf, &req.payload, true, actions)
             }
             RequestType::Post => match path.depth() {
                 1 => {
@@ -427,7 +472,7 @@ impl Core {
                 }
                 2 => {
                     *op = Operation::Write;
-                    self.write(now, &path, cf, &req.payload, false, actions)
+                    self.write(&path, cf, &req.payload, false, actions)
                 }
                 3 if self
                     .store
@@ -439,7 +484,7 @@ impl Core {
                     && cf.is_some() =>
                 {
                     *op = Operation::Write;
-                    self.write(now, &path, cf, &req.payload, false, actions)
+                    self.write(&path, cf, &req.payload, false, actions)
                 }
                 3 => {
                     *op = Operation::Execute;
@@ -449,11 +494,11 @@ impl Core {
             },
             RequestType::IPatch if path.is_root() => {
                 *op = Operation::WriteComposite;
-                self.write_composite(now, cf, &req.payload, actions)
+                self.write_composite(cf, &req.payload, actions)
             }
             RequestType::IPatch if path.depth() == 2 => {
                 *op = Operation::Write;
-                self.write(now, &path, cf, &req.payload, false, actions)
+                self.write(&path, cf, &req.payload, false, actions)
             }
             RequestType::Delete => {
                 *op = Operation::Delete;
@@ -578,7 +623,6 @@ impl Core {
 
     fn write(
         &mut self,
-        now: Instant,
         path: &Path,
         cf: Option<u32>,
         payload: &[u8],
@@ -595,25 +639,32 @@ impl Core {
             return Err(OpError::NotFound(*path));
         }
         let node = self.decode(cf, payload, path)?;
+        let fw = FirmwareWrite::of(path, &node);
+        self.firmware.check_write(fw.package, fw.uri.as_deref())?;
         self.store.write(path, node, replace, Actor::Server)?;
-        self.after_write(now, path, actions);
+        self.after_write(path, fw, actions);
         Ok(response(ResponseType::Changed, Vec::new(), None))
     }
 
     /// Side effects of written values: firmware downloads, lifetime and
     /// binding changes.
-    fn after_write(&mut self, now: Instant, path: &Path, actions: &mut Vec<Action>) {
+    fn after_write(&mut self, path: &Path, fw: FirmwareWrite, actions: &mut Vec<Action>) {
         let touches = |r: u16| path.depth() == 2 || path.resource_id() == Some(r);
         match path.object_id() {
             Some(5) => {
-                for r in [0u16, 1] {
-                    let rp = Path::resource(5, 0, r);
-                    if touches(r)
-                        && path.instance_id() == Some(0)
-                        && self.store.value(&rp).is_some()
-                    {
-                        self.device.on_firmware_write(&mut self.store, now, &rp);
-                    }
+                if fw.package {
+                    let package = Path::resource(5, 0, 0);
+                    let bytes = match self.store.value(&package) {
+                        Some(Value::Opaque(b)) => b.clone(),
+                        _ => Vec::new(),
+                    };
+                    // The image lives in the firmware's buffer only: the tree
+                    // is cloned by composite writes.
+                    let _ = self.store.set(&package, Value::Opaque(Vec::new()));
+                    self.firmware.on_package_write(&mut self.store, bytes);
+                }
+                if let Some(uri) = fw.uri {
+                    self.firmware.on_uri_write(&mut self.store, &uri);
                 }
             }
             Some(1) if touches(1) || touches(7) => {
@@ -630,7 +681,6 @@ impl Core {
 
     fn write_composite(
         &mut self,
-        now: Instant,
         cf: Option<u32>,
         payload: &[u8],
         actions: &mut Vec<Action>,
@@ -644,14 +694,20 @@ impl Core {
             .get(f.code())
             .and_then(|c| c.decode_nodes(payload, None, self.store.model()))
             .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        let mut firmware_writes = Vec::with_capacity(nodes.len());
+        for (p, n) in &nodes {
+            let fw = FirmwareWrite::of(p, n);
+            self.firmware.check_write(fw.package, fw.uri.as_deref())?;
+            firmware_writes.push(fw);
+        }
         // Check all first on a copy, so that a refused write changes nothing.
         let mut trial = self.store.clone();
         for (p, n) in &nodes {
             trial.write(p, n.clone(), true, Actor::Server)?;
         }
         self.store = trial;
-        for p in nodes.keys() {
-            self.after_write(now, p, actions);
+        for (p, fw) in nodes.keys().zip(firmware_writes) {
+            self.after_write(p, fw, actions);
         }
         Ok(response(ResponseType::Changed, Vec::new(), None))
     }
@@ -686,8 +742,8 @@ impl Core {
                     BTreeMap::from([(0, Value::Integer(0))]),
                 )?;
             }
-            (Some(5), Some(2)) => self.device.start_update(&mut self.store, now)?,
-            (Some(5), Some(10)) => self.device.cancel_update(&mut self.store)?,
+            (Some(5), Some(2)) => self.firmware.start_update(&mut self.store, now)?,
+            (Some(5), Some(10)) => self.firmware.cancel(&mut self.store)?,
             (Some(1), Some(8)) => actions.push(Action::TriggerUpdate),
             _ => {}
         }

@@ -131,7 +131,18 @@ impl Link {
         self.flush_records().await;
     }
 
-    async fn flush_records(&mut self) {
+    /// Sends one message that is not the endpoint's (the firmware download
+    /// runs its own exchanges), sealed when over DTLS.
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
+        match self.dtls.as_mut() {
+            Some(d) => d.send(bytes),
+            None => self.send_raw(bytes, self.peer).await,
+        }
+        self.flush_records().await;
+    }
+
+    /// Sends the DTLS records waiting (handshake flights, sealed messages).
+    pub(crate) async fn flush_records(&mut self) {
         let records = self
             .dtls
             .as_mut()

@@ -264,68 +264,6 @@ async fn execute_reboot_registers_again_and_checks_operations() {
 }
 
 #[tokio::test]
-async fn firmware_update_state_machine() {
-    let mut server = TestServer::start().await;
-    let mut c = config(&server, "dev-fw");
-    c.profile.download_time = Duration::from_millis(100);
-    c.profile.update_time = Duration::from_millis(100);
-    let (h, reg) = start(&mut server, c).await;
-    let state = |h: ClientHandle| async move {
-        match h.read(Path::resource(5, 0, 3)).await.unwrap() {
-            Node::Resource(Resource::Single {
-                value: Value::Integer(s),
-                ..
-            }) => s,
-            n => panic!("{n:?}"),
-        }
-    };
-    let r = server
-        .request(
-            reg.peer,
-            with_payload(
-                request(RequestType::Put, "/5/0/1"),
-                0,
-                b"coap://127.0.0.1/fw.bin",
-            ),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code(&r), ResponseType::Changed);
-    assert_eq!(state(h.clone()).await, 1);
-    let deadline = Instant::now() + T;
-    while state(h.clone()).await != 2 {
-        assert!(Instant::now() < deadline, "never Downloaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let r = server
-        .request(reg.peer, request(RequestType::Post, "/5/0/2"))
-        .await
-        .unwrap();
-    assert_eq!(code(&r), ResponseType::Changed);
-    while state(h.clone()).await != 0 {
-        assert!(Instant::now() < deadline, "never back to Idle");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let r = server
-        .request(
-            reg.peer,
-            with_accept(request(RequestType::Get, "/5/0/5"), 0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.payload, b"1");
-    let r = server
-        .request(
-            reg.peer,
-            with_accept(request(RequestType::Get, "/3/0/3"), 0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.payload, b"1.0.0+u1");
-    h.shutdown().await.unwrap();
-}
-
-#[tokio::test]
 async fn create_and_delete_instances_send_updates() {
     let mut server = TestServer::start().await;
     let mut c = config(&server, "dev-create");

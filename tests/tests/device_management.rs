@@ -240,17 +240,19 @@ async fn every_operation_in_every_format() {
         })
     );
 
-    // Firmware update: URI write, download, Update execute, success.
-    let uri = Operation::Write {
-        path: Path::resource(5, 0, 1),
+    // Firmware update by hand: a pushed package, Update execute, success.
+    let push = Operation::Write {
+        path: Path::resource(5, 0, 0),
         node: Node::Resource(Resource::Single {
-            id: 1,
-            value: Value::from("coap://127.0.0.1:5683/fw/v2"),
+            id: 0,
+            value: Value::Opaque(lwm2m_client_sim::firmware::package::build(
+                "2.0.0", b"image",
+            )),
         }),
         mode: WriteMode::Replace,
-        format: Some(ContentFormat::Text),
+        format: Some(ContentFormat::Opaque),
     };
-    assert_eq!(perform(&server, ep, &uri).await, DmResponse::Changed);
+    assert_eq!(perform(&server, ep, &push).await, DmResponse::Changed);
     wait_resource(&server, ep, Path::resource(5, 0, 3), 2).await; // Downloaded
     let update = Operation::Execute {
         path: Path::resource(5, 0, 2),
@@ -258,6 +260,17 @@ async fn every_operation_in_every_format() {
     };
     assert_eq!(perform(&server, ep, &update).await, DmResponse::Changed);
     wait_resource(&server, ep, Path::resource(5, 0, 5), 1).await; // Update Result: success
+                                                                  // The device reboots into the new firmware and registers again.
+    wait_event(&mut events, "Register after the update", |e| {
+        matches!(
+            e,
+            ServerEvent::Registered {
+                replaced: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
 
     // Observe with pmax=1: notifications keep coming and decode.
     let attributes = Attributes {
