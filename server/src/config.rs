@@ -39,6 +39,15 @@
 //! max_sessions = 1024
 //! session_timeout_s = 300
 //!
+//! [firmware]
+//! max_package_size = 67108864
+//! token_lifetime_s = 21600
+//! download_timeout_s = 7200
+//! update_timeout_s = 1800
+//! request_expiry_s = 86400
+//! poll_interval_ms = 60000
+//! coap_url = "coap://fw.example.net:5683"   # default: the bound address
+//!
 //! [coap_params]
 //! ack_timeout_ms = 2000
 //! ack_random_factor = 1.5
@@ -61,6 +70,7 @@ use serde::Deserialize;
 use crate::bootstrap::BootstrapSettings;
 use crate::coap;
 use crate::dtls::DtlsConfig;
+use crate::firmware::FirmwareSettings;
 use crate::registry::RegistryConfig;
 
 /// Default CoAP listening address (RFC 7252 §6.1 port 5683 on every interface).
@@ -86,6 +96,7 @@ pub struct ServerConfig {
     pub coap: coap::Config,
     pub registry: RegistryConfig,
     pub dtls: DtlsConfig,
+    pub firmware: FirmwareSettings,
 }
 
 impl ServerConfig {
@@ -98,6 +109,7 @@ impl ServerConfig {
             coap: coap::Config::default(),
             registry: RegistryConfig::default(),
             dtls: DtlsConfig::default(),
+            firmware: FirmwareSettings::default(),
         }
     }
 }
@@ -223,6 +235,82 @@ pub struct FileConfig {
     pub dtls: DtlsParams,
     #[serde(default)]
     pub bootstrap: BootstrapParams,
+    #[serde(default)]
+    pub firmware: FirmwareParams,
+}
+
+/// `[firmware]`: the fields of [`FirmwareSettings`].
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareParams {
+    pub max_package_size: Option<u64>,
+    pub token_lifetime_s: Option<u64>,
+    pub download_timeout_s: Option<u64>,
+    pub update_timeout_s: Option<u64>,
+    pub request_expiry_s: Option<u64>,
+    pub poll_interval_ms: Option<u64>,
+    pub coap_url: Option<String>,
+    pub coaps_url: Option<String>,
+    pub http_url: Option<String>,
+}
+
+impl FirmwareParams {
+    fn apply(&self, f: &mut FirmwareSettings) -> Result<(), ConfigError> {
+        let positive = |name: &str, v: Option<u64>| match v {
+            Some(0) => Err(ConfigError::Invalid(format!(
+                "firmware {name} is at least 1"
+            ))),
+            other => Ok(other),
+        };
+        if let Some(v) = positive("max_package_size", self.max_package_size)? {
+            f.max_package_size = v;
+        }
+        for (name, value, target) in [
+            (
+                "token_lifetime_s",
+                self.token_lifetime_s,
+                &mut f.token_lifetime,
+            ),
+            (
+                "download_timeout_s",
+                self.download_timeout_s,
+                &mut f.download_timeout,
+            ),
+            (
+                "update_timeout_s",
+                self.update_timeout_s,
+                &mut f.update_timeout,
+            ),
+            (
+                "request_expiry_s",
+                self.request_expiry_s,
+                &mut f.request_expiry,
+            ),
+        ] {
+            if let Some(v) = positive(name, value)? {
+                *target = Duration::from_secs(v);
+            }
+        }
+        if let Some(v) = positive("poll_interval_ms", self.poll_interval_ms)? {
+            f.poll_interval = Duration::from_millis(v);
+        }
+        for (name, value, target) in [
+            ("coap_url", &self.coap_url, &mut f.coap_url),
+            ("coaps_url", &self.coaps_url, &mut f.coaps_url),
+            ("http_url", &self.http_url, &mut f.http_url),
+        ] {
+            if let Some(url) = value {
+                let scheme = name.trim_end_matches("_url");
+                if !url.starts_with(&format!("{scheme}://")) || url.len() > 160 {
+                    return Err(ConfigError::Invalid(format!(
+                        "firmware {name} is a {scheme}:// URL of at most 160 characters (a Package URI holds 255)"
+                    )));
+                }
+                *target = Some(url.trim_end_matches('/').to_string());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[bootstrap]`: the bootstrap server's addresses (each `"ADDR"` or `"off"`) and bounds.
@@ -455,6 +543,7 @@ impl FileConfig {
         self.coap_params.apply(&mut server.coap)?;
         self.registry.apply(&mut server.registry);
         self.dtls.apply(&mut server.dtls)?;
+        self.firmware.apply(&mut server.firmware)?;
         let mut api = ApiSettings::default();
         self.api.apply(&mut api)?;
         if !over.admin_tokens.is_empty() {

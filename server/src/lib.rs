@@ -17,6 +17,7 @@
 //!   endpoint an authenticated peer may speak for.
 //! - [`api`]: the operator's HTTP API (REST, events, OpenAPI, health);
 //!   [`metrics`]: what `/metrics` exposes.
+//! - [`firmware`]: packages, their download endpoints and the update of object 5.
 //! - [`store`]: persistence of registrations, observations, queued
 //!   requests and credentials behind a narrow trait, on `redb`.
 //! - [`bootstrap`]: the bootstrap server (`lwm2m-bootstrap`'s dialogues) over its own
@@ -31,6 +32,7 @@ pub mod coap;
 pub mod config;
 pub mod dm;
 pub mod dtls;
+pub mod firmware;
 pub use lwm2m_objects::hex;
 pub mod metrics;
 pub mod registry;

@@ -20,7 +20,8 @@ use lwm2m_server::api::Api;
 use lwm2m_server::binary::{self, addr_or_off};
 use lwm2m_server::bootstrap::BootstrapServer;
 use lwm2m_server::config::{FileConfig, Overrides};
-use lwm2m_server::runtime::Server;
+use lwm2m_server::firmware::update::BaseUrls;
+use lwm2m_server::runtime::{Server, ServerHandle};
 
 /// LwM2M device-management server.
 #[derive(Debug, Parser)]
@@ -146,7 +147,8 @@ fn run(cli: Cli) -> Result<(), String> {
             None => None,
         };
         let bootstrap_handle = bootstrap.as_ref().map(|b| b.handle.clone());
-        let api = Api::with_bootstrap(handle.clone(), config.api, bootstrap).await;
+        let urls = firmware_urls(&handle, http_addr);
+        let api = Api::with_parts(handle.clone(), config.api, bootstrap, urls).await;
         tracing::info!(data_dir = %data_dir.display(), %http_addr, "serving");
         let signals = binary::watch_signals()?;
         let mut addresses = format!(
@@ -180,4 +182,36 @@ fn run(cli: Cli) -> Result<(), String> {
         handle.shutdown().await;
         Ok(())
     })
+}
+
+/// The download URLs written into devices: as configured, or the bound addresses. An
+/// address bound on every interface is no address a device can use: loopback stands in,
+/// with a warning.
+fn firmware_urls(handle: &ServerHandle, http: SocketAddr) -> BaseUrls {
+    let settings = &handle.firmware().settings;
+    let reachable = |scheme: &str, mut a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            tracing::warn!(%a, "firmware downloads: set [firmware] {scheme}_url to the address devices reach; using loopback");
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("{scheme}://{a}")
+    };
+    BaseUrls {
+        coap: Some(
+            settings
+                .coap_url
+                .clone()
+                .unwrap_or_else(|| reachable("coap", handle.coap_addr())),
+        ),
+        coaps: settings
+            .coaps_url
+            .clone()
+            .or_else(|| handle.coaps_addr().map(|a| reachable("coaps", a))),
+        http: Some(
+            settings
+                .http_url
+                .clone()
+                .unwrap_or_else(|| reachable("http", http)),
+        ),
+    }
 }

@@ -47,6 +47,20 @@ pub struct BootstrapLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FirmwareDownloadLabels {
+    /// `block` (a CoAP block served), `http` (an HTTP download or range), or why one was
+    /// refused: `unknown` (or revoked), `expired`, `foreign`, `past_end`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FirmwarePhaseLabels {
+    /// The phase an update entered: `downloading`, `updating`, `verifying`,
+    /// `succeeded`, `failed`, `cancelled`.
+    pub phase: &'static str,
+}
+
 type HistogramFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -73,6 +87,9 @@ pub struct Metrics {
     pub dtls_sessions: Gauge,
     pub dtls_handshakes: Family<HandshakeLabels, Counter>,
     pub bootstrap_sessions: Family<BootstrapLabels, Counter>,
+    pub firmware_downloads: Family<FirmwareDownloadLabels, Counter>,
+    pub firmware_bytes_served: Counter,
+    pub firmware_updates: Family<FirmwarePhaseLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,6 +123,24 @@ impl Metrics {
         let dtls_sessions = Gauge::default();
         let dtls_handshakes = Family::<HandshakeLabels, Counter>::default();
         let bootstrap_sessions = Family::<BootstrapLabels, Counter>::default();
+        let firmware_downloads = Family::<FirmwareDownloadLabels, Counter>::default();
+        let firmware_bytes_served = Counter::default();
+        let firmware_updates = Family::<FirmwarePhaseLabels, Counter>::default();
+        registry.register(
+            "lwm2m_firmware_downloads",
+            "Firmware blocks and HTTP downloads served, and refused requests by reason",
+            firmware_downloads.clone(),
+        );
+        registry.register(
+            "lwm2m_firmware_bytes_served",
+            "Package bytes sent to devices",
+            firmware_bytes_served.clone(),
+        );
+        registry.register(
+            "lwm2m_firmware_updates",
+            "Firmware update transitions, by the phase entered",
+            firmware_updates.clone(),
+        );
         registry.register(
             "lwm2m_bootstrap_sessions",
             "Bootstrap dialogues ended, by outcome",
@@ -194,6 +229,9 @@ impl Metrics {
             dtls_sessions,
             dtls_handshakes,
             bootstrap_sessions,
+            firmware_downloads,
+            firmware_bytes_served,
+            firmware_updates,
         }
     }
 

@@ -639,7 +639,8 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
     // Authentication on every documented route: nothing passes without a valid token,
     // a read-only token changes nothing, and indeed nothing changed.
     let ops = documented(&doc);
-    let open = ["/healthz", "/metrics", "/docs"];
+    // The download endpoint's credential is its token, not the API's.
+    let open = ["/healthz", "/metrics", "/docs", "/fw/{token}"];
     for (method, path) in &ops {
         let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
         let params = [("endpoint", DEV), ("path", "3/0/14"), ("id", id.as_str())];
@@ -727,6 +728,22 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
     while let Ok((kind, v)) = mine.try_recv() {
         assert_eq!(v["endpoint"], DEV, "{kind} {v}");
     }
+
+    // A download token nobody issued: 404, whatever the API token.
+    let (status, v) = api
+        .call(
+            Method::GET,
+            "/fw/{token}",
+            &[("token", "00112233445566778899aabbccddeeff")],
+            "",
+            NONE,
+            Auth::None,
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
 
     // The document and the routes called agree both ways.
     let called = api.called.lock().expect("lock").clone();

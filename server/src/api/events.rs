@@ -36,7 +36,7 @@ pub const API_EVENT_CAPACITY: usize = 8192;
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct ApiEvent {
     /// REGISTRATION, UPDATED, DEREGISTRATION, SLEEPING, AWAKE, NOTIFICATION,
-    /// OBSERVATION_CANCELLED, SEND, REQUEST_RESPONSE; LAGGED for a listener that fell behind.
+    /// OBSERVATION_CANCELLED, SEND, REQUEST_RESPONSE, FIRMWARE_STATE; LAGGED for a listener that fell behind.
     pub kind: &'static str,
     pub endpoint: Option<String>,
     #[schema(value_type = Object)]
@@ -86,6 +86,11 @@ pub fn spawn_translator(state: ApiState) {
 async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
     let handle = &state.handle;
     Some(match event {
+        ServerEvent::FirmwareState(record) => ApiEvent::new(
+            "FIRMWARE_STATE",
+            Some(&record.endpoint.clone()),
+            json!({ "update": super::firmware::update_json(&record) }),
+        ),
         ServerEvent::Registered {
             registration,
             replaced,

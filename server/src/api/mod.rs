@@ -12,6 +12,7 @@
 //! - [`openapi`], [`docs`]: the document and its HTML rendering.
 //! - [`security`]: devices' DTLS credentials.
 //! - [`bootstrap`]: devices' bootstrap configurations.
+//! - [`firmware`]: packages, one device's update, and the HTTP download endpoint.
 //! - [`system`]: health, metrics, tracked requests.
 //!
 //! Every error, including those axum produces itself (unknown route, wrong method, body
@@ -24,6 +25,7 @@ pub mod device;
 pub mod docs;
 pub mod error;
 pub mod events;
+pub mod firmware;
 pub mod node_json;
 pub mod openapi;
 mod query;
@@ -73,6 +75,8 @@ pub struct ApiState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// The bootstrap server of this process, if it runs one.
     pub bootstrap: bootstrap::BootstrapState,
+    /// Runs firmware updates.
+    pub updater: crate::firmware::update::Updater,
 }
 
 /// A configured API: its router, and the switch that ends its event streams.
@@ -85,15 +89,23 @@ impl Api {
     /// Builds the router, starts the event translator and tracks again the requests that
     /// still wait for sleeping devices from before a restart.
     pub async fn new(handle: ServerHandle, settings: ApiSettings) -> Api {
-        Api::with_bootstrap(handle, settings, None).await
+        let urls = crate::firmware::update::BaseUrls {
+            coap: Some(format!("coap://{}", handle.coap_addr())),
+            coaps: handle.coaps_addr().map(|a| format!("coaps://{a}")),
+            http: None,
+        };
+        Api::with_parts(handle, settings, None, urls).await
     }
 
-    /// As [`Api::new`], with the routes of `/api/bootstrap` managing `bootstrap`.
-    pub async fn with_bootstrap(
+    /// As [`Api::new`], with the routes of `/api/bootstrap` managing `bootstrap`, and
+    /// firmware downloads at `urls`.
+    pub async fn with_parts(
         handle: ServerHandle,
         settings: ApiSettings,
         bootstrap: Option<bootstrap::BootstrapApi>,
+        urls: crate::firmware::update::BaseUrls,
     ) -> Api {
+        let updater = crate::firmware::update::Updater::start(handle.clone(), urls);
         let (stop, stopping) = watch::channel(false);
         let (events, _) = broadcast::channel(events::API_EVENT_CAPACITY);
         let streams = Arc::new(tokio::sync::Semaphore::new(settings.max_event_streams));
@@ -110,6 +122,7 @@ impl Api {
             stopping,
             streams,
             bootstrap: bootstrap::BootstrapState(bootstrap),
+            updater,
         };
         events::spawn_translator(state.clone());
         for q in state.handle.queued_requests().await {
@@ -161,6 +174,20 @@ fn router(state: ApiState) -> Router {
                 .delete(security::delete),
         )
         .route("/api/events", get(events::events))
+        .route(
+            "/api/packages",
+            axum::routing::post(firmware::upload).get(firmware::list),
+        )
+        .route(
+            "/api/packages/{id}",
+            get(firmware::get).delete(firmware::delete),
+        )
+        .route(
+            "/api/clients/{endpoint}/firmware",
+            get(firmware::status)
+                .post(firmware::start)
+                .delete(firmware::cancel),
+        )
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -177,7 +204,8 @@ fn router(state: ApiState) -> Router {
         Router::new()
             .merge(api)
             .merge(open)
-            .route("/docs", get(docs::page)),
+            .route("/docs", get(docs::page))
+            .route("/fw/{token}", get(firmware::download)),
     )
     .with_state(state)
 }

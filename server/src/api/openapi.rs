@@ -19,6 +19,7 @@ use super::clients::{ClientJson, ClientPageJson, ObjectLinkJson, RegistrationJso
 use super::device::Accepted;
 use super::error::ErrorBody;
 use super::events::ApiEvent;
+use super::firmware::{PackageJson, PackageList, TransitionJson, UpdateInput, UpdateJson};
 use super::node_json::{JsonNode, JsonType};
 use super::requests::{RequestRecord, RequestStatus};
 use super::responses::DmResult;
@@ -55,6 +56,14 @@ use super::system::Health;
         super::bootstrap::get,
         super::bootstrap::put,
         super::bootstrap::delete,
+        super::firmware::upload,
+        super::firmware::list,
+        super::firmware::get,
+        super::firmware::delete,
+        super::firmware::start,
+        super::firmware::status,
+        super::firmware::cancel,
+        super::firmware::download,
         super::events::events,
         openapi_json,
         super::system::health,
@@ -65,7 +74,8 @@ use super::system::Health;
         ErrorBody, ClientJson, ClientPageJson, RegistrationJson, ObjectLinkJson, DmResult,
         Accepted, JsonNode, JsonType, RequestRecord, RequestStatus, ApiEvent, Health,
         SecurityInput, PskInput, SecurityJson, PskOutput, SecurityList, BootstrapConfigJson,
-        BootstrapPageJson, BootstrapStatusJson, ServerAccountJson, StepJson, PreviousServerJson
+        BootstrapPageJson, BootstrapStatusJson, ServerAccountJson, StepJson, PreviousServerJson, PackageJson, PackageList, UpdateInput,
+        UpdateJson, TransitionJson
     )),
     modifiers(&BearerAuth),
     tags(
@@ -74,6 +84,7 @@ use super::system::Health;
         (name = "requests", description = "requests queued for sleeping devices"),
         (name = "security", description = "devices' DTLS credentials"),
         (name = "bootstrap", description = "what devices are given when they bootstrap"),
+        (name = "firmware", description = "packages, updates and downloads"),
         (name = "events", description = "live events"),
         (name = "system", description = "health, metrics and this document"),
     )

@@ -62,6 +62,9 @@ struct Pending {
     stored_seq: Option<u64>,
     label: RequestLabel,
     sent_at: Instant,
+    /// Where it went: a device that registers again from elsewhere (it rebooted) will
+    /// never answer there.
+    to: Option<SocketAddr>,
 }
 
 /// A request or observation of one transport's endpoint.
@@ -114,6 +117,8 @@ pub(super) struct Driver {
     metrics: Arc<Metrics>,
     /// The endpoint's retransmission count already added to the metrics.
     retransmissions_counted: u64,
+    /// Packages served at `/fw/{token}`.
+    firmware: Arc<crate::firmware::Firmware>,
 }
 
 impl Driver {
@@ -127,6 +132,7 @@ impl Driver {
         store: Arc<dyn Store>,
         events: broadcast::Sender<ServerEvent>,
         metrics: Arc<Metrics>,
+        firmware: Arc<crate::firmware::Firmware>,
     ) -> Driver {
         Driver {
             ep,
@@ -143,6 +149,7 @@ impl Driver {
             by_peer: HashMap::new(),
             metrics,
             retransmissions_counted: 0,
+            firmware,
         }
     }
 
@@ -640,6 +647,42 @@ impl Driver {
                     }
                 }
             }
+            Route::Firmware { token, block2 } => {
+                let requester = match t {
+                    Transport::Dtls => self
+                        .dtls_peers
+                        .get(&peer)
+                        .and_then(|id| self.credentials.endpoint_of(id)),
+                    Transport::Udp => None,
+                };
+                let answer = self.firmware.coap_block(
+                    &token,
+                    requester.as_deref(),
+                    block2,
+                    self.clock.unix_ms(now),
+                );
+                let packet = match answer {
+                    Ok((record, block)) => {
+                        let mut p = route::response((2, 5));
+                        p.add_option(coap_lite::CoapOption::ContentFormat, route::encode_uint(42));
+                        p.add_option(
+                            coap_lite::CoapOption::ETag,
+                            crate::firmware::download::etag(&record.sha256),
+                        );
+                        p.add_option(coap_lite::CoapOption::Block2, block.option.encode());
+                        if block.option.num == 0 {
+                            let size = u32::try_from(record.size).unwrap_or(u32::MAX);
+                            p.add_option(coap_lite::CoapOption::Size2, route::encode_uint(size));
+                        }
+                        p.payload = block.payload;
+                        p
+                    }
+                    Err(_) => route::error_response(&RegistrationError::not_found(
+                        "no such firmware download",
+                    )),
+                };
+                self.respond(now, t, id, packet);
+            }
             Route::Registration(Err(e)) | Route::Reject(e) => {
                 tracing::debug!(%peer, error = %e, "request refused");
                 self.respond(now, t, id, route::error_response(&e));
@@ -714,6 +757,9 @@ impl Driver {
                     // The store dropped the old registration's observations atomically.
                     self.cancel_observations(&old.id, now, false);
                     self.by_peer.remove(&(old.transport, old.peer));
+                    if (old.transport, old.peer) != (t, peer) {
+                        self.abandon_in_flight(old.transport, old.peer, now);
+                    }
                 }
                 self.by_peer.insert((t, peer), reg.id.clone());
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, %peer, "registered");
@@ -793,10 +839,26 @@ impl Driver {
             self.by_peer.remove(&key);
         }
         self.cancel_observations(&reg.id, now, false);
+        self.abandon_in_flight(reg.transport, reg.peer, now);
         for q in removed.dropped {
             // clear_queue above already removed the stored copies.
             let q = Queued { seq: None, ..q };
             self.finish_queued(q, Err(RequestError::Deregistered));
+        }
+    }
+
+    /// Fails the requests in flight to a device's old address at once, rather than after
+    /// their retransmissions: the device registered again from elsewhere, or is gone.
+    fn abandon_in_flight(&mut self, t: Transport, peer: SocketAddr, now: Instant) {
+        let keys: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(k, p)| k.0 == t && p.to == Some(peer))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.endpoint(k.0).cancel(now, k.1);
+            self.on_response(now, k, Err(RequestError::Deregistered));
         }
     }
 
@@ -973,6 +1035,7 @@ impl Driver {
                             request_id: None,
                         },
                         sent_at: now,
+                        to: None,
                     },
                 );
             }
@@ -1080,6 +1143,7 @@ impl Driver {
                         stored_seq: q.seq,
                         label: q.label,
                         sent_at: now,
+                        to: Some(peer),
                     },
                 );
             }

@@ -118,6 +118,8 @@ pub enum ServerEvent {
         token: Vec<u8>,
         outcome: Result<Packet, RequestError>,
     },
+    /// A firmware update moved (see [`crate::firmware::update`]).
+    FirmwareState(Box<crate::firmware::update::UpdateRecord>),
 }
 
 /// Why a request to a device produced no response.
@@ -158,6 +160,8 @@ pub enum StartError {
     },
     #[error("no random source for CoAP tokens: {0}")]
     Random(String),
+    #[error("cannot open the firmware store: {0}")]
+    Firmware(String),
     #[error("cannot start the server thread: {0}")]
     Thread(std::io::Error),
     #[error("cannot set up DTLS: {0}")]
@@ -277,6 +281,7 @@ pub struct ServerHandle {
     events: broadcast::Sender<ServerEvent>,
     stopped: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    firmware: Arc<crate::firmware::Firmware>,
 }
 
 impl Server {
@@ -290,6 +295,15 @@ impl Server {
         };
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir).map_err(store_err)?);
         let credentials = Arc::new(Credentials::load(store.clone()).map_err(store_err)?);
+        let metrics = Arc::new(Metrics::new());
+        let firmware = Arc::new(
+            crate::firmware::Firmware::open(
+                &config.data_dir,
+                config.firmware.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| StartError::Firmware(e.to_string()))?,
+        );
         let (socket, coap_addr) = bind(config.coap_addr)?;
         let secure = config.coaps_addr.map(bind).transpose()?;
         let coaps_addr = secure.as_ref().map(|(_, a)| *a);
@@ -308,7 +322,6 @@ impl Server {
         let endpoint = Endpoint::new(config.coap.clone(), seed);
         let secure_seed = crate::coap::os_seed().map_err(|e| StartError::Random(e.to_string()))?;
         let secure_endpoint = Endpoint::new(config.coap.clone(), secure_seed);
-        let metrics = Arc::new(Metrics::new());
         let mut driver = driver::Driver::new(
             endpoint,
             secure_endpoint,
@@ -318,6 +331,7 @@ impl Server {
             store,
             events.clone(),
             metrics.clone(),
+            firmware.clone(),
         );
         driver.restore();
         std::thread::Builder::new()
@@ -351,6 +365,7 @@ impl Server {
             events,
             stopped: stopped_rx,
             metrics,
+            firmware,
         })
     }
 }
@@ -360,6 +375,17 @@ fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, SocketAddr), StartErro
 }
 
 impl ServerHandle {
+    /// The packages, updates and download tokens of this server.
+    pub fn firmware(&self) -> Arc<crate::firmware::Firmware> {
+        self.firmware.clone()
+    }
+
+    /// Publishes an event that did not come from the driver (a firmware update's step)
+    /// to the same listeners.
+    pub fn publish(&self, e: ServerEvent) {
+        let _ = self.events.send(e);
+    }
+
     /// The address the CoAP socket is bound to (the real port when 0 was asked for).
     pub fn coap_addr(&self) -> SocketAddr {
         self.coap_addr
@@ -535,5 +561,6 @@ impl ServerHandle {
         let _ = self.commands.send(Command::Shutdown).await;
         let mut stopped = self.stopped.clone();
         let _ = stopped.wait_for(|s| *s).await;
+        self.firmware.store.close();
     }
 }

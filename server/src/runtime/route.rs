@@ -22,6 +22,12 @@ pub enum Route {
         content_format: Option<u16>,
         payload: Vec<u8>,
     },
+    /// `GET /fw/{token}`: a block of a firmware package; `block2` is the block asked for
+    /// (`None`: the first, at the largest size).
+    Firmware {
+        token: String,
+        block2: Option<crate::coap::block::BlockOpt>,
+    },
     /// Anything else: answer with this code and diagnostic.
     Reject(RegistrationError),
 }
@@ -72,6 +78,23 @@ pub fn route(packet: &Packet) -> Route {
             _ => Route::Reject(RegistrationError::new(
                 RegistrationError::METHOD_NOT_ALLOWED,
                 "/dp accepts POST only",
+            )),
+        },
+        Some("fw") if path.len() == 2 => match method {
+            Method::Get => {
+                match crate::coap::block::block_of(packet, crate::coap::block::OPT_BLOCK2) {
+                    Some(Err(_)) => {
+                        Route::Reject(RegistrationError::bad_request("invalid Block2 option"))
+                    }
+                    block2 => Route::Firmware {
+                        token: path.get(1).cloned().unwrap_or_default(),
+                        block2: block2.and_then(Result::ok),
+                    },
+                }
+            }
+            _ => Route::Reject(RegistrationError::new(
+                RegistrationError::METHOD_NOT_ALLOWED,
+                "/fw accepts GET only",
             )),
         },
         _ => Route::Reject(RegistrationError::not_found("no such resource")),

@@ -181,6 +181,8 @@ pub enum Body {
     Json(Value),
     Text(String),
     Bytes(Vec<u8>),
+    /// Raw bytes as `application/octet-stream` (a firmware package).
+    Octets(Vec<u8>),
 }
 
 /// An HTTP client that remembers which documented routes it called.
@@ -239,6 +241,9 @@ impl Api {
             Body::Json(v) => req.json(&v),
             Body::Text(t) => req.header("content-type", "text/plain").body(t),
             Body::Bytes(b) => req.header("content-type", "application/json").body(b),
+            Body::Octets(b) => req
+                .header("content-type", "application/octet-stream")
+                .body(b),
         };
         let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let status = resp.status();
