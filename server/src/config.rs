@@ -47,6 +47,7 @@
 //! request_expiry_s = 86400
 //! poll_interval_ms = 60000
 //! coap_url = "coap://fw.example.net:5683"   # default: the bound address
+//! https = "0.0.0.0:8443"   # downloads over HTTPS, with the [dtls] certificate
 //!
 //! [coap_params]
 //! ack_timeout_ms = 2000
@@ -252,6 +253,9 @@ pub struct FirmwareParams {
     pub coap_url: Option<String>,
     pub coaps_url: Option<String>,
     pub http_url: Option<String>,
+    pub https_url: Option<String>,
+    /// Address of the HTTPS download listener; needs `[dtls] certificate` and `private_key`.
+    pub https: Option<SocketAddr>,
 }
 
 impl FirmwareParams {
@@ -298,6 +302,7 @@ impl FirmwareParams {
             ("coap_url", &self.coap_url, &mut f.coap_url),
             ("coaps_url", &self.coaps_url, &mut f.coaps_url),
             ("http_url", &self.http_url, &mut f.http_url),
+            ("https_url", &self.https_url, &mut f.https_url),
         ] {
             if let Some(url) = value {
                 let scheme = name.trim_end_matches("_url");
@@ -309,6 +314,7 @@ impl FirmwareParams {
                 *target = Some(url.trim_end_matches('/').to_string());
             }
         }
+        f.https_addr = self.https;
         Ok(())
     }
 }

@@ -126,6 +126,9 @@ fn run(cli: Cli) -> Result<(), String> {
         let http_addr = http
             .local_addr()
             .map_err(|e| format!("cannot read the HTTP address: {e}"))?;
+        let dtls_certificate = config.server.dtls.certificate.clone();
+        let dtls_key = config.server.dtls.private_key.clone();
+        let https_addr = config.server.firmware.https_addr;
         let handle = Server::start(config.server).map_err(|e| e.to_string())?;
         let loaded = credentials.len();
         if loaded > 0 {
@@ -147,7 +150,23 @@ fn run(cli: Cli) -> Result<(), String> {
             None => None,
         };
         let bootstrap_handle = bootstrap.as_ref().map(|b| b.handle.clone());
-        let urls = firmware_urls(&handle, http_addr);
+        let https = match https_addr {
+            Some(addr) => {
+                let (Some(cert), Some(key)) = (&dtls_certificate, &dtls_key) else {
+                    return Err("[firmware] https needs [dtls] certificate and private_key".into());
+                };
+                let acceptor = lwm2m_server::api::https::acceptor(cert, key)?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot bind HTTPS {addr}: {e}"))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| format!("cannot read the HTTPS address: {e}"))?;
+                Some((listener, acceptor, bound))
+            }
+            None => None,
+        };
+        let urls = firmware_urls(&handle, http_addr, https.as_ref().map(|h| h.2));
         let api = Api::with_parts(handle.clone(), config.api, bootstrap, urls).await;
         tracing::info!(data_dir = %data_dir.display(), %http_addr, "serving");
         let signals = binary::watch_signals()?;
@@ -163,6 +182,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 addr_or_off(b.coaps_addr())
             ));
         }
+        let (https_stop, https_stopped) = tokio::sync::watch::channel(false);
+        if let Some((listener, acceptor, bound)) = https {
+            addresses.push_str(&format!(" https={bound}"));
+            let mut stopped = https_stopped.clone();
+            tokio::spawn(lwm2m_server::api::https::serve(
+                listener,
+                acceptor,
+                api.downloads.clone(),
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ));
+        }
         binary::print_banner(&addresses, token_file.as_deref());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(api.serve(http, async move {
@@ -171,6 +203,7 @@ fn run(cli: Cli) -> Result<(), String> {
         signals.await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(());
+        let _ = https_stop.send(true);
         match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
             Err(_) => tracing::warn!("HTTP requests still open after 10 s; stopping anyway"),
@@ -187,7 +220,7 @@ fn run(cli: Cli) -> Result<(), String> {
 /// The download URLs written into devices: as configured, or the bound addresses. An
 /// address bound on every interface is no address a device can use: loopback stands in,
 /// with a warning.
-fn firmware_urls(handle: &ServerHandle, http: SocketAddr) -> BaseUrls {
+fn firmware_urls(handle: &ServerHandle, http: SocketAddr, https: Option<SocketAddr>) -> BaseUrls {
     let settings = &handle.firmware().settings;
     let reachable = |scheme: &str, mut a: SocketAddr| {
         if a.ip().is_unspecified() {
@@ -213,5 +246,9 @@ fn firmware_urls(handle: &ServerHandle, http: SocketAddr) -> BaseUrls {
                 .clone()
                 .unwrap_or_else(|| reachable("http", http)),
         ),
+        https: settings
+            .https_url
+            .clone()
+            .or_else(|| https.map(|a| reachable("https", a))),
     }
 }

@@ -21,12 +21,13 @@ const FIRMWARE: &str = "/api/clients/{endpoint}/firmware";
 /// Bound on the polls of an update's status.
 const POLLS: usize = 400;
 
-fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+/// The test configuration; `extra` goes into `[firmware]`, `dtls` into `[dtls]`.
+fn config(dir: &std::path::Path, extra: &str, dtls: &str) -> std::path::PathBuf {
     let path = dir.join("server.toml");
     std::fs::write(
         &path,
         format!(
-            "[coap_params]\nack_timeout_ms = 300\n[dtls]\ninitial_retransmit_ms = 200\n\
+            "[coap_params]\nack_timeout_ms = 300\n[dtls]\ninitial_retransmit_ms = 200\n{dtls}\
              [registry]\nawake_window_ms = 1500\n\
              [firmware]\npoll_interval_ms = 300\n{extra}"
         ),
@@ -40,7 +41,10 @@ fn start_server(dir: &std::path::Path, extra: &str) -> Running {
 }
 
 fn start_server_at(dir: &std::path::Path, coap: &str, extra: &str) -> Running {
-    let cfg = config(dir, extra);
+    start_configured(dir, coap, config(dir, extra, ""))
+}
+
+fn start_configured(dir: &std::path::Path, coap: &str, cfg: std::path::PathBuf) -> Running {
     start_at(
         coap,
         &dir.join("data"),
@@ -111,8 +115,14 @@ async fn begin(api: &Api, endpoint: &str, body: Value) -> Value {
 
 /// Polls the update until it has ended.
 async fn ended(api: &Api, endpoint: &str) -> Value {
-    for _ in 0..POLLS {
-        let u = api
+    ended_within(api, endpoint, POLLS).await
+}
+
+/// [`ended`], polling at most `polls` times, 100 ms apart.
+async fn ended_within(api: &Api, endpoint: &str, polls: usize) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..polls {
+        last = api
             .ok(
                 Method::GET,
                 FIRMWARE,
@@ -122,12 +132,12 @@ async fn ended(api: &Api, endpoint: &str) -> Value {
                 StatusCode::OK,
             )
             .await;
-        if ["succeeded", "failed", "cancelled"].contains(&u["phase"].as_str().unwrap_or("")) {
-            return u;
+        if ["succeeded", "failed", "cancelled"].contains(&last["phase"].as_str().unwrap_or("")) {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the update of {endpoint} did not end in time");
+    panic!("the update of {endpoint} did not end in time: {last}");
 }
 
 /// Polls the update until it is in `phase`.
@@ -529,18 +539,20 @@ async fn a_queue_mode_device_is_updated_across_sleep_cycles_and_a_restart() {
     )
     .await;
     reached(&api, "sleepy-fw", "downloading").await;
+    // SIGKILL in the middle of the update; the new server takes the same CoAP port (the
+    // device's download goes on against it, with the same token).
+    drop(srv);
     let mut wakes = 0;
     while let Ok(Some((kind, _))) =
         tokio::time::timeout(Duration::from_millis(50), events.recv()).await
     {
         wakes += usize::from(kind == "AWAKE");
     }
-    // SIGKILL in the middle of the update; the new server takes the same CoAP port.
-    drop(srv);
     let srv = start_server_at(dir.path(), &coap, "");
     let api = Api::new(srv.http);
     let mut events = api.events("ep=sleepy-fw", ADMIN).await;
-    let u = ended(&api, "sleepy-fw").await;
+    // Every step waits for a wake-up 2.65 s apart: far more than the other tests.
+    let u = ended_within(&api, "sleepy-fw", 4 * POLLS).await;
     assert_eq!(u["phase"], "succeeded", "{u}");
     assert_eq!(u["final_version"], "2.0.0");
     while let Ok(Some((kind, _))) =
@@ -551,6 +563,147 @@ async fn a_queue_mode_device_is_updated_across_sleep_cycles_and_a_restart() {
     assert!(
         wakes >= 3,
         "the device woke {wakes} times during the update"
+    );
+    dev.shutdown().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_for_other_hardware_and_a_stalled_download_fail_with_their_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), "download_timeout_s = 1\n");
+    let api = Api::new(srv.http);
+    let other = api
+        .ok(
+            Method::POST,
+            "/api/packages",
+            &[],
+            "name=sim&version=2.0.0&models=OTHER-MODEL",
+            Body::Octets(firmware_package("2.0.0", 2)),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let dev = started(device(srv.coap, "wrong-model", FirmwareConfig::default())).await;
+    begin(&api, "wrong-model", json!({"package": other})).await;
+    let u = ended(&api, "wrong-model").await;
+    assert_eq!(u["phase"], "failed", "{u}");
+    assert!(
+        u["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("for models [\"OTHER-MODEL\"]; the device reports \"NB-TRACK-1\""),
+        "{u}"
+    );
+    assert_eq!(u["uri"], Value::Null, "nothing was written to the device");
+    dev.shutdown().await.ok();
+
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 30)).await;
+    let slow = FirmwareConfig {
+        block_delay: Duration::from_millis(200),
+        ..FirmwareConfig::default()
+    };
+    let dev = started(device(srv.coap, "stalled", slow)).await;
+    begin(&api, "stalled", json!({"package": id, "protocol": "coap"})).await;
+    let u = ended(&api, "stalled").await;
+    assert_eq!(u["phase"], "failed", "{u}");
+    assert_eq!(u["reason"], "the download did not finish in time", "{u}");
+    dev.shutdown().await.ok();
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`.
+fn server_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Name, X509};
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+    let mut name = X509Name::builder().expect("name");
+    name.append_entry_by_nid(Nid::COMMONNAME, "127.0.0.1")
+        .expect("cn");
+    let name = name.build();
+    let mut b = X509::builder().expect("builder");
+    b.set_version(2).expect("v3");
+    b.set_serial_number(
+        &BigNum::from_u32(7)
+            .and_then(|n| n.to_asn1_integer())
+            .expect("serial"),
+    )
+    .expect("serial");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(&name).expect("issuer");
+    b.set_pubkey(&key).expect("pubkey");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+        .expect("nb");
+    b.set_not_after(&Asn1Time::days_from_now(2).expect("t"))
+        .expect("na");
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .expect("san");
+    b.append_extension(san).expect("ext");
+    b.sign(&key, MessageDigest::sha256()).expect("sign");
+    let cert = b.build().to_pem().expect("pem");
+    let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_path, &cert).expect("write cert");
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write key");
+    (cert_path, key_path, cert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_over_https_checks_the_servers_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, cert_pem) = server_certificate(dir.path());
+    let cfg = config(
+        dir.path(),
+        "https = \"127.0.0.1:0\"\n",
+        &format!(
+            "certificate = {:?}\nprivate_key = {:?}\n",
+            cert.to_str().expect("utf-8"),
+            key.to_str().expect("utf-8")
+        ),
+    );
+    let srv = start_configured(dir.path(), "127.0.0.1:0", cfg);
+    let api = Api::new(srv.http);
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 12)).await;
+    let fw = FirmwareConfig {
+        protocols: vec![lwm2m_client_sim::Protocol::Https],
+        https_ca_pem: Some(cert_pem),
+        ..FirmwareConfig::default()
+    };
+    let dev = started(device(srv.coap, "fw-https", fw)).await;
+    begin(&api, "fw-https", json!({"package": id})).await;
+    let u = ended(&api, "fw-https").await;
+    assert_eq!(u["phase"], "succeeded", "{u}");
+    assert_eq!(u["protocol"], "https");
+    assert!(
+        u["uri"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("https://127.0.0.1:"),
+        "{u}"
+    );
+    dev.shutdown().await.ok();
+
+    // A device that does not trust the certificate cannot download.
+    let untrusting = FirmwareConfig {
+        protocols: vec![lwm2m_client_sim::Protocol::Https],
+        retries: 0,
+        ..FirmwareConfig::default()
+    };
+    let dev = started(device(srv.coap, "fw-https-untrusting", untrusting)).await;
+    begin(&api, "fw-https-untrusting", json!({"package": id})).await;
+    let u = ended(&api, "fw-https-untrusting").await;
+    assert_eq!(
+        (u["phase"].clone(), u["result"].clone()),
+        (json!("failed"), json!(4)),
+        "{u}"
     );
     dev.shutdown().await.ok();
 }

@@ -124,7 +124,7 @@ pub(crate) async fn run(job: DownloadJob, settings: Arc<Settings>, tx: mpsc::Sen
     let attempt = job.attempt;
     let outcome = match job.uri.protocol {
         Protocol::Coap | Protocol::Coaps => coap(&job, &settings, &tx).await,
-        Protocol::Http => http(&job, &settings, &tx).await,
+        Protocol::Http | Protocol::Https => http(&job, &settings, &tx).await,
         p => Err(DownloadError::Unsupported(p)),
     };
     let last = match outcome {
@@ -551,10 +551,18 @@ async fn http(
     let f = &s.firmware;
     let attempt = job.attempt;
     let url = reqwest::Url::parse(&job.uri.text).map_err(|e| DownloadError::Url(e.to_string()))?;
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(f.http_timeout)
-        .read_timeout(f.http_timeout)
+        .read_timeout(f.http_timeout);
+    if let Some(pem) = &f.https_ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| DownloadError::Http(format!("https_ca_pem: {e}")))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder
         .build()
         .map_err(|e| DownloadError::Http(e.to_string()))?;
     let block = 1usize << (u32::from(f.block_szx()) + 4);

@@ -28,7 +28,9 @@
 //!   the download continues on a new socket at the block it stopped at.
 //! - `http://`: a GET, after a pause or a broken connection
 //!   `Range: bytes=N-` from the byte it stopped at, answered 206 (a 200
-//!   starts again from byte 0). `https://` is Update Result 9.
+//!   starts again from byte 0). `https://` the same over TLS (the system
+//!   OpenSSL), checking the server's certificate against
+//!   [`FirmwareConfig::https_ca_pem`] or the system's roots.
 //! - 4.04 or any other 4.xx (HTTP 4xx) ends the download with Update Result
 //!   4; no answer, 5.xx or a broken connection is tried again
 //!   [`FirmwareConfig::retries`] times first.
@@ -128,10 +130,13 @@ impl Protocol {
         }
     }
 
-    /// Whether the simulator can download over it at all (HTTPS would need a
-    /// TLS stack the workspace does not build; CoAP over TCP is not written).
+    /// Whether the simulator can download over it at all (CoAP over TCP and
+    /// TLS are not written).
     pub fn implemented(self) -> bool {
-        matches!(self, Protocol::Coap | Protocol::Coaps | Protocol::Http)
+        matches!(
+            self,
+            Protocol::Coap | Protocol::Coaps | Protocol::Http | Protocol::Https
+        )
     }
 }
 
@@ -280,6 +285,9 @@ pub struct FirmwareConfig {
     /// resume from the next block on a new one. State stays Downloading.
     pub interrupt_after_blocks: Option<u32>,
     pub interrupt_for: Duration,
+    /// CA certificates (PEM) an `https://` server's certificate must chain to;
+    /// `None`: the system's roots.
+    pub https_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for FirmwareConfig {
@@ -297,6 +305,7 @@ impl Default for FirmwareConfig {
             lie: false,
             interrupt_after_blocks: None,
             interrupt_for: Duration::from_secs(1),
+            https_ca_pem: None,
         }
     }
 }
@@ -760,7 +769,6 @@ mod tests {
         for (uri, want) in [
             ("ftp://h/x", UpdateResult::InvalidUri),
             ("coap//h", UpdateResult::InvalidUri),
-            ("https://h/x", UpdateResult::UnsupportedProtocol),
             ("coap+tcp://h/x", UpdateResult::UnsupportedProtocol),
             // No DTLS credentials in this device.
             ("coaps://h/x", UpdateResult::UnsupportedProtocol),

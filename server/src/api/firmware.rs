@@ -70,8 +70,8 @@ pub struct UpdateInput {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub method: Option<Method>,
-    /// For pull: `coap`, `coaps` or `http`; default: the first of those (in that order of
-    /// preference: coaps, coap, http) that the device lists in /5/0/8.
+    /// For pull: `coap`, `coaps`, `http` or `https`; default: the first the server serves
+    /// and the device lists in /5/0/8, in the order coaps, https, coap, http.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub protocol: Option<Protocol>,

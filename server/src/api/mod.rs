@@ -12,7 +12,8 @@
 //! - [`openapi`], [`docs`]: the document and its HTML rendering.
 //! - [`security`]: devices' DTLS credentials.
 //! - [`bootstrap`]: devices' bootstrap configurations.
-//! - [`firmware`]: packages, one device's update, and the HTTP download endpoint.
+//! - [`firmware`]: packages, one device's update, and the HTTP download endpoint;
+//!   [`https`]: that endpoint over TLS.
 //! - [`system`]: health, metrics, tracked requests.
 //!
 //! Every error, including those axum produces itself (unknown route, wrong method, body
@@ -26,6 +27,7 @@ pub mod docs;
 pub mod error;
 pub mod events;
 pub mod firmware;
+pub mod https;
 pub mod node_json;
 pub mod openapi;
 mod query;
@@ -82,6 +84,8 @@ pub struct ApiState {
 /// A configured API: its router, and the switch that ends its event streams.
 pub struct Api {
     pub router: Router,
+    /// `/fw/{token}` alone, for the HTTPS download listener.
+    pub downloads: Router,
     stop: watch::Sender<bool>,
 }
 
@@ -93,6 +97,7 @@ impl Api {
             coap: Some(format!("coap://{}", handle.coap_addr())),
             coaps: handle.coaps_addr().map(|a| format!("coaps://{a}")),
             http: None,
+            https: None,
         };
         Api::with_parts(handle, settings, None, urls).await
     }
@@ -137,6 +142,8 @@ impl Api {
             }
         }
         Api {
+            downloads: finish(Router::new().route("/fw/{token}", get(firmware::download)))
+                .with_state(state.clone()),
             router: router(state),
             stop,
         }

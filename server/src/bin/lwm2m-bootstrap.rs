@@ -138,9 +138,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let token_file = binary::ensure_admin_token(&mut config.api, &data_dir)?;
     let provisioner = match (cli.server_api, cli.server_api_token) {
         (Some(base), Some(token)) => {
-            // The HTTP client is built without TLS (see the README's dependencies).
-            if !base.starts_with("http://") {
-                return Err(format!("--server-api is an http:// URL, not {base:?}"));
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(format!(
+                    "--server-api is an http:// or https:// URL, not {base:?}"
+                ));
             }
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))

@@ -47,6 +47,9 @@ pub struct FirmwareSettings {
     pub coap_url: Option<String>,
     pub coaps_url: Option<String>,
     pub http_url: Option<String>,
+    pub https_url: Option<String>,
+    /// Where to serve `/fw/{token}` over HTTPS (with the `[dtls]` certificate), if at all.
+    pub https_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for FirmwareSettings {
@@ -61,6 +64,8 @@ impl Default for FirmwareSettings {
             coap_url: None,
             coaps_url: None,
             http_url: None,
+            https_url: None,
+            https_addr: None,
         }
     }
 }

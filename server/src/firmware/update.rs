@@ -205,6 +205,7 @@ pub struct BaseUrls {
     pub coap: Option<String>,
     pub coaps: Option<String>,
     pub http: Option<String>,
+    pub https: Option<String>,
 }
 
 impl BaseUrls {
@@ -213,7 +214,7 @@ impl BaseUrls {
             Protocol::Coap => self.coap.as_deref(),
             Protocol::Coaps => self.coaps.as_deref(),
             Protocol::Http => self.http.as_deref(),
-            Protocol::Https => None,
+            Protocol::Https => self.https.as_deref(),
         }
     }
 }
@@ -502,8 +503,52 @@ impl Task {
         }
     }
 
+    /// Model (/3/0/1), firmware version (/3/0/3) and hardware version (/3/0/18).
+    async fn read_device(&mut self) -> Result<[Option<String>; 3], String> {
+        let node = match self
+            .perform(Operation::Read {
+                path: Path::instance(3, 0),
+                format: None,
+            })
+            .await?
+        {
+            DmResponse::Node(n) => n,
+            other => return Err(format!("unexpected answer to Read /3/0: {other:?}")),
+        };
+        let text = |id: u16| match &node {
+            Node::Instance(i) => match i.resources.get(&id) {
+                Some(Resource::Single {
+                    value: Value::String(v),
+                    ..
+                }) => Some(v.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok([text(1), text(3), text(18)])
+    }
+
     async fn start(&mut self) -> Result<(), String> {
-        self.record.previous_version = self.read_version().await?;
+        let [model, version, hardware] = self.read_device().await?;
+        self.record.previous_version = version;
+        let package = self
+            .firmware
+            .store
+            .package(&self.record.package_id)
+            .map_err(|e| e.to_string())?
+            .ok_or("the package was deleted")?;
+        // A package made for other hardware must not reach this device.
+        for (what, listed, actual) in [
+            ("models", &package.models, &model),
+            ("hardware revisions", &package.hardware, &hardware),
+        ] {
+            if !listed.is_empty() && !actual.as_ref().is_some_and(|a| listed.contains(a)) {
+                return Err(format!(
+                    "the package is for {what} {listed:?}; the device reports {:?}",
+                    actual.as_deref().unwrap_or("nothing")
+                ));
+            }
+        }
         let fw = self.read_fw().await?;
         self.record.state = fw.state;
         self.record.result = fw.result;
@@ -519,12 +564,6 @@ impl Task {
             (None, _) => Method::Pull,
         };
         self.record.method = Some(method);
-        let package = self
-            .firmware
-            .store
-            .package(&self.record.package_id)
-            .map_err(|e| e.to_string())?
-            .ok_or("the package was deleted")?;
         match method {
             Method::Pull => {
                 let protocol = self.pick_protocol(&fw)?;
@@ -571,10 +610,16 @@ impl Task {
     }
 
     fn pick_protocol(&self, fw: &Fw) -> Result<Protocol, String> {
-        let offered: Vec<Protocol> = [Protocol::Coaps, Protocol::Coap, Protocol::Http]
-            .into_iter()
-            .filter(|p| self.urls.of(*p).is_some())
-            .collect();
+        // Encrypted first; CoAP before HTTP, which constrained devices handle better.
+        let offered: Vec<Protocol> = [
+            Protocol::Coaps,
+            Protocol::Https,
+            Protocol::Coap,
+            Protocol::Http,
+        ]
+        .into_iter()
+        .filter(|p| self.urls.of(*p).is_some())
+        .collect();
         // A device that lists none supports CoAP (the resource's default).
         let supports = |p: Protocol| {
             if fw.protocols.is_empty() {
@@ -654,7 +699,16 @@ impl Task {
             Woken::Cancel => return self.cancel_on_device().await,
             Woken::Deadline => {
                 let what = match self.record.phase {
-                    Phase::Downloading => "download",
+                    Phase::Downloading => {
+                        // Best effort: an empty Package URI stops the download on the
+                        // device (its token is revoked anyway).
+                        let op = write_op(1, Value::String(String::new()));
+                        let reset = self
+                            .handle
+                            .perform(&self.record.endpoint, &op, EXECUTE_WAIT);
+                        let _ = tokio::time::timeout(EXECUTE_WAIT, reset).await;
+                        "download"
+                    }
                     _ => "update",
                 };
                 return Err(format!("the {what} did not finish in time"));
