@@ -163,6 +163,60 @@ pub enum UriError {
     Extra,
 }
 
+/// Why a URI authority (`host[:port]`) is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthorityError {
+    NoHost,
+    Host(String),
+    Port(String),
+}
+
+/// The host and port of a URI authority: an IPv6 literal in brackets, or a name or IPv4
+/// address of letters, digits and `-._` (which also refuses an IPv6 literal without
+/// brackets); a port is 1..=65535.
+pub(crate) fn parse_authority(authority: &str) -> Result<(&str, Option<u16>), AuthorityError> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| AuthorityError::Host(authority.into()))?;
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| AuthorityError::Host(host.into()))?;
+            let port = match after {
+                "" => None,
+                a => Some(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| AuthorityError::Port(a.into()))?,
+                ),
+            };
+            (host, port)
+        }
+        None => {
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            let host_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+            if !host.chars().all(host_char) {
+                return Err(AuthorityError::Host(host.into()));
+            }
+            (host, port)
+        }
+    };
+    if host.is_empty() {
+        return Err(AuthorityError::NoHost);
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| AuthorityError::Port(p.into()))
+        })
+        .transpose()?;
+    Ok((host, port))
+}
+
 impl std::str::FromStr for ServerUri {
     type Err = UriError;
 
@@ -181,47 +235,12 @@ impl std::str::FromStr for ServerUri {
         if rest.contains(['/', '?', '#', '@']) {
             return Err(UriError::Extra);
         }
-        let (host, port) = match rest.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| UriError::Host(rest.into()))?;
-                host.parse::<std::net::Ipv6Addr>()
-                    .map_err(|_| UriError::Host(host.into()))?;
-                let port = match after {
-                    "" => None,
-                    a => Some(
-                        a.strip_prefix(':')
-                            .ok_or_else(|| UriError::Port(a.into()))?,
-                    ),
-                };
-                (host, port)
-            }
-            None => {
-                let (host, port) = match rest.rsplit_once(':') {
-                    Some((h, p)) => (h, Some(p)),
-                    None => (rest, None),
-                };
-                // Also refuses an IPv6 literal without brackets.
-                let host_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
-                if !host.chars().all(host_char) {
-                    return Err(UriError::Host(host.into()));
-                }
-                (host, port)
-            }
-        };
-        if host.is_empty() {
-            return Err(UriError::NoHost);
-        }
-        let port = match port {
-            None if secure => 5684,
-            None => 5683,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| UriError::Port(p.into()))?,
-        };
+        let (host, port) = parse_authority(rest).map_err(|e| match e {
+            AuthorityError::NoHost => UriError::NoHost,
+            AuthorityError::Host(h) => UriError::Host(h),
+            AuthorityError::Port(p) => UriError::Port(p),
+        })?;
+        let port = port.unwrap_or(if secure { 5684 } else { 5683 });
         Ok(ServerUri {
             secure,
             host: host.to_string(),

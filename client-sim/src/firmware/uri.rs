@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 
 use super::Protocol;
+use crate::config::{parse_authority, AuthorityError};
 
 /// Longest Package URI (/5/0/1 is a string of 0..255 bytes).
 pub const MAX_PACKAGE_URI_LEN: usize = 255;
@@ -95,45 +96,12 @@ impl std::str::FromStr for PackageUri {
         if authority.contains('@') {
             return Err(PackageUriError::Extra);
         }
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| PackageUriError::Host(authority.into()))?;
-                host.parse::<std::net::Ipv6Addr>()
-                    .map_err(|_| PackageUriError::Host(host.into()))?;
-                let port = match after {
-                    "" => None,
-                    a => Some(
-                        a.strip_prefix(':')
-                            .ok_or_else(|| PackageUriError::Port(a.into()))?,
-                    ),
-                };
-                (host, port)
-            }
-            None => {
-                let (host, port) = match authority.rsplit_once(':') {
-                    Some((h, p)) => (h, Some(p)),
-                    None => (authority, None),
-                };
-                let host_char = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
-                if !host.chars().all(host_char) {
-                    return Err(PackageUriError::Host(host.into()));
-                }
-                (host, port)
-            }
-        };
-        if host.is_empty() {
-            return Err(PackageUriError::NoHost);
-        }
-        let port = match port {
-            None => protocol.default_port(),
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| PackageUriError::Port(p.into()))?,
-        };
+        let (host, port) = parse_authority(authority).map_err(|e| match e {
+            AuthorityError::NoHost => PackageUriError::NoHost,
+            AuthorityError::Host(h) => PackageUriError::Host(h),
+            AuthorityError::Port(p) => PackageUriError::Port(p),
+        })?;
+        let port = port.unwrap_or_else(|| protocol.default_port());
         let (path, query) = match path_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_query, None),
