@@ -262,7 +262,11 @@ impl Updater {
             Ok(all) => {
                 for record in all.into_iter().filter(|r| !r.phase.is_final()) {
                     tracing::info!(endpoint = %record.endpoint, phase = record.phase.name(), "resuming firmware update");
-                    u.spawn(record);
+                    let rx = {
+                        let mut running = u.running.lock().unwrap_or_else(|e| e.into_inner());
+                        u.claim(&mut running, &record.endpoint)
+                    };
+                    u.spawn(record, rx);
                 }
             }
             Err(e) => tracing::error!(error = %e, "firmware updates not resumed"),
@@ -293,15 +297,22 @@ impl Updater {
         if self.handle.registration(endpoint).await.is_none() {
             return Err(StartError::NotRegistered(endpoint.to_string()));
         }
-        if let Some(old) = self.firmware.store.update(endpoint).map_err(store_err)? {
-            if !old.phase.is_final() {
-                return Err(StartError::InProgress(old.phase.name()));
-            }
-        }
         let record = UpdateRecord::new(endpoint, &package, method, protocol);
-        self.firmware.store.put_update(&record).map_err(store_err)?;
-        self.announce(&record);
-        self.spawn(record.clone());
+        {
+            // Checked and claimed under one lock: two concurrent starts cannot both run.
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = self.firmware.store.update(endpoint).map_err(store_err)? {
+                if !old.phase.is_final() || running.contains_key(endpoint) {
+                    return Err(StartError::InProgress(old.phase.name()));
+                }
+            }
+            self.firmware.store.put_update(&record).map_err(store_err)?;
+            let cancel = self.claim(&mut running, endpoint);
+            count(&self.firmware, record.phase);
+            self.handle
+                .publish(ServerEvent::FirmwareState(Box::new(record.clone())));
+            self.spawn(record.clone(), cancel);
+        }
         Ok(record)
     }
 
@@ -315,12 +326,18 @@ impl Updater {
         }
     }
 
-    fn spawn(&self, record: UpdateRecord) {
+    /// Registers a running update's cancel switch.
+    fn claim(
+        &self,
+        running: &mut std::collections::HashMap<String, watch::Sender<bool>>,
+        endpoint: &str,
+    ) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(record.endpoint.clone(), tx);
+        running.insert(endpoint.to_string(), tx);
+        rx
+    }
+
+    fn spawn(&self, record: UpdateRecord, rx: watch::Receiver<bool>) {
         let task = Task {
             handle: self.handle.clone(),
             firmware: self.firmware.clone(),
@@ -339,21 +356,17 @@ impl Updater {
                 .remove(&endpoint);
         });
     }
-
-    fn announce(&self, r: &UpdateRecord) {
-        announce(&self.handle, &self.firmware, r);
-    }
 }
 
-fn announce(handle: &ServerHandle, firmware: &Firmware, r: &UpdateRecord) {
+/// Counts an update entering `phase`.
+fn count(firmware: &Firmware, phase: Phase) {
     firmware
         .metrics()
         .firmware_updates
         .get_or_create(&FirmwarePhaseLabels {
-            phase: r.phase.name(),
+            phase: phase.name(),
         })
         .inc();
-    handle.publish(ServerEvent::FirmwareState(Box::new(r.clone())));
 }
 
 /// What a wait ended with.
@@ -442,8 +455,14 @@ impl Task {
                 result: self.record.result,
             });
         }
+        count(&self.firmware, phase);
+        self.save_and_publish();
+    }
+
+    fn save_and_publish(&self) {
         self.save();
-        announce(&self.handle, &self.firmware, &self.record);
+        self.handle
+            .publish(ServerEvent::FirmwareState(Box::new(self.record.clone())));
     }
 
     fn save(&self) {
@@ -757,9 +776,10 @@ impl Task {
                 return Err("the device returned to Idle without an Update Result".into())
             }
             _ => {
+                // A change of the device's state inside a phase is an event, not a
+                // transition.
                 if changed {
-                    self.save();
-                    announce(&self.handle, &self.firmware, &self.record);
+                    self.save_and_publish();
                 }
             }
         }
