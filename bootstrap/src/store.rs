@@ -201,19 +201,29 @@ impl BootstrapStore {
     /// Configurations whose endpoint starts with `prefix`, in name order, from `offset`;
     /// and how many match in all. Without a prefix the count is the table's length and
     /// the scan stops at the end of the page; with one, the matching range is counted.
+    ///
+    /// `after` (a name) starts the page after it, as a cursor; `total` then counts the
+    /// matches from there.
     pub fn list(
         &self,
         prefix: &str,
+        after: Option<&str>,
         offset: usize,
         limit: usize,
     ) -> Result<(usize, Vec<BootstrapConfig>), StoreError> {
+        use std::ops::Bound;
         let txn = self.db.begin_read()?;
         let configs = txn.open_table(CONFIGS)?;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let whole = prefix.is_empty() && after.is_none();
         let mut page = Vec::new();
         let mut matched = 0usize;
-        for entry in configs.range(prefix..)? {
+        for entry in configs.range::<&str>((start, Bound::Unbounded))? {
             let (k, v) = entry?;
-            if !k.value().starts_with(prefix) || (prefix.is_empty() && page.len() >= limit) {
+            if !k.value().starts_with(prefix) || (whole && page.len() >= limit) {
                 break;
             }
             if matched >= offset && page.len() < limit {
@@ -221,7 +231,7 @@ impl BootstrapStore {
             }
             matched += 1;
         }
-        let total = if prefix.is_empty() {
+        let total = if whole {
             usize::try_from(configs.len()?).unwrap_or(usize::MAX)
         } else {
             matched
@@ -304,9 +314,11 @@ mod tests {
                 .map(|(e, _)| e),
             Some("a".into())
         );
-        let (total, page) = store.list("", 1, 1).expect("list");
+        let (total, page) = store.list("", None, 1, 1).expect("list");
         assert_eq!((total, page[0].endpoint.as_str()), (3, "ab"));
-        let (total, page) = store.list("a", 0, 10).expect("list");
+        let (total, page) = store.list("", Some("ab"), 0, 10).expect("list");
+        assert_eq!((total, page[0].endpoint.as_str()), (1, "b"));
+        let (total, page) = store.list("a", None, 0, 10).expect("list");
         assert_eq!(total, 2);
         assert_eq!(page.len(), 2);
         // A new identity for "a" frees the old one.

@@ -395,6 +395,23 @@ async fn refused_bootstraps_and_configurations_change_nothing() {
         ),
         (json!(2), json!("dev-a"))
     );
+    assert_eq!(page["next"], "dev-a");
+    let rest = api
+        .ok(
+            Method::GET,
+            "/api/bootstrap",
+            &[],
+            "prefix=dev-&limit=5&after=dev-a",
+            Body::None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(rest["configs"][0]["endpoint"], "dev-b");
+    assert_eq!(
+        rest["next"],
+        Value::Null,
+        "a page that is not full is the last"
+    );
     api.ok(
         Method::DELETE,
         ONE,

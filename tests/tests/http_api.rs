@@ -690,6 +690,39 @@ async fn every_route_with_events_auth_and_the_openapi_document() {
         .ok(Method::GET, "/api/clients", &[], "", NONE, StatusCode::OK)
         .await;
     assert_eq!(still["total"], 2);
+    // The cursor walks the same list page by page.
+    let mut walked = Vec::new();
+    let mut query = "limit=1".to_string();
+    for _ in 0..3 {
+        let page = api
+            .ok(
+                Method::GET,
+                "/api/clients",
+                &[],
+                &query,
+                NONE,
+                StatusCode::OK,
+            )
+            .await;
+        walked.extend(
+            page["clients"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["endpoint"].clone()),
+        );
+        match page["next"].as_str() {
+            Some(next) => query = format!("limit=1&after={next}"),
+            None => break,
+        }
+    }
+    let all: Vec<Value> = still["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["endpoint"].clone())
+        .collect();
+    assert_eq!(walked, all);
 
     // Metrics moved.
     let (_, metrics) = api

@@ -134,6 +134,9 @@ pub struct BootstrapPageJson {
     pub total: usize,
     pub offset: usize,
     pub limit: usize,
+    /// The cursor of the next page (`?after=`), when this one was full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     pub configs: Vec<BootstrapConfigJson>,
 }
 
@@ -363,6 +366,7 @@ const EXAMPLE: &str = r#"{"servers": [{"short_server_id": 1, "uri": "coaps://lwm
     tag = "bootstrap",
     params(
         ("prefix" = Option<String>, Query, description = "only endpoints whose name starts with this"),
+        ("after" = Option<String>, Query, description = "cursor: from the first endpoint after this name (the previous page's `next`)"),
         ("offset" = Option<usize>, Query, description = "configurations to skip (default 0)"),
         ("limit" = Option<usize>, Query, description = "page size, 1..=1000 (default 100)"),
     ),
@@ -384,15 +388,18 @@ pub async fn list(
         .handle
         .list(
             page.prefix.as_deref().unwrap_or(""),
+            page.after.as_deref(),
             page.offset,
             page.limit,
         )
         .await
         .map_err(store_error)?;
+    let names = configs.iter().map(|(c, _)| c.endpoint.as_str());
     Ok(Json(BootstrapPageJson {
         total,
         offset: page.offset,
         limit: page.limit,
+        next: page.next(names, configs.len()),
         configs: configs
             .iter()
             .map(|(c, s)| config_json(c, s.as_ref()))

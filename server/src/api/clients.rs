@@ -72,6 +72,9 @@ pub struct ClientPageJson {
     pub total: usize,
     pub offset: usize,
     pub limit: usize,
+    /// The cursor of the next page (`?after=`), when this one was full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     pub clients: Vec<ClientJson>,
 }
 
@@ -125,6 +128,7 @@ pub fn client_json(c: &ClientInfo) -> ClientJson {
     tag = "clients",
     params(
         ("prefix" = Option<String>, Query, description = "only endpoints whose name starts with this"),
+        ("after" = Option<String>, Query, description = "cursor: list from the first endpoint after this name (the previous page's `next`)"),
         ("offset" = Option<usize>, Query, description = "devices to skip (default 0)"),
         ("limit" = Option<usize>, Query, description = "page size, 1..=1000 (default 100)"),
     ),
@@ -139,16 +143,20 @@ pub async fn list(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ClientPageJson>, ApiError> {
-    let query::Page {
-        prefix,
-        offset,
-        limit,
-    } = query::Page::parse(raw.as_deref())?;
-    let page = state.handle.clients(prefix.as_deref(), offset, limit).await;
+    let q = query::Page::parse(raw.as_deref())?;
+    let page = state
+        .handle
+        .clients_after(q.prefix.as_deref(), q.after.as_deref(), q.offset, q.limit)
+        .await;
+    let names = page
+        .clients
+        .iter()
+        .map(|c| c.registration.endpoint.as_str());
     Ok(Json(ClientPageJson {
         total: page.total,
-        offset,
-        limit,
+        offset: q.offset,
+        limit: q.limit,
+        next: q.next(names, page.clients.len()),
         clients: page.clients.iter().map(client_json).collect(),
     }))
 }

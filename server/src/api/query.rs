@@ -7,18 +7,36 @@ use super::error::ApiError;
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
-/// `?prefix=&offset=&limit=` of a listing by name.
+/// `?prefix=&after=&offset=&limit=` of a listing by name. `after` is the cursor (the
+/// previous page's `next`): the listing goes on from the first name after it, at the
+/// same cost however deep; `offset` skips that many more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     pub prefix: Option<String>,
+    pub after: Option<String>,
     pub offset: usize,
     pub limit: usize,
+}
+
+impl Page {
+    /// The cursor of the page after one that listed `names` (in order): its last name,
+    /// when the page was full.
+    pub fn next<'a>(
+        &self,
+        mut names: impl DoubleEndedIterator<Item = &'a str>,
+        count: usize,
+    ) -> Option<String> {
+        (count == self.limit)
+            .then(|| names.next_back().map(str::to_string))
+            .flatten()
+    }
 }
 
 impl Page {
     pub fn parse(raw: Option<&str>) -> Result<Page, ApiError> {
         let mut page = Page {
             prefix: None,
+            after: None,
             offset: 0,
             limit: DEFAULT_PAGE,
         };
@@ -30,6 +48,7 @@ impl Page {
             };
             match k.as_str() {
                 "prefix" => page.prefix = Some(v),
+                "after" => page.after = Some(v),
                 "offset" => page.offset = number(&v)?,
                 "limit" => {
                     page.limit = number(&v)?;
@@ -43,7 +62,9 @@ impl Page {
                 other => {
                     return Err(ApiError::bad_request(
                         "bad_query",
-                        format!("unknown parameter {other:?}; accepted: prefix, offset, limit"),
+                        format!(
+                            "unknown parameter {other:?}; accepted: prefix, after, offset, limit"
+                        ),
                     ))
                 }
             }

@@ -256,13 +256,15 @@ impl BootstrapHandle {
     pub async fn list(
         &self,
         prefix: &str,
+        after: Option<&str>,
         offset: usize,
         limit: usize,
     ) -> Result<(usize, Vec<(BootstrapConfig, Option<BootstrapStatus>)>), lwm2m_bootstrap::StoreError>
     {
         let prefix = prefix.to_string();
+        let after = after.map(str::to_string);
         blocking(&self.store, move |s| {
-            let (total, page) = s.list(&prefix, offset, limit)?;
+            let (total, page) = s.list(&prefix, after.as_deref(), offset, limit)?;
             let page = page
                 .into_iter()
                 .map(|c| {

@@ -259,11 +259,23 @@ impl<R> Registry<R> {
     /// Registrations whose endpoint name starts with `prefix`, sorted by
     /// name; `O(log n)` to the first one.
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Registration> {
+        self.with_prefix_after(prefix, None)
+    }
+
+    /// [`with_prefix`](Self::with_prefix), from the first name after `after`: the
+    /// cursor of a listing, `O(log n)` to its page however deep it is.
+    pub fn with_prefix_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Registration> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
         self.by_endpoint
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((start, Bound::Unbounded))
             .take_while(move |(name, _)| name.starts_with(prefix))
             .filter_map(|(_, id)| self.get(id))
     }

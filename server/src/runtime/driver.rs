@@ -360,8 +360,8 @@ impl Driver {
                     Some(Command::Registration { endpoint, reply }) => {
                         let _ = reply.send(self.registry.by_endpoint(&endpoint).cloned());
                     }
-                    Some(Command::Clients { prefix, offset, limit, reply }) => {
-                        let _ = reply.send(self.clients(&prefix, offset, limit));
+                    Some(Command::Clients { prefix, after, offset, limit, reply }) => {
+                        let _ = reply.send(self.clients(&prefix, after.as_deref(), offset, limit));
                     }
                     Some(Command::Client { endpoint, reply }) => {
                         let now = Instant::now();
@@ -930,7 +930,13 @@ impl Driver {
         }
     }
 
-    fn clients(&self, prefix: &str, offset: usize, limit: usize) -> ClientPage {
+    fn clients(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> ClientPage {
         let now = Instant::now();
         let total = if prefix.is_empty() {
             self.registry.len()
@@ -939,7 +945,7 @@ impl Driver {
         };
         let clients = self
             .registry
-            .with_prefix(prefix)
+            .with_prefix_after(prefix, after)
             .skip(offset)
             .take(limit)
             .map(|r| self.client_info(r, now))

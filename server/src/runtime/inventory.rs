@@ -88,9 +88,23 @@ impl ServerHandle {
     /// Registered devices whose endpoint name starts with `prefix` (all for `None`),
     /// sorted by name, `limit` of them from `offset`.
     pub async fn clients(&self, prefix: Option<&str>, offset: usize, limit: usize) -> ClientPage {
+        self.clients_after(prefix, None, offset, limit).await
+    }
+
+    /// A page of registered devices after the endpoint `after` (the previous page's last):
+    /// the cheap way through a large fleet, where an offset costs its length.
+    pub async fn clients_after(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> ClientPage {
         let prefix = prefix.unwrap_or_default().to_string();
+        let after = after.map(str::to_string);
         self.ask(|reply| Command::Clients {
             prefix,
+            after,
             offset,
             limit,
             reply,

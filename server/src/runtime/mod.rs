@@ -239,6 +239,7 @@ enum Command {
     },
     Clients {
         prefix: String,
+        after: Option<String>,
         offset: usize,
         limit: usize,
         reply: oneshot::Sender<ClientPage>,
