@@ -16,6 +16,7 @@
 //! - [`bootstrap`](mod@bootstrap): client-initiated bootstrap: the Bootstrap-Request, the
 //!   bootstrap server's Discover/Read/Write/Delete on Security and Server,
 //!   and the [`Account`] a Bootstrap-Finish leaves.
+//! - [`fleet`]: many devices in one process, each on its own loopback address.
 //! - [`client`]: the tokio driver (register, update, de-register, queue
 //!   mode, Send) and the [`ClientHandle`] tests drive it through.
 //!
@@ -34,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod device;
 pub mod firmware;
+pub mod fleet;
 pub mod observe;
 pub mod ops;
 pub mod store;

@@ -320,9 +320,175 @@ fn usage_error(e: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `lwm2m-client-sim fleet --server coap://HOST:PORT --count N [--prefix P] [--rate R]
+/// [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]`: N devices, one
+/// loopback address each; a progress line a second, then they run until SIGINT (or for
+/// `--duration` seconds) and de-register.
+const FLEET_USAGE: &str = "usage: lwm2m-client-sim fleet --server coap://HOST:PORT --count N \
+[--prefix P] [--rate DEVICES_PER_S] [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]";
+
+struct FleetArgs {
+    server: ServerUri,
+    count: usize,
+    prefix: Option<String>,
+    rate: Option<u32>,
+    lifetime: Option<u32>,
+    queue: bool,
+    awake: Option<u64>,
+    sleep: Option<u64>,
+    duration: Option<u64>,
+}
+
+fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
+    let (mut server, mut count) = (None, None);
+    let mut a = FleetArgs {
+        server: "coap://127.0.0.1:5683"
+            .parse()
+            .map_err(|_| "default server")?,
+        count: 0,
+        prefix: None,
+        rate: None,
+        lifetime: None,
+        queue: false,
+        awake: None,
+        sleep: None,
+        duration: None,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--server" => server = Some(value("--server")?),
+            "--count" => count = Some(number::<usize>("--count", &value("--count")?)?),
+            "--prefix" => a.prefix = Some(value("--prefix")?),
+            "--rate" => a.rate = Some(number("--rate", &value("--rate")?)?),
+            "--lifetime" => a.lifetime = Some(number("--lifetime", &value("--lifetime")?)?),
+            "--queue-mode" => a.queue = true,
+            "--awake" => a.awake = Some(number("--awake", &value("--awake")?)?),
+            "--sleep" => a.sleep = Some(number("--sleep", &value("--sleep")?)?),
+            "--duration" => a.duration = Some(number("--duration", &value("--duration")?)?),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    a.server = server
+        .ok_or("--server is required")?
+        .parse()
+        .map_err(|_| "--server must be coap://HOST:PORT")?;
+    if a.server.secure {
+        return Err("a fleet speaks plain CoAP for now (coap://)".into());
+    }
+    a.count = count.ok_or("--count is required")?;
+    Ok(a)
+}
+
+async fn fleet(args: &[String]) -> ExitCode {
+    let a = match parse_fleet(args) {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{FLEET_USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match a.server.resolve().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot resolve {}: {e}", a.server.host);
+            return ExitCode::from(2);
+        }
+    };
+    let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot wait for SIGINT: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut template = Config::new(server, "fleet");
+    if let Some(lt) = a.lifetime {
+        template.lifetime = lt;
+    }
+    template.queue_mode = a.queue;
+    if let Some(s) = a.awake {
+        template.awake_window = Duration::from_secs(s);
+    }
+    if let Some(s) = a.sleep {
+        template.sleep_duration = Duration::from_secs(s);
+    }
+    let mut cfg = lwm2m_client_sim::fleet::FleetConfig::new(template, a.count);
+    if let Some(p) = a.prefix {
+        cfg.prefix = p;
+    }
+    if let Some(r) = a.rate {
+        cfg.start_rate = r;
+    }
+    let line = |p: lwm2m_client_sim::fleet::Progress, elapsed: Duration| {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        println!(
+            "fleet started={} registered={} failed={} rate={:.0}/s elapsed_ms={}",
+            p.started,
+            p.registered,
+            p.failed,
+            p.registered as f64 / secs,
+            elapsed.as_millis()
+        );
+        let _ = std::io::stdout().flush();
+    };
+    let running = tokio::select! {
+        f = lwm2m_client_sim::fleet::Fleet::start(cfg, line) => f,
+        _ = sigint.recv() => {
+            eprintln!("interrupted while starting the fleet");
+            return ExitCode::FAILURE;
+        }
+    };
+    let fleet = match running {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let p = fleet.progress();
+    println!(
+        "fleet ready registered={} failed={} elapsed_ms={}",
+        p.registered,
+        p.failed,
+        fleet.started_at.elapsed().as_millis()
+    );
+    let _ = std::io::stdout().flush();
+    match a.duration {
+        Some(s) => {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(s)) => {}
+                _ = sigint.recv() => {}
+            }
+        }
+        None => {
+            sigint.recv().await;
+        }
+    }
+    fleet.shutdown(256).await;
+    if p.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("fleet") {
+        return fleet(args.get(1..).unwrap_or_default()).await;
+    }
     let args = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => return usage_error(&e),
