@@ -16,6 +16,7 @@
 //! - [`bootstrap`](mod@bootstrap): client-initiated bootstrap: the Bootstrap-Request, the
 //!   bootstrap server's Discover/Read/Write/Delete on Security and Server,
 //!   and the [`Account`] a Bootstrap-Finish leaves.
+//! - [`bench`]: benchmarks run by hand (`lwm2m-client-sim bench ...`).
 //! - [`fleet`]: many devices in one process, each on its own loopback address.
 //! - [`client`]: the tokio driver (register, update, de-register, queue
 //!   mode, Send) and the [`ClientHandle`] tests drive it through.
@@ -30,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod bootstrap;
 pub mod client;
 pub mod config;

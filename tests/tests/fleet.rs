@@ -1,5 +1,6 @@
 //! `lwm2m-client-sim fleet` against the binary, at a tiny size: every device registers
-//! from an address of its own and de-registers when the fleet stops.
+//! from an address of its own and de-registers when the fleet stops. And the `bench scale`
+//! command once at a tiny size, so that it cannot rot.
 
 mod http_support;
 
@@ -87,4 +88,28 @@ async fn a_fleet_registers_each_device_from_its_own_address_and_leaves() {
         left = clients(&api).await["total"].clone();
     }
     assert_eq!(left, 0, "every device de-registered");
+}
+
+#[test]
+fn the_scale_benchmark_runs_at_a_tiny_size() {
+    let out = Command::new(binary("lwm2m-client-sim"))
+        .args([
+            "bench",
+            "scale",
+            "--count",
+            "20",
+            "--rate",
+            "200",
+            "--server-binary",
+        ])
+        .arg(server_binary())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run the benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("bench scale devices=20 registered=20 listed=20 lost=0"),
+        "{text}"
+    );
 }
