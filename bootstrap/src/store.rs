@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BootstrapConfig, Psk};
 use crate::session::Report;
 
+/// redb's page cache (its default is 1 GiB).
+const CACHE_BYTES: usize = 8 << 20;
+
 pub const FILE_NAME: &str = "bootstrap.redb";
 
 const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
@@ -101,7 +104,10 @@ impl BootstrapStore {
     /// process left running as failed.
     pub fn open(dir: &Path, now_unix_ms: u64) -> Result<BootstrapStore, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join(FILE_NAME))?;
+        // A configuration is read once per bootstrap: a large cache buys nothing.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))?;
         let store = BootstrapStore { db };
         store.write(|t| {
             t.open_table(CONFIGS)?;

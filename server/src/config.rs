@@ -49,6 +49,9 @@
 //! coap_url = "coap://fw.example.net:5683"   # default: the bound address
 //! https = "0.0.0.0:8443"   # downloads over HTTPS, with the [dtls] certificate
 //!
+//! [store]
+//! cache_mb = 64            # redb's page cache
+//!
 //! [coap_params]
 //! ack_timeout_ms = 2000
 //! ack_random_factor = 1.5
@@ -98,6 +101,8 @@ pub struct ServerConfig {
     pub registry: RegistryConfig,
     pub dtls: DtlsConfig,
     pub firmware: FirmwareSettings,
+    /// redb's page cache of the store, bytes.
+    pub store_cache_bytes: usize,
 }
 
 impl ServerConfig {
@@ -111,6 +116,7 @@ impl ServerConfig {
             registry: RegistryConfig::default(),
             dtls: DtlsConfig::default(),
             firmware: FirmwareSettings::default(),
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -238,6 +244,16 @@ pub struct FileConfig {
     pub bootstrap: BootstrapParams,
     #[serde(default)]
     pub firmware: FirmwareParams,
+    #[serde(default)]
+    pub store: StoreParams,
+}
+
+/// `[store]`: the embedded store.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreParams {
+    /// redb's page cache, MiB (default 64).
+    pub cache_mb: Option<usize>,
 }
 
 /// `[firmware]`: the fields of [`FirmwareSettings`].
@@ -550,6 +566,12 @@ impl FileConfig {
         self.registry.apply(&mut server.registry);
         self.dtls.apply(&mut server.dtls)?;
         self.firmware.apply(&mut server.firmware)?;
+        if let Some(mb) = self.store.cache_mb {
+            if mb == 0 {
+                return Err(ConfigError::Invalid("store cache_mb is at least 1".into()));
+            }
+            server.store_cache_bytes = mb.saturating_mul(1 << 20);
+        }
         let mut api = ApiSettings::default();
         self.api.apply(&mut api)?;
         if !over.admin_tokens.is_empty() {

@@ -12,6 +12,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::update::UpdateRecord;
 
+/// redb's page cache (its default is 1 GiB).
+const CACHE_BYTES: usize = 8 << 20;
+
 pub const FILE_NAME: &str = "firmware.redb";
 
 const PACKAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("packages");
@@ -97,7 +100,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl FirmwareStore {
     pub fn open(dir: &Path) -> Result<FirmwareStore, FirmwareStoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join(FILE_NAME))?;
+        // Packages and updates are few; their records need no large cache.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))?;
         let store = FirmwareStore {
             db: std::sync::RwLock::new(Some(db)),
         };

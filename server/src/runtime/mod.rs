@@ -294,7 +294,14 @@ impl Server {
             dir: config.data_dir.clone(),
             source,
         };
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir).map_err(store_err)?);
+        let store: Arc<dyn Store> = Arc::new(
+            RedbStore::open_with(
+                &config.data_dir,
+                crate::store::StoreLimits::default(),
+                config.store_cache_bytes,
+            )
+            .map_err(store_err)?,
+        );
         let credentials = Arc::new(Credentials::load(store.clone()).map_err(store_err)?);
         let metrics = Arc::new(Metrics::new());
         let firmware = Arc::new(

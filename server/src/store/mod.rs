@@ -44,7 +44,7 @@ pub use records::{
     QueuedRequest, QueuedTracking, RecordError, StoredObservation, StoredRegistration,
     StoredSecurity,
 };
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, DEFAULT_CACHE_BYTES};
 
 /// Longest registration id or endpoint name the store accepts. Endpoint names come from the
 /// network; the registry should reject longer ones earlier, this is the last line.

@@ -20,6 +20,10 @@ use super::{
 
 /// File name inside the data directory.
 pub const FILE_NAME: &str = "lwm2m.redb";
+/// redb's page cache by default: its own default is 1 GiB, which a small machine holding a
+/// large fleet cannot give to a cache (the records are read at start and on writes; the
+/// working set is the in-memory registry).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 /// Layout version of the tables; bumped when a table's key or value type changes.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -72,12 +76,23 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (creating if needed) `dir/lwm2m.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with_limits(dir, StoreLimits::default())
+        Self::open_with(dir, StoreLimits::default(), DEFAULT_CACHE_BYTES)
     }
 
     pub fn open_with_limits(dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        Self::open_with(dir, limits, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens with redb's page cache bounded at `cache_bytes`.
+    pub fn open_with(
+        dir: &Path,
+        limits: StoreLimits,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join(FILE_NAME))?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(dir.join(FILE_NAME))?;
         let store = RedbStore { db, limits };
         store.write(|t| {
             let found = t.meta.get(SCHEMA_KEY)?.map(|v| v.value());
