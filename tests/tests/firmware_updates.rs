@@ -142,8 +142,9 @@ async fn ended_within(api: &Api, endpoint: &str, polls: usize) -> Value {
 
 /// Polls the update until it is in `phase`.
 async fn reached(api: &Api, endpoint: &str, phase: &str) -> Value {
+    let mut last = Value::Null;
     for _ in 0..POLLS {
-        let u = api
+        last = api
             .ok(
                 Method::GET,
                 FIRMWARE,
@@ -153,12 +154,12 @@ async fn reached(api: &Api, endpoint: &str, phase: &str) -> Value {
                 StatusCode::OK,
             )
             .await;
-        if u["phase"] == phase {
-            return u;
+        if last["phase"] == phase {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the update of {endpoint} never reached {phase}");
+    panic!("the update of {endpoint} never reached {phase}: {last}");
 }
 
 async fn metrics(api: &Api) -> String {
@@ -526,7 +527,9 @@ async fn a_queue_mode_device_is_updated_across_sleep_cycles_and_a_restart() {
     // The server's awake window is 1.5 s: the device sleeps longer than that.
     c.awake_window = Duration::from_millis(150);
     c.sleep_duration = Duration::from_millis(2500);
-    c.firmware.block_delay = Duration::from_millis(100);
+    // A download of 8 blocks taking 6.4 s: the device's own wake-ups (every 2.65 s) fall
+    // inside the update however fast the server is.
+    c.firmware.block_delay = Duration::from_millis(800);
     c.lifetime = 60;
     let dev = started(c).await;
     let mut events = api.events("ep=sleepy-fw", ADMIN).await;
@@ -560,6 +563,7 @@ async fn a_queue_mode_device_is_updated_across_sleep_cycles_and_a_restart() {
     {
         wakes += usize::from(kind == "AWAKE");
     }
+    println!("the device woke {wakes} times during the update");
     assert!(
         wakes >= 3,
         "the device woke {wakes} times during the update"
