@@ -124,6 +124,26 @@ pub fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client sends as Range, the answer is nothing or bytes inside the file.
+        #[test]
+        fn any_range_header_is_refused_or_inside_the_file(header in ".{0,40}", size in 0u64..10_000) {
+            if let Some((first, last)) = parse_range(&header, size) {
+                prop_assert!(first <= last && last < size, "{header:?} {size}: {first}-{last}");
+            }
+        }
+
+        #[test]
+        fn numeric_ranges_stay_inside(a in 0u64..20_000, b in 0u64..20_000, size in 1u64..10_000) {
+            for h in [format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{b}")] {
+                if let Some((first, last)) = parse_range(&h, size) {
+                    prop_assert!(first <= last && last < size, "{h} {size}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn blocks_are_read_at_their_offset_and_past_the_end_is_refused() {
