@@ -260,30 +260,39 @@ impl std::fmt::Display for ServerUri {
     }
 }
 
+/// The address of `host` when it is an IP literal, without any lookup.
+pub(crate) fn literal_addr(host: &str, port: u16) -> Option<SocketAddr> {
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// The address to send to: the IP literal, or the first address a lookup of the host
+/// name gives.
+pub(crate) async fn resolve_host(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    if let Some(a) = literal_addr(host, port) {
+        return Ok(a);
+    }
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{host} resolves to no address"),
+            )
+        })
+}
+
 impl ServerUri {
     /// The address when the host is an IP literal, without any lookup.
     pub fn ip_addr(&self) -> Option<SocketAddr> {
-        self.host
-            .parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, self.port))
+        literal_addr(&self.host, self.port)
     }
 
-    /// The address to send to: the IP literal, or the first address a lookup
-    /// of the host name gives.
+    /// The address to send to: the IP literal, or the host name looked up.
     pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
-        if let Some(a) = self.ip_addr() {
-            return Ok(a);
-        }
-        tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await?
-            .next()
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{} resolves to no address", self.host),
-                )
-            })
+        resolve_host(&self.host, self.port).await
     }
 }
 

@@ -6,6 +6,31 @@ use std::path::{Path, PathBuf};
 
 use crate::config::ApiSettings;
 
+/// The HTTP API's tokens on the command line (or in the environment), shared by both
+/// binaries' flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Admin token of the HTTP API (repeat or separate with commas for several). Without
+    /// one in any source, a token is generated into the data directory.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LWM2M_API_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_token: Vec<String>,
+    /// Read-only token of the HTTP API (repeat or separate with commas for several).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "LWM2M_API_READ_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_read_token: Vec<String>,
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     tracing_subscriber::fmt()

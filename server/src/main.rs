@@ -52,25 +52,8 @@ struct Cli {
     /// TOML configuration file; environment variables and flags override it.
     #[arg(long, value_name = "FILE", env = "LWM2M_CONFIG")]
     config: Option<PathBuf>,
-    /// Admin token of the HTTP API (repeat or separate with commas for several). Without
-    /// one in any source, a token is generated into the data directory.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "LWM2M_API_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_token: Vec<String>,
-    /// Read-only token of the HTTP API (repeat or separate with commas for several).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "LWM2M_API_READ_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_read_token: Vec<String>,
+    #[command(flatten)]
+    tokens: binary::TokenArgs,
 }
 
 fn main() -> ExitCode {
@@ -96,8 +79,8 @@ fn run(cli: Cli) -> Result<(), String> {
             security_file: cli.security_file,
             http: cli.http,
             data_dir: cli.data_dir,
-            admin_tokens: cli.api_token,
-            read_tokens: cli.api_read_token,
+            admin_tokens: cli.tokens.api_token,
+            read_tokens: cli.tokens.api_read_token,
             bootstrap: cli.bootstrap,
             bootstrap_coaps: cli.bootstrap_coaps,
         })

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use super::Protocol;
-use crate::config::{parse_authority, AuthorityError};
+use crate::config::{literal_addr, parse_authority, resolve_host, AuthorityError};
 
 /// Longest Package URI (/5/0/1 is a string of 0..255 bytes).
 pub const MAX_PACKAGE_URI_LEN: usize = 255;
@@ -134,27 +134,12 @@ impl std::str::FromStr for PackageUri {
 impl PackageUri {
     /// The address when the host is an IP literal, without any lookup.
     pub fn ip_addr(&self) -> Option<SocketAddr> {
-        self.host
-            .parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, self.port))
+        literal_addr(&self.host, self.port)
     }
 
-    /// The address to send to: the IP literal, or the first address a lookup
-    /// of the host name gives.
+    /// The address to send to: the IP literal, or the host name looked up.
     pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
-        if let Some(a) = self.ip_addr() {
-            return Ok(a);
-        }
-        tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await?
-            .next()
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{} resolves to no address", self.host),
-                )
-            })
+        resolve_host(&self.host, self.port).await
     }
 }
 

@@ -48,24 +48,8 @@ struct Cli {
     /// TOML configuration file (the format of `lwm2m-server`'s).
     #[arg(long, value_name = "FILE", env = "LWM2M_CONFIG")]
     config: Option<PathBuf>,
-    /// Admin token of this HTTP API (repeat or separate with commas for several).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "LWM2M_API_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_token: Vec<String>,
-    /// Read-only token of this HTTP API.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "LWM2M_API_READ_TOKEN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_read_token: Vec<String>,
+    #[command(flatten)]
+    tokens: binary::TokenArgs,
     /// Base URL of the LwM2M server's API (`http://host:8080`), to provision credentials into.
     #[arg(
         long,
@@ -124,8 +108,8 @@ fn run(cli: Cli) -> Result<(), String> {
             coaps: Some("off".into()),
             http: Some(http),
             data_dir: Some(data_dir.clone()),
-            admin_tokens: cli.api_token,
-            read_tokens: cli.api_read_token,
+            admin_tokens: cli.tokens.api_token,
+            read_tokens: cli.tokens.api_read_token,
             bootstrap: Some(coap),
             bootstrap_coaps: Some(coaps),
             ..Overrides::default()

@@ -7,9 +7,6 @@
 //! expires or the update ends. A refused token gets 4.04 / 404, whatever the reason, so a
 //! stranger learns nothing; the reason goes to the metrics.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-
 use crate::coap::block::BlockOpt;
 
 /// Hex digits of a token (128 bits).
@@ -65,8 +62,15 @@ pub struct Block {
     pub payload: Vec<u8>,
 }
 
-/// Reads block `num` (of `szx`, capped at [`MAX_SZX`]) of a file of `size` bytes.
-pub fn read_block(path: &Path, size: u64, num: u32, szx: u8) -> Result<Block, BlockReadError> {
+/// Reads block `num` (of `szx`, capped at [`MAX_SZX`]) of a file of `size` bytes, at its
+/// offset (no seek: one open file serves every block of every download of it).
+pub fn read_block(
+    file: &std::fs::File,
+    size: u64,
+    num: u32,
+    szx: u8,
+) -> Result<Block, BlockReadError> {
+    use std::os::unix::fs::FileExt;
     let szx = szx.min(MAX_SZX);
     let block = 16u64 << szx;
     let offset = u64::from(num) * block;
@@ -74,10 +78,8 @@ pub fn read_block(path: &Path, size: u64, num: u32, szx: u8) -> Result<Block, Bl
         return Err(BlockReadError::PastEnd);
     }
     let len = block.min(size - offset);
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
     let mut payload = vec![0u8; len as usize];
-    file.read_exact(&mut payload)?;
+    file.read_exact_at(&mut payload, offset)?;
     Ok(Block {
         option: BlockOpt {
             num,
@@ -151,6 +153,7 @@ mod tests {
         let path = dir.path().join("p");
         let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         std::fs::write(&path, &data).expect("write");
+        let path = std::fs::File::open(&path).expect("open");
         let b = read_block(&path, 3000, 2, 6).expect("block 2");
         assert_eq!(
             (b.option.num, b.option.more, b.payload.len()),

@@ -14,6 +14,7 @@ pub mod packages;
 pub mod store;
 pub mod update;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +77,14 @@ pub struct Firmware {
     pub files: PackageFiles,
     pub settings: FirmwareSettings,
     metrics: Arc<Metrics>,
+    /// Tokens in use over CoAP, with their record and open package file: a download is a
+    /// request per block, and each would otherwise cost a store lookup and an open.
+    /// Bounded; emptied when full and when a device's tokens are revoked.
+    downloading: std::sync::Mutex<HashMap<String, (TokenRecord, Arc<std::fs::File>)>>,
 }
+
+/// Tokens kept in [`Firmware`]'s download cache.
+const MAX_DOWNLOADING: usize = 4096;
 
 impl std::fmt::Debug for Firmware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +103,7 @@ impl Firmware {
             files: PackageFiles::open(data_dir)?,
             settings,
             metrics,
+            downloading: Default::default(),
         })
     }
 
@@ -134,6 +143,17 @@ impl Firmware {
                 return Err(self.refused(Refused::Unknown));
             }
         };
+        self.check(&record, requester, now_unix_ms)?;
+        Ok(record)
+    }
+
+    /// Whether `requester` may use a token with this record now.
+    fn check(
+        &self,
+        record: &TokenRecord,
+        requester: Option<&str>,
+        now_unix_ms: u64,
+    ) -> Result<(), Refused> {
         if now_unix_ms >= record.expires_at_unix_ms {
             return Err(self.refused(Refused::Expired));
         }
@@ -141,7 +161,50 @@ impl Firmware {
             tracing::warn!(requester = ?requester, owner = %record.endpoint, "firmware token of another device");
             return Err(self.refused(Refused::Foreign));
         }
-        Ok(record)
+        Ok(())
+    }
+
+    /// Revokes every download token of `endpoint` (its update ended).
+    pub fn revoke(&self, endpoint: &str) -> Result<usize, FirmwareStoreError> {
+        self.downloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (r, _)| r.endpoint != endpoint);
+        self.store.revoke_tokens(endpoint)
+    }
+
+    /// The record and open file of a token, from the cache or the store.
+    fn open_download(
+        &self,
+        token: &str,
+        requester: Option<&str>,
+        now_unix_ms: u64,
+    ) -> Result<(TokenRecord, Arc<std::fs::File>), Refused> {
+        let key = token.to_ascii_lowercase();
+        let cached = self
+            .downloading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some((record, file)) = cached {
+            self.check(&record, requester, now_unix_ms)?;
+            return Ok((record, file));
+        }
+        let record = self.authorize(token, requester, now_unix_ms)?;
+        let file = match std::fs::File::open(self.files.path(&record.sha256)) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                tracing::error!(error = %e, sha256 = %record.sha256, "package file unreadable");
+                return Err(self.refused(Refused::Unknown));
+            }
+        };
+        let mut cache = self.downloading.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_DOWNLOADING {
+            cache.clear();
+        }
+        cache.insert(key, (record.clone(), file.clone()));
+        Ok((record, file))
     }
 
     /// One block of the package behind `token` (block 0 at the largest size when the
@@ -153,9 +216,9 @@ impl Firmware {
         requested: Option<BlockOpt>,
         now_unix_ms: u64,
     ) -> Result<(TokenRecord, Block), Refused> {
-        let record = self.authorize(token, requester, now_unix_ms)?;
+        let (record, file) = self.open_download(token, requester, now_unix_ms)?;
         let (num, szx) = requested.map_or((0, download::MAX_SZX), |b| (b.num, b.szx));
-        match download::read_block(&self.files.path(&record.sha256), record.size, num, szx) {
+        match download::read_block(&file, record.size, num, szx) {
             Ok(block) => {
                 self.downloads("block").inc();
                 self.metrics

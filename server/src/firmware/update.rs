@@ -476,7 +476,7 @@ impl Task {
             tracing::warn!(endpoint = %self.record.endpoint, reason = %r, "firmware update {}", phase.name());
         }
         self.record.reason = reason;
-        if let Err(e) = self.firmware.store.revoke_tokens(&self.record.endpoint) {
+        if let Err(e) = self.firmware.revoke(&self.record.endpoint) {
             tracing::error!(error = %e, "download tokens not revoked");
         }
         self.enter(phase, None);
