@@ -494,7 +494,7 @@ impl BootstrapState {
             .with(single(4, Value::Opaque(Vec::new())))
             .with(single(5, Value::Opaque(key)));
         BootstrapState {
-            model: Registry::with_core(),
+            model: crate::store::core_model(),
             codecs: Codecs::new(),
             version,
             security: Object::new(SECURITY).with(account),

@@ -174,7 +174,7 @@ impl Client {
             firmware: config.firmware.clone(),
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let (ev_tx, _) = broadcast::channel(1024);
+        let (ev_tx, _) = broadcast::channel(config.event_capacity.max(1));
         let (st_tx, st_rx) = watch::channel(Status::Unregistered);
         let seed = crate::transport::rng_seed();
         let retransmit = config.coap.ack_timeout;

@@ -43,6 +43,10 @@ pub struct Config {
     pub tick: Duration,
     /// How often observations are evaluated.
     pub observe_poll: Duration,
+    /// Events a slow subscriber may fall behind by before it misses some. The channel
+    /// holds this many slots from the start: a fleet's devices, which nobody watches
+    /// closely, keep it small.
+    pub event_capacity: usize,
     /// Further objects (known to the model) to host, empty at start, so that
     /// a server can Create instances in them.
     pub extra_objects: Vec<u16>,
@@ -100,6 +104,7 @@ impl Config {
             coap: lwm2m_server::coap::Config::default(),
             tick: Duration::from_secs(1),
             observe_poll: Duration::from_millis(200),
+            event_capacity: 1024,
             extra_objects: Vec::new(),
             confirmable_notifications: false,
             registration_retry: Duration::from_secs(10),

@@ -129,6 +129,7 @@ impl Fleet {
                     let mut c = cfg.template.clone();
                     c.endpoint = cfg.endpoint(i);
                     c.bind = SocketAddr::from((device_address(i), 0));
+                    c.event_capacity = c.event_capacity.min(16);
                     counts.started.fetch_add(1, Ordering::Relaxed);
                     let counts = counts.clone();
                     let tx = tx.clone();

@@ -275,7 +275,7 @@ impl Core {
     pub fn new(config: Config) -> Result<Core, OpError> {
         let mut hosted = HOSTED_OBJECTS.to_vec();
         hosted.extend(config.extra_objects.iter().copied());
-        let mut store = ObjectStore::new(lwm2m_objects::Registry::with_core(), &hosted);
+        let mut store = ObjectStore::new(crate::store::core_model(), &hosted);
         let mut device = Device::new(config.profile.clone(), &config.endpoint);
         let uri = format!("coap://{}", config.server);
         // /1/0/7 lists the transport and queue mode (`UQ`), whatever `b=` says.

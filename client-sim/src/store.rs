@@ -38,6 +38,13 @@ pub enum Actor {
     Device,
 }
 
+/// The core objects' model, built once per process: a fleet's devices share its
+/// definitions (a clone copies a map of shared pointers, not the definitions).
+pub fn core_model() -> Registry {
+    static CORE: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::with_core);
+    CORE.clone()
+}
+
 /// The object tree with its model.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {

@@ -81,12 +81,27 @@ pub(crate) fn dtls_context(
     }
 }
 
-/// One datagram from the socket, at most [`MAX_DATAGRAM`] bytes.
+/// One datagram from the socket, at most [`MAX_DATAGRAM`] bytes, in a vector of its own
+/// size. A waiting device holds no buffer: the datagram is read into the thread's one
+/// buffer once the socket is readable, so a fleet of many thousand devices waiting for
+/// an answer does not hold 64 KiB each.
 pub(crate) async fn recv_datagram(socket: &UdpSocket) -> std::io::Result<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let (n, peer) = socket.recv_from(&mut buf).await?;
-    buf.truncate(n);
-    Ok((buf, peer))
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+    }
+    loop {
+        socket.readable().await?;
+        let read = BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            socket
+                .try_recv_from(&mut b)
+                .map(|(n, peer)| (b.get(..n).unwrap_or_default().to_vec(), peer))
+        });
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
 }
 
 /// One socket that talks to one peer only: datagrams from anyone else are
