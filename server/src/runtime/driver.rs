@@ -36,6 +36,8 @@ use crate::store::Store;
 /// Largest datagram read; anything up to the UDP maximum arrives whole, so a truncated
 /// read cannot turn into a different, valid message.
 const RECV_BUFFER: usize = 65_535;
+/// Datagrams taken from the plain socket in one pass (one store sync for all of them).
+const RECV_BATCH: usize = 64;
 
 /// A request waiting in a device's queue.
 struct Queued {
@@ -322,8 +324,17 @@ impl Driver {
             tokio::select! {
                 r = socket.recv_from(&mut buf) => match r {
                     Ok((n, peer)) => {
+                        self.store.begin_group();
+                        let now = Instant::now();
                         let data = buf.get(..n).unwrap_or_default();
-                        self.ep.handle_datagram(Instant::now(), peer, data);
+                        self.ep.handle_datagram(now, peer, data);
+                        // What else has arrived joins this batch: one store sync answers
+                        // for all of it.
+                        for _ in 1..RECV_BATCH {
+                            let Ok((n, peer)) = socket.try_recv_from(&mut buf) else { break };
+                            let data = buf.get(..n).unwrap_or_default();
+                            self.ep.handle_datagram(now, peer, data);
+                        }
                     }
                     // ICMP port unreachable from a device that went away surfaces here
                     // on some systems; it concerns one peer, not the socket.
@@ -331,6 +342,7 @@ impl Driver {
                 },
                 r = recv_from(secure.as_ref(), &mut sbuf) => match r {
                     Ok((n, peer)) => {
+                        self.store.begin_group();
                         let data = sbuf.get(..n).unwrap_or_default();
                         if let Some(d) = self.dtls.as_mut() {
                             d.handle_datagram(Instant::now(), peer, data);
@@ -383,6 +395,10 @@ impl Driver {
                 () = sleep => self.on_timer(Instant::now()),
             }
             self.drain_events();
+            // Answers to a group of datagrams go out only once what they confirm is on disk.
+            if let Err(e) = self.store.sync() {
+                tracing::error!(error = %e, "store sync failed; the last answers may not be durable");
+            }
             flush_plain(&mut self.ep, Some(&socket)).await;
             flush_secure(&mut self.sep, self.dtls.as_mut(), secure.as_ref()).await;
             self.update_gauges();

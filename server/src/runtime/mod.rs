@@ -294,14 +294,21 @@ impl Server {
             dir: config.data_dir.clone(),
             source,
         };
-        let store: Arc<dyn Store> = Arc::new(
-            RedbStore::open_with(
-                &config.data_dir,
-                crate::store::StoreLimits::default(),
-                config.store_cache_bytes,
-            )
-            .map_err(store_err)?,
-        );
+        // The registry admits devices; the store's own bound only backs it up, so it is
+        // never the tighter of the two.
+        let defaults = crate::store::StoreLimits::default();
+        let limits = crate::store::StoreLimits {
+            max_registrations: u64::try_from(config.registry.max_registrations)
+                .unwrap_or(u64::MAX)
+                .max(defaults.max_registrations),
+            ..defaults
+        };
+        let redb = RedbStore::open_with(&config.data_dir, limits, config.store_cache_bytes)
+            .map_err(store_err)?;
+        // The driver commits in groups and syncs before it answers; the API's writes
+        // (credentials) are durable when they return.
+        let driver_store: Arc<dyn Store> = Arc::new(redb.group_commit());
+        let store: Arc<dyn Store> = Arc::new(redb);
         let credentials = Arc::new(Credentials::load(store.clone()).map_err(store_err)?);
         let metrics = Arc::new(Metrics::new());
         let firmware = Arc::new(
@@ -336,7 +343,7 @@ impl Server {
             dtls,
             credentials,
             config.registry.clone(),
-            store,
+            driver_store,
             events.clone(),
             metrics.clone(),
             firmware.clone(),

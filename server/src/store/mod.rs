@@ -108,6 +108,16 @@ pub enum StoreError {
 /// The operations the server needs from persistent storage. Object-safe: the server holds an
 /// `Arc<dyn Store>`.
 pub trait Store: Send + Sync {
+    /// Group commit: the writes from here to [`Store::sync`] may wait for it to reach the
+    /// disk. Only a [`RedbStore::group_commit`] handle defers anything; every other write
+    /// is durable when it returns.
+    fn begin_group(&self) {}
+
+    /// Makes every write of the group durable, and ends it.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Inserts a registration, or overwrites the one with the same id (an Update). Fails with
     /// [`StoreError::EndpointTaken`] if another id holds the endpoint: replacing is
     /// [`Store::replace_registration`]'s job.
