@@ -19,7 +19,9 @@ use crate::config::Config;
 use crate::device::DeviceNote;
 use crate::firmware::download::{self, Progress};
 use crate::firmware::{FwCommand, FwState, UpdateResult};
+use crate::network::{send_shaped, Shaper};
 use crate::ops::{encode_uint, Action, Core, Operation};
+use crate::rng::Rng;
 use crate::store::OpError;
 use crate::transport::{code_text, recv_datagram, request_packet, uri_path};
 
@@ -148,6 +150,19 @@ pub struct Client;
 /// headers) on top of its bytes.
 const PUSH_FRAMING: usize = 64 * 1024;
 
+/// Tells the driver's draws (sleep jitter, reboots, its socket's link) from the
+/// device's sensor draws, which start from the same seed.
+const DRIVER_SALT: u64 = 0xD41E;
+
+/// When the next reboot of its own is due, for a device that has them.
+fn next_reboot(rng: &mut Rng, mean: Option<Duration>, now: Instant) -> Option<Instant> {
+    let mean = mean?.as_secs_f64();
+    // The exponential's tail cut at 20 means (a chance of 2e-9): a far draw must not
+    // reach past what the clock holds.
+    let wait = rng.exponential(mean).min(mean * 20.0).max(0.001);
+    now.checked_add(Duration::try_from_secs_f64(wait).ok()?)
+}
+
 impl Client {
     /// Binds the socket, fills the object tree and starts registering.
     pub async fn start(config: Config) -> Result<ClientHandle, ClientError> {
@@ -172,6 +187,7 @@ impl Client {
             psk: config.psk.clone(),
             certificate: config.certificate.clone(),
             firmware: config.firmware.clone(),
+            link: config.link.clone(),
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, _) = broadcast::channel(config.event_capacity.max(1));
@@ -189,7 +205,18 @@ impl Client {
             .map(DtlsClientContext::connect)
             .transpose()
             .map_err(|e| ClientError::Io(format!("DTLS: {e}")))?;
+        let mut rng = Rng::derive(
+            config
+                .profile
+                .seed
+                .unwrap_or_else(|| crate::device::endpoint_seed(&config.endpoint)),
+            DRIVER_SALT,
+        );
+        let reboot_at = next_reboot(&mut rng, config.reboot_mean, Instant::now());
         let driver = Driver {
+            shaper: Shaper::for_conditions(config.link.as_ref(), DRIVER_SALT),
+            rng,
+            reboot_at,
             endpoint: Endpoint::new(coap, seed),
             socket: Some(Arc::new(socket)),
             dtls,
@@ -314,6 +341,11 @@ enum Pending {
 struct Driver {
     endpoint: Endpoint,
     socket: Option<Arc<UdpSocket>>,
+    /// The link conditions applied to the socket's datagrams, when the device has any.
+    shaper: Option<Shaper>,
+    rng: Rng,
+    /// The next reboot of the device's own accord.
+    reboot_at: Option<Instant>,
     /// The DTLS session to the server, when the client uses one, and what its sessions
     /// share (credentials, the session to resume).
     dtls: Option<DtlsClient>,
@@ -386,15 +418,9 @@ impl Driver {
             };
             let now = Instant::now();
             match wake {
-                Wake::Datagram(bytes, peer) => match self.dtls.as_mut() {
-                    Some(d) if peer == self.config.server => {
-                        for plaintext in d.handle_datagram(&bytes) {
-                            self.on_datagram(now, peer, &plaintext);
-                        }
-                    }
-                    // Over DTLS, nothing else speaks for the server.
-                    Some(_) => {}
-                    None => self.on_datagram(now, peer, &bytes),
+                Wake::Datagram(bytes, peer) => match self.shaper.as_mut() {
+                    Some(s) => s.inbound(now, bytes, peer),
+                    None => self.receive(now, peer, &bytes),
                 },
                 Wake::Timer => {}
                 Wake::Firmware(Some(p)) => self.on_firmware_progress(now, p),
@@ -408,6 +434,10 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+            // Bounded by what the shaper holds, which is bounded.
+            while let Some((bytes, peer)) = self.shaper.as_mut().and_then(|s| s.pop_due(now)) {
+                self.receive(now, peer, &bytes);
+            }
             self.on_timers(Instant::now());
         }
         if let Some(t) = self.fw_task.take() {
@@ -416,6 +446,20 @@ impl Driver {
         self.flush().await;
         let _ = self.status.send(Status::Stopped);
         self.emit(ClientEvent::Stopped);
+    }
+
+    /// A datagram from the socket, once the link conditions let it through.
+    fn receive(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        match self.dtls.as_mut() {
+            Some(d) if peer == self.config.server => {
+                for plaintext in d.handle_datagram(bytes) {
+                    self.on_datagram(now, peer, &plaintext);
+                }
+            }
+            // Over DTLS, nothing else speaks for the server.
+            Some(_) => {}
+            None => self.on_datagram(now, peer, bytes),
+        }
     }
 
     async fn flush(&mut self) {
@@ -429,9 +473,7 @@ impl Driver {
                     Some(d) => d.send(&t.bytes),
                     None => {
                         if let Some(s) = &self.socket {
-                            if let Err(e) = s.send_to(&t.bytes, t.peer).await {
-                                tracing::debug!(error = %e, "send failed");
-                            }
+                            send_shaped(s, self.shaper.as_mut(), &t.bytes, t.peer).await;
                         }
                     }
                 }
@@ -439,9 +481,7 @@ impl Driver {
             let records = self.dtls.as_mut().map(DtlsClient::poll_transmit);
             if let (Some(records), Some(s)) = (records, &self.socket) {
                 for r in records {
-                    if let Err(e) = s.send_to(&r, self.config.server).await {
-                        tracing::debug!(error = %e, "send failed");
-                    }
+                    send_shaped(s, self.shaper.as_mut(), &r, self.config.server).await;
                 }
             }
             let Some(ev) = self.endpoint.poll_event() else {
@@ -463,6 +503,8 @@ impl Driver {
             candidates.push(Some(self.observe_at));
         }
         candidates.extend([
+            self.shaper.as_ref().and_then(Shaper::next_due),
+            self.reboot_at,
             self.update_at,
             self.register_at,
             self.awake_until,
@@ -526,6 +568,10 @@ impl Driver {
                 // Never sleep in the middle of an exchange of ours.
                 self.awake_until = Some(now + self.config.awake_window);
             }
+        }
+        if self.reboot_at.is_some_and(|t| t <= now) && self.shutdown.is_none() {
+            self.reboot_at = next_reboot(&mut self.rng, self.config.reboot_mean, now);
+            self.reboot(now);
         }
         if let Some((_, deadline)) = &self.shutdown {
             if *deadline <= now {
@@ -885,7 +931,19 @@ impl Driver {
         self.asleep = true;
         self.last_local = self.socket.as_ref().and_then(|s| s.local_addr().ok());
         self.socket = None;
-        self.wake_at = Some(now + self.config.sleep_duration);
+        if let Some(s) = self.shaper.as_mut() {
+            s.clear();
+        }
+        let base = self.config.sleep_duration;
+        let jitter = self.config.sleep_jitter.clamp(0.0, 0.99);
+        let sleep = if jitter > 0.0 {
+            let factor = 1.0 + jitter * self.rng.signed();
+            Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
+        } else {
+            base
+        };
+        // A sleep past what the clock holds is a sleep until the lifetime's Update.
+        self.wake_at = now.checked_add(sleep);
         self.emit(ClientEvent::Sleeping);
     }
 

@@ -7,6 +7,7 @@ use lwm2m_objects::{ContentFormat, Version};
 
 use crate::device::DeviceProfile;
 use crate::firmware::FirmwareConfig;
+use crate::network::LinkConditions;
 
 /// Configuration of one client. [`Config::new`] gives a device that behaves
 /// like a real one (30 s awake window, 1 s sensor steps); tests shorten the
@@ -33,6 +34,10 @@ pub struct Config {
     /// A sleeping queue-mode client wakes (and sends an Update) after this
     /// long; it also wakes before its lifetime runs out.
     pub sleep_duration: Duration,
+    /// Each sleep lasts `sleep_duration` times 1 ± this fraction, drawn anew
+    /// every time: devices of one schedule drift apart, as real ones do, and
+    /// do not all wake at once.
+    pub sleep_jitter: f64,
     /// Wake from sleep on a new source port, as NB-IoT devices behind a NAT do.
     pub rebind_on_wake: bool,
     /// Local address to bind; port 0 picks one.
@@ -56,6 +61,13 @@ pub struct Config {
     pub registration_retry: Duration,
     /// How long a reboot (Execute /3/0/4) takes before the device registers again.
     pub reboot_delay: Duration,
+    /// The device also reboots on its own, at exponentially distributed
+    /// intervals of this mean (watchdogs, brown-outs, field resets), and
+    /// registers again as after Execute /3/0/4. `None`: never.
+    pub reboot_mean: Option<Duration>,
+    /// What the network does to the device's datagrams (loss, delay, a shared
+    /// cell); `None`: loopback as it is, at no cost.
+    pub link: Option<LinkConditions>,
     pub profile: DeviceProfile,
     /// How object 5 behaves: package size, block size, supported protocols,
     /// faked failures. The update time is `profile.update_time`.
@@ -95,6 +107,7 @@ impl Config {
             queue_mode: false,
             awake_window: Duration::from_secs(30),
             sleep_duration: Duration::from_secs(60),
+            sleep_jitter: 0.0,
             rebind_on_wake: false,
             bind: if server.is_ipv4() {
                 SocketAddr::from(([0, 0, 0, 0], 0))
@@ -109,6 +122,8 @@ impl Config {
             confirmable_notifications: false,
             registration_retry: Duration::from_secs(10),
             reboot_delay: Duration::from_secs(1),
+            reboot_mean: None,
+            link: None,
             profile: DeviceProfile::default(),
             firmware: FirmwareConfig::default(),
             psk: None,

@@ -11,12 +11,18 @@
 //! Each device holds an open socket while it runs, so a fleet is bounded by the process's
 //! file-descriptor limit (sleeping devices without a socket are the next step for a
 //! million-device fleet).
+//!
+//! With a behaviour [`Profile`], device `i` is the template with the values it drew from
+//! the profile ([`Profile::device`]), then the [`Overrides`] (the command line's flags)
+//! on top. The profile's cells are made once here and shared by the devices in them.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::network::Cell;
+use crate::profile::Profile;
 use crate::{Client, ClientHandle, Config};
 
 /// The first device's address: above 127.0.0.0/16, where servers usually listen.
@@ -36,6 +42,37 @@ pub struct FleetConfig {
     pub register_timeout: Duration,
     /// Every device's configuration but its endpoint name and address.
     pub template: Config,
+    /// The mix the devices draw their values from.
+    pub profile: Option<Arc<Profile>>,
+    /// Settings every device gets whatever the profile drew.
+    pub overrides: Overrides,
+}
+
+/// Settings given for the whole fleet, which win over a profile's (the command line's
+/// `--lifetime`, `--queue-mode`, `--awake`, `--sleep`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub lifetime: Option<u32>,
+    pub queue_mode: Option<bool>,
+    pub awake_window: Option<Duration>,
+    pub sleep_duration: Option<Duration>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(lt) = self.lifetime {
+            c.lifetime = lt;
+        }
+        if let Some(q) = self.queue_mode {
+            c.queue_mode = q;
+        }
+        if let Some(a) = self.awake_window {
+            c.awake_window = a;
+        }
+        if let Some(s) = self.sleep_duration {
+            c.sleep_duration = s;
+        }
+    }
 }
 
 impl FleetConfig {
@@ -46,7 +83,32 @@ impl FleetConfig {
             start_rate: 500,
             register_timeout: Duration::from_secs(30),
             template,
+            profile: None,
+            overrides: Overrides::default(),
         }
+    }
+
+    /// Device `i`'s configuration: the template, what it drew from the profile, the
+    /// overrides; its endpoint name and address.
+    pub fn device_config(&self, i: usize, cells: &[Arc<Cell>]) -> Config {
+        let mut c = self.template.clone();
+        if let Some(p) = &self.profile {
+            p.device(i).apply(&mut c, cells);
+        }
+        self.overrides.apply(&mut c);
+        c.endpoint = self.endpoint(i);
+        c.bind = SocketAddr::from((device_address(i), 0));
+        c.event_capacity = c.event_capacity.min(16);
+        c
+    }
+
+    /// The profile's cells, with the template's ACK timeout as the bound of their queues
+    /// unless the profile sets one: a datagram later than that is retransmitted anyway.
+    pub fn cells(&self) -> Vec<Arc<Cell>> {
+        self.profile
+            .as_ref()
+            .map(|p| p.cells(self.template.coap.ack_timeout))
+            .unwrap_or_default()
     }
 
     /// Device `i`'s endpoint name.
@@ -72,6 +134,7 @@ pub struct Progress {
 /// A running fleet.
 pub struct Fleet {
     devices: Vec<ClientHandle>,
+    cells: Vec<Arc<Cell>>,
     counts: Arc<Counts>,
     pub started_at: Instant,
 }
@@ -115,21 +178,20 @@ impl Fleet {
             return Err(FleetError::Rate);
         }
         let counts = Arc::new(Counts::default());
+        let cells = cfg.cells();
         let started_at = Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ClientHandle>(1024);
         let spawner = {
             let counts = counts.clone();
             let cfg = cfg.clone();
+            let cells = cells.clone();
             tokio::spawn(async move {
                 let gap = Duration::from_secs(1) / cfg.start_rate;
                 let mut tick = tokio::time::interval(gap.max(Duration::from_micros(1)));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 for i in 0..cfg.count {
                     tick.tick().await;
-                    let mut c = cfg.template.clone();
-                    c.endpoint = cfg.endpoint(i);
-                    c.bind = SocketAddr::from((device_address(i), 0));
-                    c.event_capacity = c.event_capacity.min(16);
+                    let c = cfg.device_config(i, &cells);
                     counts.started.fetch_add(1, Ordering::Relaxed);
                     let counts = counts.clone();
                     let tx = tx.clone();
@@ -176,6 +238,7 @@ impl Fleet {
         report(counts.get(), started_at.elapsed());
         Ok(Fleet {
             devices,
+            cells,
             counts,
             started_at,
         })
@@ -188,6 +251,19 @@ impl Fleet {
     /// The devices, in no particular order.
     pub fn devices(&self) -> &[ClientHandle] {
         &self.devices
+    }
+
+    /// The profile's cells (none without a profile).
+    pub fn cells(&self) -> &[Arc<Cell>] {
+        &self.cells
+    }
+
+    /// Datagrams the cells carried and dropped (queued past their bound), in all.
+    pub fn cell_counts(&self) -> (u64, u64) {
+        self.cells.iter().fold((0, 0), |(p, d), c| {
+            let (cp, cd) = c.counts();
+            (p + cp, d + cd)
+        })
     }
 
     /// De-registers every device, at most `parallel` at once.
@@ -221,5 +297,46 @@ mod tests {
         );
         let cfg = FleetConfig::new(Config::new("127.0.0.1:5683".parse().unwrap(), "x"), 3);
         assert_eq!(cfg.endpoint(42), "fleet-0000042");
+    }
+
+    #[test]
+    fn a_device_is_the_template_then_its_draw_then_the_overrides() {
+        let profile = Profile::from_toml(
+            "[[model]]\nmanufacturer = \"Acme\"\nmodel = \"M\"\n\
+             [[schedule]]\nqueue_mode = true\nlifetime_s = 900\nawake_s = 5\nsleep_s = 50\n\
+             [cells]\ndownlink_bytes_per_s = 1000",
+        )
+        .expect("profile");
+        let mut template = Config::new("127.0.0.1:5683".parse().unwrap(), "x");
+        template.coap.ack_timeout = Duration::from_millis(700);
+        let mut cfg = FleetConfig::new(template, 3);
+        cfg.profile = Some(Arc::new(profile));
+        let cells = cfg.cells();
+        let c = cfg.device_config(2, &cells);
+        assert_eq!(
+            (c.endpoint.as_str(), c.profile.manufacturer.as_str()),
+            ("fleet-0000002", "Acme")
+        );
+        assert_eq!((c.lifetime, c.queue_mode), (900, true));
+        assert_eq!(c.sleep_duration, Duration::from_secs(50));
+        assert_eq!(c.bind, SocketAddr::from((device_address(2), 0)));
+        let cell = c.link.and_then(|l| l.cell).expect("in the cell");
+        // The bound of the cell's queue is the template's ACK timeout.
+        let t0 = Instant::now();
+        assert!(cell
+            .pass(crate::network::Direction::Down, t0, 700)
+            .is_some());
+        assert!(cell.pass(crate::network::Direction::Down, t0, 1).is_none());
+
+        cfg.overrides = Overrides {
+            lifetime: Some(60),
+            queue_mode: Some(false),
+            awake_window: None,
+            sleep_duration: Some(Duration::from_secs(7)),
+        };
+        let c = cfg.device_config(2, &cells);
+        assert_eq!((c.lifetime, c.queue_mode), (60, false));
+        assert_eq!(c.sleep_duration, Duration::from_secs(7));
+        assert_eq!(c.awake_window, Duration::from_secs(5), "not overridden");
     }
 }

@@ -18,6 +18,10 @@
 //!   and the [`Account`] a Bootstrap-Finish leaves.
 //! - [`bench`]: benchmarks run by hand (`lwm2m-client-sim bench ...`).
 //! - [`fleet`]: many devices in one process, each on its own loopback address.
+//! - [`profile`]: behaviour profiles (TOML): the mix a fleet's devices draw
+//!   their values from, deterministically from a seed.
+//! - [`network`]: link conditions a device applies to its own datagrams:
+//!   loss, delay, and cells whose bandwidth their devices share.
 //! - [`client`]: the tokio driver (register, update, de-register, queue
 //!   mode, Send) and the [`ClientHandle`] tests drive it through.
 //!
@@ -38,8 +42,11 @@ pub mod config;
 pub mod device;
 pub mod firmware;
 pub mod fleet;
+pub mod network;
 pub mod observe;
 pub mod ops;
+pub mod profile;
+mod rng;
 pub mod store;
 mod transport;
 

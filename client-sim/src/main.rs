@@ -320,16 +320,20 @@ fn usage_error(e: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `lwm2m-client-sim fleet --server coap://HOST:PORT --count N [--prefix P] [--rate R]
-/// [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]`: N devices, one
-/// loopback address each; a progress line a second, then they run until SIGINT (or for
-/// `--duration` seconds) and de-register.
+/// `lwm2m-client-sim fleet --server coap://HOST:PORT --count N [--profile FILE] [--prefix P]
+/// [--rate R] [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]`: N
+/// devices, one loopback address each, their values drawn from the behaviour profile when
+/// one is given (the flags win over its counterparts); a progress line a second, then they
+/// run until SIGINT (or for `--duration` seconds) and de-register.
 const FLEET_USAGE: &str = "usage: lwm2m-client-sim fleet --server coap://HOST:PORT --count N \
-[--prefix P] [--rate DEVICES_PER_S] [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]";
+[--profile FILE] [--prefix P] [--rate DEVICES_PER_S] [--lifetime S] [--queue-mode] [--awake S] \
+[--sleep S] [--duration S]
+--count, --prefix and --rate may come from the profile instead";
 
 struct FleetArgs {
     server: ServerUri,
-    count: usize,
+    count: Option<usize>,
+    profile: Option<std::path::PathBuf>,
     prefix: Option<String>,
     rate: Option<u32>,
     lifetime: Option<u32>,
@@ -340,12 +344,13 @@ struct FleetArgs {
 }
 
 fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
-    let (mut server, mut count) = (None, None);
+    let mut server = None;
     let mut a = FleetArgs {
         server: "coap://127.0.0.1:5683"
             .parse()
             .map_err(|_| "default server")?,
-        count: 0,
+        count: None,
+        profile: None,
         prefix: None,
         rate: None,
         lifetime: None,
@@ -363,7 +368,8 @@ fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
         };
         match flag.as_str() {
             "--server" => server = Some(value("--server")?),
-            "--count" => count = Some(number::<usize>("--count", &value("--count")?)?),
+            "--count" => a.count = Some(number::<usize>("--count", &value("--count")?)?),
+            "--profile" => a.profile = Some(value("--profile")?.into()),
             "--prefix" => a.prefix = Some(value("--prefix")?),
             "--rate" => a.rate = Some(number("--rate", &value("--rate")?)?),
             "--lifetime" => a.lifetime = Some(number("--lifetime", &value("--lifetime")?)?),
@@ -382,8 +388,45 @@ fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
     if a.server.secure {
         return Err("a fleet speaks plain CoAP for now (coap://)".into());
     }
-    a.count = count.ok_or("--count is required")?;
+    if a.count.is_none() && a.profile.is_none() {
+        return Err("--count is required".into());
+    }
     Ok(a)
+}
+
+/// The fleet the arguments and the profile describe: the flags win over the profile's
+/// counterparts.
+fn fleet_config(
+    a: &FleetArgs,
+    server: SocketAddr,
+    profile: Option<lwm2m_client_sim::profile::Profile>,
+) -> Result<lwm2m_client_sim::fleet::FleetConfig, String> {
+    let count = a
+        .count
+        .or_else(|| profile.as_ref().and_then(|p| p.count()))
+        .ok_or("--count is required (the profile gives no count)")?;
+    let mut cfg = lwm2m_client_sim::fleet::FleetConfig::new(Config::new(server, "fleet"), count);
+    if let Some(p) = a.prefix.clone().or_else(|| {
+        profile
+            .as_ref()
+            .and_then(|p| p.prefix().map(str::to_string))
+    }) {
+        cfg.prefix = p;
+    }
+    if let Some(r) = a
+        .rate
+        .or_else(|| profile.as_ref().and_then(|p| p.start_rate()))
+    {
+        cfg.start_rate = r;
+    }
+    cfg.overrides = lwm2m_client_sim::fleet::Overrides {
+        lifetime: a.lifetime,
+        queue_mode: a.queue.then_some(true),
+        awake_window: a.awake.map(Duration::from_secs),
+        sleep_duration: a.sleep.map(Duration::from_secs),
+    };
+    cfg.profile = profile.map(std::sync::Arc::new);
+    Ok(cfg)
 }
 
 async fn fleet(args: &[String]) -> ExitCode {
@@ -397,6 +440,16 @@ async fn fleet(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let profile = match &a.profile {
+        None => None,
+        Some(path) => match lwm2m_client_sim::profile::Profile::load(path) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: profile {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let server = match a.server.resolve().await {
         Ok(s) => s,
         Err(e) => {
@@ -404,6 +457,23 @@ async fn fleet(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cfg = match fleet_config(&a, server, profile) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("{FLEET_USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(p) = &cfg.profile {
+        println!(
+            "fleet profile name={} seed={} devices={} {}",
+            p.name().unwrap_or("-"),
+            p.seed(),
+            cfg.count,
+            p.mix(cfg.count)
+        );
+    }
     let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
     {
         Ok(s) => s,
@@ -412,24 +482,6 @@ async fn fleet(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut template = Config::new(server, "fleet");
-    if let Some(lt) = a.lifetime {
-        template.lifetime = lt;
-    }
-    template.queue_mode = a.queue;
-    if let Some(s) = a.awake {
-        template.awake_window = Duration::from_secs(s);
-    }
-    if let Some(s) = a.sleep {
-        template.sleep_duration = Duration::from_secs(s);
-    }
-    let mut cfg = lwm2m_client_sim::fleet::FleetConfig::new(template, a.count);
-    if let Some(p) = a.prefix {
-        cfg.prefix = p;
-    }
-    if let Some(r) = a.rate {
-        cfg.start_rate = r;
-    }
     let line = |p: lwm2m_client_sim::fleet::Progress, elapsed: Duration| {
         let secs = elapsed.as_secs_f64().max(0.001);
         println!(
@@ -463,6 +515,7 @@ async fn fleet(args: &[String]) -> ExitCode {
         p.failed,
         fleet.started_at.elapsed().as_millis()
     );
+
     let _ = std::io::stdout().flush();
     match a.duration {
         Some(s) => {
@@ -474,6 +527,12 @@ async fn fleet(args: &[String]) -> ExitCode {
         None => {
             sigint.recv().await;
         }
+    }
+    let limited = fleet.cells().iter().filter(|c| c.is_limited()).count();
+    if limited > 0 {
+        let (passed, dropped) = fleet.cell_counts();
+        println!("fleet cells={limited} datagrams={passed} dropped_in_cells={dropped}");
+        let _ = std::io::stdout().flush();
     }
     fleet.shutdown(256).await;
     if p.failed == 0 {
@@ -675,6 +734,44 @@ mod tests {
         assert_eq!(f.protocols, vec![Protocol::Coap, Protocol::Http]);
         assert_eq!(f.delivery, DeliveryMethod::Pull);
         assert_eq!(c.profile.update_time, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn fleet_flags_win_over_the_profile() {
+        let v = |t: &str| -> Vec<String> { t.split_whitespace().map(String::from).collect() };
+        let profile = || {
+            lwm2m_client_sim::profile::Profile::from_toml(
+                "count = 50\nprefix = \"p-\"\nstart_rate = 9\n\
+                 [[schedule]]\nlifetime_s = 900",
+            )
+            .ok()
+        };
+        let server: SocketAddr = "127.0.0.1:5683".parse().unwrap();
+        let a = parse_fleet(&v("--server coap://127.0.0.1:5683 --profile x.toml")).unwrap();
+        let cfg = fleet_config(&a, server, profile()).unwrap();
+        assert_eq!(
+            (cfg.count, cfg.prefix.as_str(), cfg.start_rate),
+            (50, "p-", 9)
+        );
+        assert_eq!(cfg.device_config(0, &[]).lifetime, 900);
+        let a = parse_fleet(&v(
+            "--server coap://127.0.0.1:5683 --profile x.toml --count 3 --prefix q- --rate 7 \
+             --lifetime 60 --queue-mode --awake 4 --sleep 8",
+        ))
+        .unwrap();
+        let cfg = fleet_config(&a, server, profile()).unwrap();
+        assert_eq!(
+            (cfg.count, cfg.prefix.as_str(), cfg.start_rate),
+            (3, "q-", 7)
+        );
+        let c = cfg.device_config(0, &[]);
+        assert_eq!((c.lifetime, c.queue_mode), (60, true));
+        assert_eq!(c.awake_window, Duration::from_secs(4));
+        assert_eq!(c.sleep_duration, Duration::from_secs(8));
+        // Without a profile, --count is required.
+        assert!(parse_fleet(&v("--server coap://127.0.0.1:5683")).is_err());
+        let a = parse_fleet(&v("--server coap://127.0.0.1:5683 --profile x.toml")).unwrap();
+        assert!(fleet_config(&a, server, None).is_err());
     }
 
     #[test]

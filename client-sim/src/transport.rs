@@ -5,6 +5,7 @@
 //! a DTLS session.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
@@ -13,6 +14,7 @@ use lwm2m_server::dtls::{DtlsClient, DtlsClientContext, DtlsError};
 use tokio::net::UdpSocket;
 
 use crate::config::{CertificateCredentials, Psk};
+use crate::network::{send_shaped, Shaper};
 
 /// The largest UDP payload; a datagram is read whole or not at all.
 pub(crate) const MAX_DATAGRAM: usize = 65_535;
@@ -106,11 +108,13 @@ pub(crate) async fn recv_datagram(socket: &UdpSocket) -> std::io::Result<(Vec<u8
 
 /// One socket that talks to one peer only: datagrams from anyone else are
 /// dropped, so a stranger cannot feed the endpoint. With a DTLS session, CoAP
-/// messages go through it.
+/// messages go through it; with link conditions ([`Link::shape`]), every
+/// datagram each way goes through them.
 pub(crate) struct Link {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     peer: SocketAddr,
     dtls: Option<DtlsClient>,
+    shaper: Option<Shaper>,
 }
 
 impl Link {
@@ -119,8 +123,18 @@ impl Link {
         peer: SocketAddr,
         dtls: Option<DtlsClient>,
     ) -> std::io::Result<Link> {
-        let socket = UdpSocket::bind(bind).await?;
-        Ok(Link { socket, peer, dtls })
+        let socket = Arc::new(UdpSocket::bind(bind).await?);
+        Ok(Link {
+            socket,
+            peer,
+            dtls,
+            shaper: None,
+        })
+    }
+
+    /// Applies link conditions to the datagrams from now on.
+    pub(crate) fn shape(&mut self, shaper: Option<Shaper>) {
+        self.shaper = shaper;
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -151,7 +165,10 @@ impl Link {
     pub(crate) async fn send(&mut self, bytes: &[u8]) {
         match self.dtls.as_mut() {
             Some(d) => d.send(bytes),
-            None => self.send_raw(bytes, self.peer).await,
+            None => {
+                let peer = self.peer;
+                self.send_raw(bytes, peer).await
+            }
         }
         self.flush_records().await;
     }
@@ -163,29 +180,50 @@ impl Link {
             .as_mut()
             .map(DtlsClient::poll_transmit)
             .unwrap_or_default();
+        let peer = self.peer;
         for r in records {
-            self.send_raw(&r, self.peer).await;
+            self.send_raw(&r, peer).await;
         }
     }
 
-    async fn send_raw(&self, bytes: &[u8], to: SocketAddr) {
-        if let Err(e) = self.socket.send_to(bytes, to).await {
-            tracing::debug!(error = %e, "send failed");
-        }
+    async fn send_raw(&mut self, bytes: &[u8], to: SocketAddr) {
+        send_shaped(&self.socket, self.shaper.as_mut(), bytes, to).await;
     }
 
-    /// Waits for the next datagram from the peer; gives back the CoAP messages
-    /// it carried (none for a DTLS handshake record).
+    /// Waits for the next datagram from the peer (through the link conditions, when
+    /// there are any); gives back the CoAP messages it carried (none for a DTLS
+    /// handshake record). Cancel-safe: what the link holds back stays in it.
     pub(crate) async fn recv(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
         loop {
-            let (bytes, from) = recv_datagram(&self.socket).await?;
+            let due = match self.shaper.as_mut() {
+                Some(s) => match s.pop_due(Instant::now()) {
+                    Some((bytes, _)) => return Ok(self.open(bytes)),
+                    None => s.next_due(),
+                },
+                None => None,
+            };
+            let (bytes, from) = match due {
+                None => recv_datagram(&self.socket).await?,
+                Some(at) => tokio::select! {
+                    r = recv_datagram(&self.socket) => r?,
+                    _ = tokio::time::sleep_until(at.into()) => continue,
+                },
+            };
             if from != self.peer {
                 continue;
             }
-            return Ok(match self.dtls.as_mut() {
-                Some(d) => d.handle_datagram(&bytes),
-                None => vec![bytes],
-            });
+            match self.shaper.as_mut() {
+                Some(s) => s.inbound(Instant::now(), bytes, from),
+                None => return Ok(self.open(bytes)),
+            }
+        }
+    }
+
+    /// The CoAP messages a datagram from the peer carries.
+    fn open(&mut self, bytes: Vec<u8>) -> Vec<Vec<u8>> {
+        match self.dtls.as_mut() {
+            Some(d) => d.handle_datagram(&bytes),
+            None => vec![bytes],
         }
     }
 

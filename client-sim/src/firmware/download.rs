@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 
 use super::{DownloadJob, FirmwareConfig, PackageUri, Protocol, UpdateResult};
 use crate::config::{CertificateCredentials, Psk};
+use crate::network::{LinkConditions, Shaper};
+use crate::rng::Rng;
 use crate::transport::{code_text, dtls_context, rng_seed, Link};
 
 /// How long the host of a Package URI may take to resolve.
@@ -43,6 +45,9 @@ pub(crate) struct Settings {
     pub psk: Option<Psk>,
     pub certificate: Option<CertificateCredentials>,
     pub firmware: FirmwareConfig,
+    /// The device's link conditions: a download's blocks cross the same network
+    /// (and the same cell) as everything else the device sends and receives.
+    pub link: Option<LinkConditions>,
 }
 
 /// What the task reports to the driver.
@@ -167,21 +172,6 @@ async fn resolve(uri: &PackageUri) -> Result<SocketAddr, DownloadError> {
         .map_err(|e| fail(e.to_string()))
 }
 
-/// Randomness for retransmission timeouts and tokens; not security relevant.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// One connection of a CoAP download: its socket (and DTLS session), the
 /// token all its requests carry and the last message id used.
 struct Connection {
@@ -219,6 +209,8 @@ async fn connect(
     let mut link = Link::bind(bind, peer, dtls)
         .await
         .map_err(|e| DownloadError::Io(e.to_string()))?;
+    // Each connection draws its own losses and delays.
+    link.shape(Shaper::for_conditions(s.link.as_ref(), rng.next_u64()));
     // Starts the handshake at once rather than with the first request.
     link.flush_records().await;
     Ok(Connection {
@@ -278,7 +270,7 @@ async fn exchange(
     let bytes = request
         .to_bytes()
         .map_err(|e| ExchangeError::Io(e.to_string()))?;
-    let factor = 1.0 + rng.next_f64() * (params.ack_random_factor - 1.0).max(0.0);
+    let factor = 1.0 + rng.unit() * (params.ack_random_factor - 1.0).max(0.0);
     let mut timeout = params.ack_timeout.mul_f64(factor);
     let mut next_at = Instant::now() + timeout;
     let mut retransmits = 0;
@@ -410,7 +402,7 @@ async fn coap(
         return Err(DownloadError::NoCredentials);
     }
     let peer = resolve(&job.uri).await?;
-    let mut rng = Rng(rng_seed() | 1);
+    let mut rng = Rng::raw(rng_seed());
     let mut conn = connect(peer, secure, s, &mut rng).await?;
     let mut szx = f.block_szx();
     let mut offset = 0usize;
