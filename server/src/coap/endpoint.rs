@@ -282,6 +282,17 @@ impl Endpoint {
         }
     }
 
+    /// Duplicate-detection entries expiring before this instant are of messages older
+    /// than MAX_TRANSMIT_SPAN (RFC 7252 §4.8.2), whose retransmissions are all over.
+    fn evictable_until(&self, now: Instant) -> Instant {
+        let c = &self.config;
+        let span = c
+            .ack_timeout
+            .mul_f64(c.ack_random_factor.max(1.0))
+            .saturating_mul((1u32 << c.max_retransmit.min(16)) - 1);
+        now + c.exchange_lifetime.saturating_sub(span)
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -859,7 +870,7 @@ impl Endpoint {
         };
         if self
             .dedup
-            .insert(now, key, lifetime, reply.clone())
+            .insert(now, key, lifetime, reply.clone(), self.evictable_until(now))
             .is_err()
         {
             tracing::warn!(%peer, "dedup table full; response dropped");
@@ -1093,7 +1104,13 @@ impl Endpoint {
         };
         if self
             .dedup
-            .insert(now, key, lifetime, Reply::Nothing)
+            .insert(
+                now,
+                key,
+                lifetime,
+                Reply::Nothing,
+                self.evictable_until(now),
+            )
             .is_err()
         {
             tracing::warn!(%peer, "dedup table full; request dropped");

@@ -263,9 +263,12 @@ fn parse_payload(
     }
     let text = std::str::from_utf8(payload)
         .map_err(|_| RegistrationError::bad_request("object list is not UTF-8 text"))?;
-    RegistrationPayload::parse(text)
-        .map(Some)
-        .map_err(|e| RegistrationError::bad_request(format!("object list: {e}")))
+    let mut objects = RegistrationPayload::parse(text)
+        .map_err(|e| RegistrationError::bad_request(format!("object list: {e}")))?;
+    // Kept for the registration's life: without the room the parser grew into.
+    objects.objects.shrink_to_fit();
+    objects.content_formats.shrink_to_fit();
+    Ok(Some(objects))
 }
 
 fn parse_register(
