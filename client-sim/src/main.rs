@@ -542,87 +542,9 @@ async fn fleet(args: &[String]) -> ExitCode {
     }
 }
 
-const BENCH_USAGE: &str =
-    "usage: lwm2m-client-sim bench scale --count N [--rate DEVICES_PER_S] [--server-binary PATH]";
-
-/// `bench scale`: memory per registered device and time to register them all, against
-/// an empty server measured in the same run (see `lwm2m_client_sim::bench`).
+/// `bench ...`: see `lwm2m_client_sim::bench`.
 async fn bench(args: &[String]) -> ExitCode {
-    let usage = |e: &str| {
-        if !e.is_empty() {
-            eprintln!("error: {e}");
-        }
-        eprintln!("{BENCH_USAGE}");
-        ExitCode::from(2)
-    };
-    if args.first().map(String::as_str) != Some("scale") {
-        return usage("the benchmark to run: scale");
-    }
-    let (mut count, mut rate, mut server) = (None, 2000u32, None);
-    let mut it = args.iter().skip(1);
-    while let Some(flag) = it.next() {
-        let Some(v) = it.next() else {
-            return usage(&format!("{flag} needs a value"));
-        };
-        let parsed = match flag.as_str() {
-            "--count" => number::<usize>("--count", v).map(|n| count = Some(n)),
-            "--rate" => number::<u32>("--rate", v).map(|n| rate = n),
-            "--server-binary" => {
-                server = Some(std::path::PathBuf::from(v));
-                Ok(())
-            }
-            other => Err(format!("unknown argument {other}")),
-        };
-        if let Err(e) = parsed {
-            return usage(&e);
-        }
-    }
-    let Some(count) = count else {
-        return usage("--count is required");
-    };
-    let server = match server.or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .map(|p| p.with_file_name("lwm2m-server"))
-    }) {
-        Some(s) => s,
-        None => return usage("--server-binary is required"),
-    };
-    let progress = |p: lwm2m_client_sim::fleet::Progress, elapsed: Duration| {
-        eprintln!(
-            "bench scale: registered {} of {} ({} failed) after {} ms",
-            p.registered,
-            count,
-            p.failed,
-            elapsed.as_millis()
-        );
-    };
-    match lwm2m_client_sim::bench::scale(&server, count, rate, progress).await {
-        Ok(r) => {
-            println!(
-                "bench scale devices={} registered={} listed={} lost={} empty_rss_kib={} full_rss_kib={} \
-                 bytes_per_device={:.0} register_ms={} registrations_per_s={:.0}",
-                r.devices,
-                r.registered,
-                r.listed,
-                r.devices - r.listed.min(r.devices),
-                r.empty_rss_kib,
-                r.full_rss_kib,
-                r.bytes_per_device(),
-                r.register_time.as_millis(),
-                r.registered as f64 / r.register_time.as_secs_f64().max(0.001)
-            );
-            if r.listed == r.devices {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    lwm2m_client_sim::bench::cli::main(args).await
 }
 
 #[tokio::main]

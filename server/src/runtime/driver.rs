@@ -36,6 +36,14 @@ use crate::store::Store;
 /// Largest datagram read; anything up to the UDP maximum arrives whole, so a truncated
 /// read cannot turn into a different, valid message.
 const RECV_BUFFER: usize = 65_535;
+/// What a registration looked like before the request that changed it.
+struct Before {
+    /// Marked awake already (an Update of an awake device is no new wake-up).
+    was_awake: bool,
+    /// The transport and address it last spoke from.
+    address: Option<(Transport, SocketAddr)>,
+}
+
 /// Datagrams taken from the plain socket in one pass (one store sync for all of them).
 const RECV_BATCH: usize = 64;
 
@@ -655,8 +663,20 @@ impl Driver {
                         return;
                     }
                 }
+                // Where an Update's device spoke from until now: its entry in `by_peer`
+                // moves if the address changed.
+                let previous = match &rd {
+                    RdRequest::Update(u) => self.registry.get(&u.id).map(|r| (r.transport, r.peer)),
+                    _ => None,
+                };
                 match self.registry.handle_over(rd, peer, t, now) {
-                    Ok(outcome) => self.on_outcome(now, t, id, peer, outcome, was_awake),
+                    Ok(outcome) => {
+                        let before = Before {
+                            was_awake,
+                            address: previous,
+                        };
+                        self.on_outcome(now, t, id, peer, outcome, before)
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "registration request refused");
                         self.respond(now, t, id, route::error_response(&e));
@@ -747,8 +767,12 @@ impl Driver {
         id: IncomingId,
         peer: SocketAddr,
         outcome: RdOutcome<Queued>,
-        was_awake: bool,
+        before: Before,
     ) {
+        let Before {
+            was_awake,
+            address: previous,
+        } = before;
         match outcome {
             RdOutcome::Registered(r) => {
                 let Some(reg) = self.registry.get(&r.id).cloned() else {
@@ -805,8 +829,11 @@ impl Driver {
                     // at most the lifetime refresh.
                     tracing::error!(error = %e, id = %reg.id, "update not persisted");
                 }
-                if u.changes.peer {
-                    self.by_peer.retain(|_, rid| *rid != reg.id);
+                // One lookup, not a scan of every device's address.
+                if let Some(key) = previous.filter(|_| u.changes.peer) {
+                    if self.by_peer.get(&key) == Some(&reg.id) {
+                        self.by_peer.remove(&key);
+                    }
                 }
                 self.by_peer.insert((t, peer), reg.id.clone());
                 tracing::debug!(endpoint = %reg.endpoint, id = %reg.id, "updated");
