@@ -1,9 +1,13 @@
-//! DTLS costs on this machine: full PSK handshakes per second and memory per established
-//! session, each against a baseline measured in the same run.
+//! DTLS costs on this machine: full PSK handshakes per second, CoAPS round trips per second
+//! over an established session, and memory per established session, each against a
+//! baseline measured in the same run.
 //!
 //! - Handshakes: through [`DtlsServer`] (cookie exchange, demultiplexing, deadlines) with
 //!   [`DtlsClient`], against the same handshake between two bare OpenSSL DTLS streams
 //!   (no cookie, no bookkeeping). Resumed handshakes against full ones.
+//! - CoAPS exchanges over established sessions: a 20-byte request sealed by the client,
+//!   opened by [`DtlsServer`], a 10-byte answer sealed back and opened by the client;
+//!   against the same round trip between two bare OpenSSL streams.
 //! - Memory: heap in use (glibc `mallinfo2`, exact where RSS is not) per session the
 //!   server holds, after its clients are gone, against a bare OpenSSL server stream; and
 //!   what a closed session still costs in the resumption cache.
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use lwm2m_server::dtls::pipe::Pipe;
 use lwm2m_server::dtls::{
-    CloseReason, DtlsClient, DtlsClientContext, DtlsConfig, DtlsServer, PskLookup,
+    CloseReason, DtlsClient, DtlsClientContext, DtlsConfig, DtlsEvent, DtlsServer, PskLookup,
 };
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
@@ -105,6 +109,11 @@ fn bare_contexts() -> (SslContext, SslContext) {
 
 /// One bare handshake; answers the server's stream, which holds the session.
 fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Pipe> {
+    bare_pair(sctx, cctx).0
+}
+
+/// One bare handshake; answers both streams.
+fn bare_pair(sctx: &SslContext, cctx: &SslContext) -> (SslStream<Pipe>, SslStream<Pipe>) {
     let mut ss = Ssl::new(sctx).expect("ssl");
     ss.set_mtu(1200).expect("mtu");
     let mut cs = Ssl::new(cctx).expect("ssl");
@@ -134,10 +143,56 @@ fn bare_handshake(sctx: &SslContext, cctx: &SslContext) -> SslStream<Pipe> {
             client.get_mut().push(&d);
         }
         if s_done && c_done {
-            return server;
+            return (server, client);
         }
     }
     panic!("no bare handshake");
+}
+
+const REQUEST: &[u8] = b"\x40\x01\x12\x34\xb1\x33\x01\x30\x01\x39GET /3/0/9..";
+const ANSWER: &[u8] = b"\x60\x45\x12\x34\xff87....";
+
+/// `n` request/answer round trips over an established session with the server.
+fn exchanges(s: &mut DtlsServer, c: &mut DtlsClient, peer: SocketAddr, n: usize) {
+    let now = Instant::now();
+    for _ in 0..n {
+        c.send(REQUEST);
+        for d in c.poll_transmit() {
+            s.handle_datagram(now, peer, &d);
+        }
+        let mut got = false;
+        while let Some(e) = s.poll_event() {
+            if let DtlsEvent::Data { payload, .. } = e {
+                got = payload == REQUEST;
+            }
+        }
+        assert!(got, "the server opened the request");
+        s.send(now, peer, ANSWER).expect("answer");
+        let mut answered = false;
+        while let Some((_, d)) = s.poll_transmit() {
+            answered |= c.handle_datagram(&d).iter().any(|p| p == ANSWER);
+        }
+        assert!(answered, "the client opened the answer");
+    }
+}
+
+/// `n` round trips between two bare streams.
+fn bare_exchanges(server: &mut SslStream<Pipe>, client: &mut SslStream<Pipe>, n: usize) {
+    let mut buf = [0u8; 256];
+    for _ in 0..n {
+        client.ssl_write(REQUEST).expect("write");
+        for d in client.get_mut().take_outgoing() {
+            server.get_mut().push(&d);
+        }
+        let k = server.ssl_read(&mut buf).expect("read");
+        assert_eq!(buf.get(..k), Some(REQUEST));
+        server.ssl_write(ANSWER).expect("write");
+        for d in server.get_mut().take_outgoing() {
+            client.get_mut().push(&d);
+        }
+        let k = client.ssl_read(&mut buf).expect("read");
+        assert_eq!(buf.get(..k), Some(ANSWER));
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -215,6 +270,35 @@ fn main() {
         median(resumed.clone()),
         ratio(&resumed, &full)
     );
+
+    // Round trips over one established session of each kind, interleaved in rounds too.
+    let round_trips = handshakes * 5 / rounds;
+    let (mut bare_s, mut bare_c) = bare_pair(&sctx, &cctx);
+    let mut c = fresh.connect().expect("client");
+    let peer = addr(next);
+    handshake(&mut s, &mut c, peer);
+    let (mut bare_rt, mut ours_rt) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        bare_exchanges(&mut bare_s, &mut bare_c, round_trips);
+        bare_rt.push(per_second(round_trips, t.elapsed()));
+        let t = Instant::now();
+        exchanges(&mut s, &mut c, peer, round_trips);
+        ours_rt.push(per_second(round_trips, t.elapsed()));
+    }
+    println!(
+        "CoAPS round trips over an established session, {rounds} rounds of {round_trips}, medians:"
+    );
+    println!(
+        "  bare OpenSSL streams (baseline)       {:8.0} /s",
+        median(bare_rt.clone())
+    );
+    println!(
+        "  DtlsServer with DtlsClient            {:8.0} /s   ratio {:.2} to baseline",
+        median(ours_rt.clone()),
+        ratio(&ours_rt, &bare_rt)
+    );
+    close(&mut s, peer);
 
     let before = heap_in_use();
     let held: Vec<_> = (0..sessions)

@@ -609,7 +609,10 @@ impl DtlsServer {
     }
 
     /// Files the session under its next deadline: a retransmission, the end of its
-    /// handshake time, or its idle limit.
+    /// handshake time, or its idle limit. A session already filed no later keeps its
+    /// place: the early deadline fires, finds the session not due (`handle_timeout`
+    /// checks the real limits) and files it again, so a busy session's records cost no
+    /// index change each (the idle limit moves with every record).
     fn reschedule(&mut self, now: Instant, peer: SocketAddr) {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
@@ -621,7 +624,7 @@ impl DtlsServer {
         };
         let retransmit = ffi::timeout(s.stream.ssl()).map(|d| now + d);
         let next = retransmit.map_or(limit, |r| r.min(limit));
-        if s.deadline == Some(next) {
+        if s.deadline.is_some_and(|filed| filed <= next) {
             return;
         }
         if let Some(old) = s.deadline.take() {

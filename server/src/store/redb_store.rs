@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
@@ -74,12 +74,10 @@ pub struct RedbStore {
     db: Arc<Database>,
     limits: StoreLimits,
     /// A group-commit handle: between [`Store::begin_group`] and [`Store::sync`] its
-    /// writes skip the fsync.
-    deferred: bool,
-    grouping: Arc<AtomicBool>,
-    /// Some deferred write since the last sync, shared by the handles of one database:
-    /// a sync through any of them makes every earlier commit durable.
-    unsynced: Arc<AtomicBool>,
+    /// writes go into one open transaction, committed at the sync.
+    grouped: bool,
+    grouping: AtomicBool,
+    open: Mutex<Option<WriteTransaction>>,
 }
 
 impl RedbStore {
@@ -105,9 +103,9 @@ impl RedbStore {
         let store = RedbStore {
             db: Arc::new(db),
             limits,
-            deferred: false,
-            grouping: Arc::new(AtomicBool::new(false)),
-            unsynced: Arc::new(AtomicBool::new(false)),
+            grouped: false,
+            grouping: AtomicBool::new(false),
+            open: Mutex::new(None),
         };
         store.write(|t| {
             let found = t.meta.get(SCHEMA_KEY)?.map(|v| v.value());
@@ -128,40 +126,51 @@ impl RedbStore {
         Ok(store)
     }
 
-    /// A second handle on the same database for one writer that commits in groups: inside
-    /// a group ([`Store::begin_group`]) its writes are committed at once but reach the
-    /// disk only at [`Store::sync`] (or at the next durable write through any handle).
-    /// The driver groups what a batch of datagrams writes and syncs before it sends the
-    /// answers, so an answer still means "on disk", at one fsync per batch instead of
-    /// one per datagram.
+    /// A second handle on the same database for one writer that commits in groups: from
+    /// [`Store::begin_group`] to [`Store::sync`] its writes share one transaction, which
+    /// the sync commits (durably). The driver groups what a batch of datagrams writes and
+    /// syncs before it sends the answers, so an answer still means "on disk", at one
+    /// commit and one fsync per batch instead of one per datagram. Readers, through any
+    /// handle, see a group's writes once it is committed; other writers wait for it.
     pub fn group_commit(&self) -> RedbStore {
         RedbStore {
             db: self.db.clone(),
             limits: self.limits,
-            deferred: true,
-            grouping: Arc::new(AtomicBool::new(false)),
-            unsynced: self.unsynced.clone(),
+            grouped: true,
+            grouping: AtomicBool::new(false),
+            open: Mutex::new(None),
         }
     }
 
-    fn deferring(&self) -> bool {
-        self.deferred && self.grouping.load(Ordering::Acquire)
-    }
-
-    /// Runs `f` in one write transaction, committing only if it succeeds: durably, unless
-    /// this is a [`group_commit`](RedbStore::group_commit) handle.
+    /// Runs `f` in a write transaction: its own, committed (durably) only if `f`
+    /// succeeds; or, inside a group, the group's. Every `f` here refuses (an endpoint
+    /// taken, a full table) before its first change, so a refusal inside a group leaves
+    /// nothing behind either.
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.grouped && self.grouping.load(Ordering::Acquire) {
+            let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            let txn = match open.take() {
+                Some(txn) => txn,
+                None => {
+                    let mut txn = self.db.begin_write()?;
+                    txn.set_durability(Durability::Immediate)?;
+                    txn
+                }
+            };
+            // No early return: the transaction holds the group's earlier writes.
+            let result = match Tables::open(&txn) {
+                Ok(mut tables) => f(&mut tables),
+                Err(e) => Err(e),
+            };
+            *open = Some(txn);
+            return result;
+        }
         let mut txn = self.db.begin_write()?;
         // Immediate is redb's default; said explicitly because the crash guarantee rests on it.
-        let deferring = self.deferring();
-        txn.set_durability(if deferring {
-            Durability::None
-        } else {
-            Durability::Immediate
-        })?;
+        txn.set_durability(Durability::Immediate)?;
         let result = {
             let mut tables = Tables::open(&txn)?;
             f(&mut tables)
@@ -169,9 +178,6 @@ impl RedbStore {
         match result {
             Ok(v) => {
                 txn.commit()?;
-                if deferring {
-                    self.unsynced.store(true, Ordering::Release);
-                }
                 Ok(v)
             }
             Err(e) => {
@@ -377,24 +383,22 @@ fn queue_count(
 
 impl Store for RedbStore {
     fn begin_group(&self) {
-        if self.deferred {
+        if self.grouped {
             self.grouping.store(true, Ordering::Release);
         }
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         self.grouping.store(false, Ordering::Release);
-        if !self.unsynced.swap(false, Ordering::AcqRel) {
-            return Ok(());
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match open {
+            Some(txn) => Ok(txn.commit()?),
+            None => Ok(()),
         }
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let committed = txn.commit();
-        if committed.is_err() {
-            self.unsynced.store(true, Ordering::Release);
-        }
-        committed?;
-        Ok(())
     }
 
     fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError> {
@@ -410,13 +414,14 @@ impl Store for RedbStore {
                     });
                 }
             }
-            let old = t.unlink_registration(&reg.id)?;
-            if old.is_none() && t.regs.len()? >= max {
+            let known = t.regs.get(reg.id.as_str())?.is_some();
+            if !known && t.regs.len()? >= max {
                 return Err(StoreError::Full {
                     table: REGS_NAME,
                     limit: max,
                 });
             }
+            t.unlink_registration(&reg.id)?;
             t.insert_registration(reg)
         })
     }
@@ -432,18 +437,23 @@ impl Store for RedbStore {
                 .regs_by_ep
                 .get(reg.endpoint.as_str())?
                 .map(|v| v.value().to_owned());
+            let old_known = match &old_id {
+                Some(id) => t.regs.get(id.as_str())?.is_some(),
+                None => false,
+            };
+            let same_known = t.regs.get(reg.id.as_str())?.is_some();
+            if !old_known && !same_known && t.regs.len()? >= max {
+                return Err(StoreError::Full {
+                    table: REGS_NAME,
+                    limit: max,
+                });
+            }
             let old = match old_id {
                 Some(id) => t.remove_registration(&id)?,
                 None => None,
             };
             // Ids are unique: one held by another endpoint is replaced too.
             let same_id = t.remove_registration(&reg.id)?;
-            if old.is_none() && same_id.is_none() && t.regs.len()? >= max {
-                return Err(StoreError::Full {
-                    table: REGS_NAME,
-                    limit: max,
-                });
-            }
             t.insert_registration(reg)?;
             Ok(old.or(same_id))
         })
@@ -650,12 +660,14 @@ impl Store for RedbStore {
 
     fn remove_queued(&self, endpoint: &str, seq: u64) -> Result<Option<QueuedRequest>, StoreError> {
         self.write(|t| {
-            let Some(v) = t.queue.remove((endpoint, seq))? else {
-                return Ok(None);
+            let found = match t.queue.get((endpoint, seq))? {
+                None => return Ok(None),
+                Some(v) => {
+                    decode_queued(v.value()).map_err(|e| queued_corrupt(endpoint, seq, e))?
+                }
             };
-            decode_queued(v.value())
-                .map(Some)
-                .map_err(|e| queued_corrupt(endpoint, seq, e))
+            t.queue.remove((endpoint, seq))?;
+            Ok(Some(found))
         })
     }
 
@@ -778,52 +790,66 @@ mod tests {
         txn.commit().expect("commit");
     }
 
-    /// kill -9 cannot tell a synced commit from an unsynced one (the page cache survives
-    /// the process), so the mechanism is checked here: a group handle defers only inside
-    /// a group, sync ends the group and clears what it owed, and plain handles never defer.
     #[test]
-    fn group_commit_defers_only_inside_a_group_until_sync() {
+    fn a_group_shares_one_transaction_committed_by_sync() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let plain = RedbStore::open(dir.path()).expect("open");
+        let limits = StoreLimits {
+            max_registrations: 3,
+            ..StoreLimits::default()
+        };
+        let plain = RedbStore::open_with_limits(dir.path(), limits).expect("open");
         let group = plain.group_commit();
-        let owed = |s: &RedbStore| s.unsynced.load(Ordering::Acquire);
 
         group
             .put_registration(&registration("a", "ep-a"))
             .expect("put");
-        assert!(!owed(&group), "outside a group a write is durable at once");
+        assert!(
+            plain.get_registration("a").expect("get").is_some(),
+            "outside a group a write is committed at once"
+        );
 
         group.begin_group();
-        plain
-            .put_registration(&registration("p", "ep-p"))
-            .expect("put");
-        assert!(
-            !owed(&plain),
-            "the plain handle never defers, even during a group"
-        );
         group
             .put_registration(&registration("b", "ep-b"))
             .expect("put");
         group
             .put_registration(&registration("c", "ep-c"))
             .expect("put");
-        assert!(owed(&group), "writes inside the group wait for the sync");
         assert!(
-            plain.get_registration("c").expect("get").is_some(),
-            "a deferred write is committed: every handle reads it"
+            group.get_registration("c").expect("get").is_none(),
+            "nobody reads the group's writes before the sync"
+        );
+        let refused = group.put_registration(&registration("d", "ep-d"));
+        assert!(
+            matches!(refused, Err(StoreError::Full { .. })),
+            "{refused:?}"
+        );
+        let taken = group.put_registration(&registration("x", "ep-b"));
+        assert!(
+            matches!(taken, Err(StoreError::EndpointTaken { .. })),
+            "{taken:?}"
         );
         group.sync().expect("sync");
-        assert!(!owed(&group));
-        group
-            .put_registration(&registration("d", "ep-d"))
-            .expect("put");
-        assert!(!owed(&group), "sync ended the group");
-        drop((plain, group));
-
-        let again = RedbStore::open(dir.path()).expect("reopen");
-        for id in ["a", "p", "b", "c", "d"] {
-            assert!(again.get_registration(id).expect("get").is_some(), "{id}");
+        for id in ["a", "b", "c"] {
+            assert!(plain.get_registration(id).expect("get").is_some(), "{id}");
         }
+        assert!(plain.get_registration("d").expect("get").is_none());
+        assert!(plain.get_registration("x").expect("get").is_none());
+
+        group.delete_registration("c").expect("delete");
+        assert!(
+            plain.get_registration("c").expect("get").is_none(),
+            "sync ended the group: the delete is committed at once"
+        );
+        drop((plain, group));
+        let again = RedbStore::open(dir.path()).expect("reopen");
+        let ids: Vec<String> = again
+            .list_registrations()
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
     }
 
     #[test]
