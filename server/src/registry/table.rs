@@ -2,8 +2,9 @@
 //! queue-mode device is awake, and what waits for it. Pure state: every
 //! method takes `now`, nothing reads a clock or touches a socket.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lwm2m_objects::link::RegistrationPayload;
@@ -94,7 +95,9 @@ pub struct Registration {
     pub queue_mode: bool,
     pub sms: Option<String>,
     pub profile_id: Option<String>,
-    pub objects: RegistrationPayload,
+    /// Shared: the devices of a fleet announce the same objects, and the registry keeps
+    /// one copy of each list it has seen recently (about 150 bytes a device otherwise).
+    pub objects: Arc<RegistrationPayload>,
     pub extra_params: Vec<(String, Option<String>)>,
     /// Where the last Register or Update came from: devices change port
     /// after sleep, so requests go to the newest address.
@@ -190,21 +193,31 @@ pub struct Registry<R> {
     /// Entries are boxed: a hash table keeps up to twice its length in slots, and a slot
     /// of a pointer costs 32 bytes where one of the entry itself would cost 400 (about
     /// 800 MB of empty slots at a million devices).
-    by_id: HashMap<String, Box<Entry<R>>>,
+    by_id: HashMap<Id, Box<Entry<R>>>,
     /// Sorted, so that the inventory pages by name and filters by prefix
     /// without sorting the whole table per call.
-    by_endpoint: BTreeMap<String, String>,
-    expiries: BTreeSet<(Instant, String)>,
+    by_endpoint: BTreeMap<String, Id>,
+    expiries: BTreeSet<(Instant, Id)>,
     /// Queue-mode devices marked awake, by the end of their awake window:
     /// [`fall_asleep`](Registry::fall_asleep) reports each once when it passes.
-    awake_index: BTreeSet<(Instant, String)>,
+    awake_index: BTreeSet<(Instant, Id)>,
     queue_mode_count: usize,
     queued_total: usize,
     /// Devices with queued requests, by their earliest expiry: the driver's timer and
     /// the expiry sweep read only the front, however large the fleet.
-    queue_expiries: BTreeSet<(Instant, String)>,
+    queue_expiries: BTreeSet<(Instant, Id)>,
     ids: Box<dyn IdSource>,
+    /// The object lists of recent registrations, to share (bounded by [`RECENT_OBJECTS`]).
+    recent_objects: VecDeque<Arc<RegistrationPayload>>,
 }
+
+/// Distinct object lists the registry remembers for sharing: a fleet has a few models,
+/// each announcing one list; a device with a list of its own simply keeps it.
+const RECENT_OBJECTS: usize = 32;
+
+/// A registration id as the indexes hold it: one allocation shared by all of them (four
+/// copies of a `String` cost about 150 bytes more a device).
+type Id = Arc<str>;
 
 impl<R> std::fmt::Debug for Registry<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,6 +245,7 @@ impl<R> Registry<R> {
             queued_total: 0,
             queue_expiries: BTreeSet::new(),
             ids,
+            recent_objects: VecDeque::new(),
         }
     }
 
@@ -319,7 +333,7 @@ impl<R> Registry<R> {
             self.awake_index.remove(&(at, id.clone()));
             if let Some(e) = self.by_id.get_mut(&id) {
                 e.marked_awake = false;
-                out.push((id, e.reg.endpoint.clone()));
+                out.push((id.to_string(), e.reg.endpoint.clone()));
             }
         }
         out
@@ -351,7 +365,7 @@ impl<R> Registry<R> {
             RdOutcome::Updated(u) => Some(u.id.clone()),
             RdOutcome::Deregistered(_) => None,
         };
-        if let Some(e) = id.and_then(|id| self.by_id.get_mut(&id)) {
+        if let Some(e) = id.and_then(|id| self.by_id.get_mut(id.as_str())) {
             if e.reg.transport != transport {
                 e.reg.transport = transport;
                 if let RdOutcome::Updated(u) = &mut outcome {
@@ -405,7 +419,7 @@ impl<R> Registry<R> {
             queue_mode: req.queue_mode,
             sms: req.sms,
             profile_id: req.profile_id,
-            objects: req.objects,
+            objects: Arc::new(req.objects),
             extra_params: req.extra_params,
             peer,
             transport: Transport::Udp,
@@ -433,7 +447,7 @@ impl<R> Registry<R> {
     ) -> Result<Updated, RegistrationError> {
         let live = self
             .by_id
-            .get(&req.id)
+            .get(req.id.as_str())
             .is_some_and(|e| e.expires_at.is_none_or(|t| now < t));
         if !live {
             return Err(unknown(&req.id));
@@ -463,8 +477,10 @@ impl<R> Registry<R> {
             reg.profile_id = Some(pid);
         }
         if let Some(objects) = req.objects {
-            c.objects = objects != reg.objects;
-            reg.objects = objects;
+            c.objects = objects != *reg.objects;
+            if c.objects {
+                reg.objects = Arc::new(objects);
+            }
         }
         c.peer = peer != reg.peer;
         reg.peer = peer;
@@ -563,7 +579,7 @@ impl<R> Registry<R> {
         let until = now.checked_add(window);
         if until > e.awake_until {
             if let (true, Some(old)) = (e.marked_awake, e.awake_until) {
-                self.awake_index.remove(&(old, id.to_string()));
+                self.awake_index.remove(&(old, Id::from(id)));
             }
             e.awake_until = until;
         }
@@ -571,7 +587,7 @@ impl<R> Registry<R> {
         match e.awake_until {
             Some(t) => {
                 e.marked_awake = true;
-                self.awake_index.insert((t, id.to_string()));
+                self.awake_index.insert((t, Id::from(id)));
             }
             None => e.marked_awake = false,
         }
@@ -631,10 +647,10 @@ impl<R> Registry<R> {
             return;
         }
         if let Some(old) = e.queue_deadline.take() {
-            self.queue_expiries.remove(&(old, id.to_string()));
+            self.queue_expiries.remove(&(old, Id::from(id)));
         }
         if let Some(t) = next {
-            self.queue_expiries.insert((t, id.to_string()));
+            self.queue_expiries.insert((t, Id::from(id)));
         }
         e.queue_deadline = next;
     }
@@ -651,7 +667,7 @@ impl<R> Registry<R> {
             match self.by_id.get_mut(&id) {
                 Some(e) => {
                     for r in e.queue.drop_expired(now) {
-                        out.push((id.clone(), r));
+                        out.push((id.to_string(), r));
                     }
                     self.refile_queue(&id);
                 }
@@ -679,8 +695,8 @@ impl<R> Registry<R> {
         &mut self,
         reg: Registration,
     ) -> Result<Option<Registration>, RegistrationError> {
-        let known =
-            self.by_endpoint.contains_key(&reg.endpoint) || self.by_id.contains_key(&reg.id);
+        let known = self.by_endpoint.contains_key(&reg.endpoint)
+            || self.by_id.contains_key(reg.id.as_str());
         if !known && self.by_id.len() >= self.config.max_registrations {
             return Err(RegistrationError::new(
                 RegistrationError::SERVICE_UNAVAILABLE,
@@ -705,7 +721,7 @@ impl<R> Registry<R> {
                 break;
             };
             let id = encode_id(&bytes);
-            if !self.by_id.contains_key(&id) {
+            if !self.by_id.contains_key(id.as_str()) {
                 return Ok(id);
             }
         }
@@ -715,7 +731,21 @@ impl<R> Registry<R> {
         ))
     }
 
-    fn insert_entry(&mut self, reg: Registration, queue: DeviceQueue<R>, refreshed: Instant) {
+    /// The remembered copy of `objects` if there is one, else `objects`, now remembered.
+    fn share_objects(&mut self, objects: Arc<RegistrationPayload>) -> Arc<RegistrationPayload> {
+        if let Some(known) = self.recent_objects.iter().find(|k| **k == objects) {
+            return known.clone();
+        }
+        if self.recent_objects.len() == RECENT_OBJECTS {
+            self.recent_objects.pop_front();
+        }
+        self.recent_objects.push_back(objects.clone());
+        objects
+    }
+
+    fn insert_entry(&mut self, mut reg: Registration, queue: DeviceQueue<R>, refreshed: Instant) {
+        reg.objects = self.share_objects(reg.objects);
+        let key = Id::from(reg.id.as_str());
         let expires_at = match reg.lifetime_s {
             0 => None,
             lt => refreshed
@@ -728,10 +758,10 @@ impl<R> Registry<R> {
             None
         };
         if let Some(t) = expires_at {
-            self.expiries.insert((t, reg.id.clone()));
+            self.expiries.insert((t, key.clone()));
         }
         if let Some(t) = awake_until {
-            self.awake_index.insert((t, reg.id.clone()));
+            self.awake_index.insert((t, key.clone()));
         }
         if reg.queue_mode {
             self.queue_mode_count += 1;
@@ -739,12 +769,11 @@ impl<R> Registry<R> {
         self.queued_total += queue.len();
         let queue_deadline = queue.next_expiry();
         if let Some(t) = queue_deadline {
-            self.queue_expiries.insert((t, reg.id.clone()));
+            self.queue_expiries.insert((t, key.clone()));
         }
-        self.by_endpoint
-            .insert(reg.endpoint.clone(), reg.id.clone());
+        self.by_endpoint.insert(reg.endpoint.clone(), key.clone());
         self.by_id.insert(
-            reg.id.clone(),
+            key,
             Box::new(Entry {
                 reg,
                 expires_at,
@@ -760,22 +789,22 @@ impl<R> Registry<R> {
     fn remove_entry(&mut self, id: &str) -> Option<Entry<R>> {
         let e = *self.by_id.remove(id)?;
         if let Some(t) = e.expires_at {
-            self.expiries.remove(&(t, id.to_string()));
+            self.expiries.remove(&(t, Id::from(id)));
         }
         if let (true, Some(t)) = (e.marked_awake, e.awake_until) {
-            self.awake_index.remove(&(t, id.to_string()));
+            self.awake_index.remove(&(t, Id::from(id)));
         }
         if e.reg.queue_mode {
             self.queue_mode_count -= 1;
         }
         self.queued_total = self.queued_total.saturating_sub(e.queue.len());
         if let Some(t) = e.queue_deadline {
-            self.queue_expiries.remove(&(t, id.to_string()));
+            self.queue_expiries.remove(&(t, Id::from(id)));
         }
         if self
             .by_endpoint
             .get(&e.reg.endpoint)
-            .is_some_and(|x| x == id)
+            .is_some_and(|x| &**x == id)
         {
             self.by_endpoint.remove(&e.reg.endpoint);
         }

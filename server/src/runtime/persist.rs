@@ -90,8 +90,10 @@ pub fn from_stored(s: &StoredRegistration, clock: &Clock) -> Result<Registration
         .parse()
         .map_err(|_| RestoreError::Field("lwm2m_version"))?;
     let binding = Binding::parse(&s.binding).map_err(|_| RestoreError::Field("binding"))?;
-    let objects = RegistrationPayload::parse(&s.objects_link_format)
-        .map_err(|_| RestoreError::Field("objects_link_format"))?;
+    let objects = std::sync::Arc::new(
+        RegistrationPayload::parse(&s.objects_link_format)
+            .map_err(|_| RestoreError::Field("objects_link_format"))?,
+    );
     Ok(Registration {
         id: s.id.clone(),
         endpoint: s.endpoint.clone(),
@@ -292,7 +294,9 @@ mod tests {
             queue_mode: true,
             sms: Some("123".into()),
             profile_id: None,
-            objects: RegistrationPayload::parse("</1/0>,</3/0>").expect("payload"),
+            objects: std::sync::Arc::new(
+                RegistrationPayload::parse("</1/0>,</3/0>").expect("payload"),
+            ),
             extra_params: Vec::new(),
             peer: "127.0.0.1:5000".parse().expect("addr"),
             transport: Transport::Dtls,
