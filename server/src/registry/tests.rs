@@ -753,3 +753,27 @@ fn the_inventory_is_sorted_and_filtered_by_prefix() {
     assert!(names("zz").is_empty());
     assert_eq!(names("sensor-1"), ["sensor-1"]);
 }
+
+#[test]
+fn devices_announcing_the_same_objects_share_one_copy() {
+    let mut reg = registry();
+    let now = Instant::now();
+    let a = register(&mut reg, &["ep=share-a", "lt=300"], now);
+    let b = register(&mut reg, &["ep=share-b", "lt=300"], now);
+    let objects =
+        |reg: &Registry<&'static str>, id: &str| reg.get(id).expect("registered").objects.clone();
+    assert!(std::sync::Arc::ptr_eq(
+        &objects(&reg, &a.id),
+        &objects(&reg, &b.id)
+    ));
+    // An Update with another list gives that device a list of its own; the others keep
+    // theirs.
+    let other = update_req(&a.id, &[], b"</1/0>,</3/0>,</6/0>");
+    reg.handle(other, peer(5683), now).expect("updated");
+    assert!(!std::sync::Arc::ptr_eq(
+        &objects(&reg, &a.id),
+        &objects(&reg, &b.id)
+    ));
+    assert_eq!(objects(&reg, &a.id).objects.len(), 3);
+    assert_eq!(objects(&reg, &b.id).objects.len(), 4);
+}
