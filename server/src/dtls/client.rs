@@ -257,10 +257,19 @@ impl DtlsClient {
                 }
             }
         }
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        thread_local! {
+            // Where records are opened: one buffer a thread, neither 16 KiB zeroed per
+            // datagram nor 16 KiB held by every client of a fleet.
+            static BUFFER: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+        }
+        BUFFER.with(|b| self.read_records(&mut b.borrow_mut()));
+    }
+
+    fn read_records(&mut self, buf: &mut [u8]) {
         // Bounded by the datagrams queued on the pipe.
         loop {
-            match self.stream.ssl_read(&mut buf) {
+            match self.stream.ssl_read(buf) {
                 Ok(0) => break,
                 Ok(n) => self
                     .received

@@ -250,6 +250,8 @@ pub struct DtlsServer {
     deadlines: BTreeSet<(Instant, SocketAddr)>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<DtlsEvent>,
+    /// Where records are opened: one buffer for all, not 16 KiB zeroed per datagram.
+    read_buf: Box<[u8]>,
 }
 
 impl std::fmt::Debug for DtlsServer {
@@ -332,6 +334,7 @@ impl DtlsServer {
             deadlines: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            read_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
         })
     }
 
@@ -565,12 +568,12 @@ impl DtlsServer {
                 }
             }
         }
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut closed = None;
         if let Some(s) = self.sessions.get_mut(&peer).filter(|s| s.established) {
+            let buf = &mut self.read_buf;
             // Bounded by the datagrams queued on the pipe.
             loop {
-                match s.stream.ssl_read(&mut buf) {
+                match s.stream.ssl_read(buf) {
                     Ok(0) => break,
                     Ok(n) => self.events.push_back(DtlsEvent::Data {
                         peer,

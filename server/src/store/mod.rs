@@ -108,9 +108,9 @@ pub enum StoreError {
 /// The operations the server needs from persistent storage. Object-safe: the server holds an
 /// `Arc<dyn Store>`.
 pub trait Store: Send + Sync {
-    /// Group commit: the writes from here to [`Store::sync`] may wait for it to reach the
-    /// disk. Only a [`RedbStore::group_commit`] handle defers anything; every other write
-    /// is durable when it returns.
+    /// Group commit: the writes from here to [`Store::sync`] are committed together by it,
+    /// and nobody reads them before. Only a [`RedbStore::group_commit`] handle groups
+    /// anything; every other write is durable when it returns.
     fn begin_group(&self) {}
 
     /// Makes every write of the group durable, and ends it.
