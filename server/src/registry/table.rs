@@ -265,6 +265,12 @@ impl<R> Registry<R> {
         self.by_id.get(id).map(|e| &e.reg)
     }
 
+    /// The registration's id as the registry's indexes share it, for callers that index
+    /// devices too (one allocation for all, however many maps hold it).
+    pub fn shared_id(&self, id: &str) -> Option<Arc<str>> {
+        self.by_id.get_key_value(id).map(|(k, _)| k.clone())
+    }
+
     pub fn by_endpoint(&self, endpoint: &str) -> Option<&Registration> {
         self.by_endpoint.get(endpoint).and_then(|id| self.get(id))
     }

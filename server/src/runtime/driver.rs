@@ -123,7 +123,7 @@ pub(super) struct Driver {
     pending: HashMap<Key, Pending>,
     observed: HashMap<Key, Observed>,
     /// Which registration a peer address belongs to, for Send (which names no endpoint).
-    by_peer: HashMap<(Transport, SocketAddr), String>,
+    by_peer: HashMap<(Transport, SocketAddr), Arc<str>>,
     metrics: Arc<Metrics>,
     /// The endpoint's retransmission count already added to the metrics.
     retransmissions_counted: u64,
@@ -216,7 +216,9 @@ impl Driver {
                         tracing::warn!(%id, error = %e, "registration not restored");
                         continue;
                     }
-                    self.by_peer.insert((transport, peer), id.clone());
+                    if let Some(shared) = self.registry.shared_id(&id) {
+                        self.by_peer.insert((transport, peer), shared);
+                    }
                     let queued = self
                         .store
                         .peek_queue(&endpoint, max_queued)
@@ -801,7 +803,9 @@ impl Driver {
                         self.abandon_in_flight(old.transport, old.peer, now);
                     }
                 }
-                self.by_peer.insert((t, peer), reg.id.clone());
+                if let Some(shared) = self.registry.shared_id(&reg.id) {
+                    self.by_peer.insert((t, peer), shared);
+                }
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, %peer, "registered");
                 self.metrics.registrations.inc();
                 self.respond(now, t, id, route::created(&r.location_path));
@@ -831,11 +835,13 @@ impl Driver {
                 }
                 // One lookup, not a scan of every device's address.
                 if let Some(key) = previous.filter(|_| u.changes.peer) {
-                    if self.by_peer.get(&key) == Some(&reg.id) {
+                    if self.by_peer.get(&key).is_some_and(|r| **r == *reg.id) {
                         self.by_peer.remove(&key);
                     }
                 }
-                self.by_peer.insert((t, peer), reg.id.clone());
+                if let Some(shared) = self.registry.shared_id(&reg.id) {
+                    self.by_peer.insert((t, peer), shared);
+                }
                 tracing::debug!(endpoint = %reg.endpoint, id = %reg.id, "updated");
                 self.metrics.updates.inc();
                 self.respond(now, t, id, route::response((2, 4)));
@@ -878,7 +884,7 @@ impl Driver {
             tracing::warn!(error = %e, "queue not cleared");
         }
         let key = (reg.transport, reg.peer);
-        if self.by_peer.get(&key) == Some(&reg.id) {
+        if self.by_peer.get(&key).is_some_and(|r| **r == *reg.id) {
             self.by_peer.remove(&key);
         }
         self.cancel_observations(&reg.id, now, false);
