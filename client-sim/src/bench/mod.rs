@@ -123,12 +123,7 @@ pub async fn scale(
     settle: Duration,
     progress: ProgressFn<'_>,
 ) -> Result<ScaleReport, BenchError> {
-    let child = ServerChild::start(
-        server,
-        &ServerOptions {
-            max_registrations: count + 1000,
-        },
-    )?;
+    let child = ServerChild::start(server, &ServerOptions::for_fleet(count))?;
     // Idle first: the allocator and the runtime have settled.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let empty = child.rss_kib()?;
@@ -202,12 +197,7 @@ pub async fn rate_registrations(
     )
     .await;
     drop(echo);
-    let child = ServerChild::start(
-        server,
-        &ServerOptions {
-            max_registrations: count + 1000,
-        },
-    )?;
+    let child = ServerChild::start(server, &ServerOptions::for_fleet(count))?;
     let (register, locations) = register_all(
         child.coap,
         "bench-",
@@ -269,12 +259,7 @@ pub async fn herd(
     within: Duration,
     progress: ProgressFn<'_>,
 ) -> Result<HerdReport, BenchError> {
-    let child = ServerChild::start(
-        server,
-        &ServerOptions {
-            max_registrations: count + 1000,
-        },
-    )?;
+    let child = ServerChild::start(server, &ServerOptions::for_fleet(count))?;
     let (first, _) = register_all(
         child.coap,
         "herd-",

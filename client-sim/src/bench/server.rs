@@ -17,6 +17,15 @@ pub struct ServerOptions {
     pub max_registrations: usize,
 }
 
+impl ServerOptions {
+    /// Room for `devices` and a margin.
+    pub fn for_fleet(devices: usize) -> ServerOptions {
+        ServerOptions {
+            max_registrations: devices.saturating_add(1000),
+        }
+    }
+}
+
 /// The server child; killed on drop, with its data directory.
 pub struct ServerChild {
     child: Child,
