@@ -36,6 +36,9 @@ use crate::store::Store;
 /// Largest datagram read; anything up to the UDP maximum arrives whole, so a truncated
 /// read cannot turn into a different, valid message.
 const RECV_BUFFER: usize = 65_535;
+/// Datagrams taken from the plain socket in one pass (one store sync for all of them).
+const RECV_BATCH: usize = 64;
+
 /// What a registration looked like before the request that changed it.
 struct Before {
     /// Marked awake already (an Update of an awake device is no new wake-up).
@@ -43,9 +46,6 @@ struct Before {
     /// The transport and address it last spoke from.
     address: Option<(Transport, SocketAddr)>,
 }
-
-/// Datagrams taken from the plain socket in one pass (one store sync for all of them).
-const RECV_BATCH: usize = 64;
 
 /// A request waiting in a device's queue.
 struct Queued {
@@ -407,7 +407,7 @@ impl Driver {
             self.drain_events();
             // Answers to a group of datagrams go out only once what they confirm is on disk.
             if let Err(e) = self.store.sync() {
-                tracing::error!(error = %e, "store sync failed; the last answers may not be durable");
+                tracing::error!(error = %e, "store commit failed: what the last answers confirm is not stored");
             }
             flush_plain(&mut self.ep, Some(&socket)).await;
             flush_secure(&mut self.sep, self.dtls.as_mut(), secure.as_ref()).await;
