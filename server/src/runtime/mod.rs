@@ -3,8 +3,10 @@
 //! exposes a [`ServerHandle`] to the rest of the program.
 //!
 //! The driver runs on a thread of its own with a single-threaded tokio runtime. The store's
-//! calls are blocking (one fsync per change); running them inline on that thread keeps the
-//! order "persisted, then answered" trivially true without blocking anyone else's runtime.
+//! calls are blocking; running them inline on that thread keeps the order "persisted, then
+//! answered" trivially true without blocking anyone else's runtime. What one pass of
+//! datagrams (up to 64) writes is committed together, with one fsync, before their answers
+//! are sent ([`RedbStore::group_commit`]).
 //! Everything else talks to the driver through channels: commands in, a broadcast of
 //! [`ServerEvent`]s out.
 //!
