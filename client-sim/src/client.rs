@@ -21,6 +21,7 @@ use crate::firmware::download::{self, Progress};
 use crate::firmware::{FwCommand, FwState, UpdateResult};
 use crate::network::{send_shaped, Shaper};
 use crate::ops::{encode_uint, Action, Core, Operation};
+use crate::park::{Capture, ParkError, Parked, Timers};
 use crate::rng::Rng;
 use crate::store::OpError;
 use crate::transport::{code_text, recv_datagram, request_packet, uri_path};
@@ -42,6 +43,8 @@ pub enum ClientError {
     Coap(String),
     #[error(transparent)]
     Op(#[from] OpError),
+    #[error(transparent)]
+    Park(#[from] ParkError),
 }
 
 /// What the client reports to tests and logs.
@@ -78,6 +81,10 @@ pub enum ClientEvent {
     Awake {
         local: SocketAddr,
     },
+    /// A fleet device fell asleep and its driver ended, handing what the device must
+    /// remember to the fleet ([`crate::park`]), which starts a client again from it at
+    /// the wake time. This handle reaches nobody from now on.
+    Parked,
     Rebooting,
     /// Object 5 entered this State (/5/0/3) and Update Result (/5/0/5):
     /// one event per change, in order.
@@ -163,13 +170,115 @@ fn next_reboot(rng: &mut Rng, mean: Option<Duration>, now: Instant) -> Option<In
     now.checked_add(Duration::try_from_secs_f64(wait).ok()?)
 }
 
+/// Where a fleet device's driver hands its state when the device falls asleep.
+pub(crate) trait ParkingLot: Send + Sync {
+    /// Takes the record of device `index`, or gives it back when parking is over (the
+    /// fleet is shutting down): the device then sleeps as a running client.
+    fn park(&self, index: u32, parked: Box<Parked>) -> Result<(), Box<Parked>>;
+}
+
+/// A fleet device's way to its [`ParkingLot`].
+#[derive(Clone)]
+pub(crate) struct ParkHook {
+    pub(crate) index: u32,
+    pub(crate) lot: Arc<dyn ParkingLot>,
+}
+
+/// Where a driver starts from: a new device, or a parked one.
+struct Start {
+    core: Core,
+    socket: Option<Arc<UdpSocket>>,
+    location: Option<String>,
+    rng: Rng,
+    timers: Timers,
+    last_local: Option<SocketAddr>,
+    /// The last message id the device used, when it used one before parking.
+    last_mid: Option<u16>,
+    wakes: u32,
+    objects_changed: bool,
+}
+
 impl Client {
     /// Binds the socket, fills the object tree and starts registering.
     pub async fn start(config: Config) -> Result<ClientHandle, ClientError> {
+        Client::start_parking(config, None).await
+    }
+
+    /// [`start`](Client::start) for a fleet device that parks when it falls asleep in
+    /// queue mode.
+    pub(crate) async fn start_parking(
+        config: Config,
+        park: Option<ParkHook>,
+    ) -> Result<ClientHandle, ClientError> {
         let socket = UdpSocket::bind(config.bind)
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let core = Core::new(config.clone())?;
+        let mut rng = Rng::derive(
+            config
+                .profile
+                .seed
+                .unwrap_or_else(|| crate::device::endpoint_seed(&config.endpoint)),
+            DRIVER_SALT,
+        );
+        let reboot_at = next_reboot(&mut rng, config.reboot_mean, Instant::now());
+        let start = Start {
+            core,
+            socket: Some(Arc::new(socket)),
+            location: None,
+            rng,
+            timers: Timers {
+                reboot_at,
+                ..Timers::default()
+            },
+            last_local: None,
+            last_mid: None,
+            wakes: 0,
+            objects_changed: false,
+        };
+        Client::launch(config, start, park)
+    }
+
+    /// Starts a parked device again, asleep: it wakes at its wake time (or its
+    /// lifetime's Update, or its reboot, whichever comes first) as a client that never
+    /// stopped would, with an Update from a new socket. `config` is the one it was
+    /// started with. The sensors first catch up with the time it slept.
+    pub(crate) fn resume(
+        config: Config,
+        parked: Parked,
+        park: Option<ParkHook>,
+    ) -> Result<ClientHandle, ClientError> {
+        let mut r = parked.restore(config.clone())?;
+        let slept = Instant::now().saturating_duration_since(r.parked_at);
+        if let Err(e) = r
+            .core
+            .device
+            .catch_up(&mut r.core.store, slept, config.tick)
+        {
+            tracing::warn!(error = %e, "sensor catch-up failed");
+        }
+        let last_local = r
+            .last_port
+            .map(|port| SocketAddr::new(config.bind.ip(), port));
+        let start = Start {
+            core: r.core,
+            socket: None,
+            location: Some(r.location),
+            rng: r.driver_rng,
+            timers: r.timers,
+            last_local,
+            last_mid: r.last_mid,
+            wakes: r.wakes.saturating_add(1),
+            objects_changed: r.objects_changed,
+        };
+        Client::launch(config, start, park)
+    }
+
+    fn launch(
+        config: Config,
+        start: Start,
+        park: Option<ParkHook>,
+    ) -> Result<ClientHandle, ClientError> {
         // A pushed package arrives as one Block1 body: the endpoint must be
         // able to reassemble the largest the device stores, also when a text
         // format carries it as base64.
@@ -191,8 +300,17 @@ impl Client {
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, _) = broadcast::channel(config.event_capacity.max(1));
-        let (st_tx, st_rx) = watch::channel(Status::Unregistered);
-        let seed = crate::transport::rng_seed();
+        let status = match &start.location {
+            Some(location) => Status::Registered {
+                location: location.clone(),
+            },
+            None => Status::Unregistered,
+        };
+        let (st_tx, st_rx) = watch::channel(status);
+        let seed = match start.last_mid {
+            Some(last) => crate::park::seed_after(last, crate::transport::rng_seed()),
+            None => crate::transport::rng_seed(),
+        };
         let retransmit = config.coap.ack_timeout;
         let dtls_context = crate::transport::dtls_context(
             config.psk.as_ref(),
@@ -205,38 +323,36 @@ impl Client {
             .map(DtlsClientContext::connect)
             .transpose()
             .map_err(|e| ClientError::Io(format!("DTLS: {e}")))?;
-        let mut rng = Rng::derive(
-            config
-                .profile
-                .seed
-                .unwrap_or_else(|| crate::device::endpoint_seed(&config.endpoint)),
-            DRIVER_SALT,
-        );
-        let reboot_at = next_reboot(&mut rng, config.reboot_mean, Instant::now());
+        let now = Instant::now();
+        let asleep = start.socket.is_none();
+        // A parked device's sensors caught up with its sleep already.
+        let first_tick = if asleep { now + config.tick } else { now };
+        // Each wake draws its link conditions afresh, not the first wake's again.
+        let salt = DRIVER_SALT ^ (u64::from(start.wakes) << 32);
         let driver = Driver {
-            shaper: Shaper::for_conditions(config.link.as_ref(), DRIVER_SALT),
-            rng,
-            reboot_at,
+            shaper: Shaper::for_conditions(config.link.as_ref(), salt),
+            rng: start.rng,
+            reboot_at: start.timers.reboot_at,
             endpoint: Endpoint::new(coap, seed),
-            socket: Some(Arc::new(socket)),
+            socket: start.socket,
             dtls,
             dtls_context,
-            core,
+            core: start.core,
             config,
             commands: cmd_rx,
             events: ev_tx.clone(),
             status: st_tx,
             pending: HashMap::new(),
-            location: None,
-            update_at: None,
-            register_at: Some(Instant::now()),
-            tick_at: Instant::now(),
-            observe_at: Instant::now(),
+            register_at: start.location.is_none().then_some(now),
+            location: start.location,
+            update_at: start.timers.update_at,
+            tick_at: first_tick,
+            observe_at: now,
             awake_until: None,
-            asleep: false,
-            last_local: None,
-            wake_at: None,
-            objects_changed: false,
+            asleep,
+            last_local: start.last_local,
+            wake_at: start.timers.wake_at,
+            objects_changed: start.objects_changed,
             notification_mids: VecDeque::new(),
             shutdown: None,
             done: false,
@@ -244,6 +360,11 @@ impl Client {
             fw_rx,
             fw_task: None,
             fw_settings,
+            park,
+            parked: false,
+            wakes: start.wakes,
+            hold_notifications: false,
+            last_mid: start.last_mid,
         };
         tokio::spawn(driver.run());
         Ok(ClientHandle {
@@ -376,6 +497,18 @@ struct Driver {
     fw_rx: mpsc::Receiver<Progress>,
     fw_task: Option<tokio::task::JoinHandle<()>>,
     fw_settings: Arc<download::Settings>,
+    /// A fleet device's way to park when it falls asleep.
+    park: Option<ParkHook>,
+    /// The driver handed its device to the fleet and is ending.
+    parked: bool,
+    /// Times this device was taken up again after parking.
+    wakes: u32,
+    /// After a wake, notifications wait for the answer to the Update: until then the
+    /// server does not know the new address they come from.
+    hold_notifications: bool,
+    /// The message id of the last CON or NON message sent, which a parked device
+    /// continues from.
+    last_mid: Option<u16>,
 }
 
 /// What woke the driver loop.
@@ -444,6 +577,11 @@ impl Driver {
             t.abort();
         }
         self.flush().await;
+        if self.parked {
+            // Still registered; the fleet holds the rest.
+            self.emit(ClientEvent::Parked);
+            return;
+        }
         let _ = self.status.send(Status::Stopped);
         self.emit(ClientEvent::Stopped);
     }
@@ -467,6 +605,12 @@ impl Driver {
         // only queues answers to them.
         for _ in 0..64 {
             while let Some(t) = self.endpoint.poll_transmit() {
+                // CON and NON carry ids of our own; ACK and RST echo the server's.
+                if let [first, _, hi, lo, ..] = t.bytes[..] {
+                    if first >> 4 & 3 <= 1 {
+                        self.last_mid = Some(u16::from_be_bytes([hi, lo]));
+                    }
+                }
                 // Only something to say makes a device shake hands again.
                 self.renew_dtls_if_over();
                 match self.dtls.as_mut() {
@@ -499,7 +643,7 @@ impl Driver {
             self.dtls.as_ref().and_then(|d| d.poll_timeout(now)),
         ];
         candidates.push(Some(self.tick_at));
-        if !self.core.observations.is_empty() && !self.asleep {
+        if !self.core.observations.is_empty() && !self.asleep && !self.hold_notifications {
             candidates.push(Some(self.observe_at));
         }
         candidates.extend([
@@ -520,6 +664,9 @@ impl Driver {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        if self.parked {
+            return;
+        }
         self.endpoint.handle_timeout(now);
         if let Some(d) = self.dtls.as_mut() {
             d.handle_timeout();
@@ -543,7 +690,7 @@ impl Driver {
             }
             self.tick_at = now + self.config.tick;
         }
-        if self.observe_at <= now && !self.asleep {
+        if self.observe_at <= now && !self.asleep && !self.hold_notifications {
             self.send_notifications(now);
         }
         if self.register_at.is_some_and(|t| t <= now) && !self.asleep {
@@ -564,6 +711,9 @@ impl Driver {
         if self.awake_until.is_some_and(|t| t <= now) && !self.asleep {
             if self.pending.is_empty() && self.shutdown.is_none() {
                 self.go_to_sleep(now);
+                if self.parked {
+                    return;
+                }
             } else {
                 // Never sleep in the middle of an exchange of ours.
                 self.awake_until = Some(now + self.config.awake_window);
@@ -629,7 +779,7 @@ impl Driver {
                 self.fw_task = Some(tokio::spawn(task));
             }
         }
-        if self.emit_firmware_changes() && !self.asleep {
+        if self.emit_firmware_changes() && !self.asleep && !self.hold_notifications {
             self.send_notifications(now);
         }
     }
@@ -808,6 +958,7 @@ impl Driver {
                 }
             }
             Pending::Update(reply) => {
+                self.hold_notifications = false;
                 if ok(ResponseType::Changed) {
                     self.schedule_update(now);
                     self.extend_awake(now);
@@ -920,6 +1071,7 @@ impl Driver {
             self.objects_changed = false;
         }
         if let Err(e) = self.send(now, p, Pending::Update(reply)) {
+            self.hold_notifications = false;
             self.emit(ClientEvent::UpdateFailed {
                 reason: e.to_string(),
             });
@@ -945,6 +1097,55 @@ impl Driver {
         // A sleep past what the clock holds is a sleep until the lifetime's Update.
         self.wake_at = now.checked_add(sleep);
         self.emit(ClientEvent::Sleeping);
+        self.park(now);
+    }
+
+    /// A fleet device that fell asleep with nothing under way hands its state to the
+    /// fleet and ends; one with work of its own (object 5 downloading or installing, an
+    /// exchange, a registration to make, DTLS) sleeps as a running client.
+    fn park(&mut self, now: Instant) {
+        let Some(hook) = self.park.clone() else {
+            return;
+        };
+        let Some(location) = self.location.as_deref() else {
+            return;
+        };
+        let idle = self.asleep
+            && self.config.queue_mode
+            && self.register_at.is_none()
+            && self.pending.is_empty()
+            && self.shutdown.is_none()
+            && self.dtls_context.is_none()
+            && self.fw_task.is_none();
+        if !idle {
+            return;
+        }
+        let parked = Parked::capture(Capture {
+            config: &self.config,
+            core: &self.core,
+            location,
+            driver_rng: &self.rng,
+            timers: Timers {
+                wake_at: self.wake_at,
+                update_at: self.update_at,
+                reboot_at: self.reboot_at,
+            },
+            now,
+            last_port: self.last_local.map(|a| a.port()),
+            last_mid: self.last_mid,
+            wakes: self.wakes,
+            objects_changed: self.objects_changed,
+        });
+        match parked {
+            Ok(p) => {
+                if hook.lot.park(hook.index, Box::new(p)).is_ok() {
+                    self.parked = true;
+                    self.done = true;
+                }
+            }
+            Err(ParkError::Busy(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "device not parked"),
+        }
     }
 
     /// A session the server closed (idle, or after its restart a failed one) is
@@ -970,8 +1171,16 @@ impl Driver {
     }
 
     fn wake(&mut self, now: Instant) {
+        self.wake_with(now, true);
+    }
+
+    /// Opens the socket again; with `update`, tells the server (a device that wakes to
+    /// de-register has nothing to update).
+    fn wake_with(&mut self, now: Instant, update: bool) {
         if !self.asleep {
-            self.send_update(now, None);
+            if update {
+                self.send_update(now, None);
+            }
             return;
         }
         let bind = if self.config.rebind_on_wake {
@@ -1005,7 +1214,10 @@ impl Driver {
                 }
                 self.awake_until = Some(now + self.config.awake_window);
                 if self.location.is_some() {
-                    self.send_update(now, None);
+                    if update {
+                        self.hold_notifications = true;
+                        self.send_update(now, None);
+                    }
                 } else {
                     self.register_at = Some(now);
                 }
@@ -1128,7 +1340,7 @@ impl Driver {
         match self.location.clone() {
             Some(location) => {
                 if self.asleep {
-                    self.wake(now);
+                    self.wake_with(now, false);
                     self.update_at = None;
                     self.pending
                         .retain(|_, p| !matches!(p, Pending::Update(None)));

@@ -186,6 +186,19 @@ pub fn is_cellular(bearer: u8) -> bool {
     bearer <= 20
 }
 
+/// Most sensor steps [`Device::catch_up`] simulates for one sleep.
+pub const MAX_CATCH_UP_STEPS: u64 = 16;
+
+/// The device's own state next to the object tree, as a parked device keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceMemory {
+    rng: Rng,
+    ticks: u64,
+    heading: f64,
+    battery: f64,
+    battery_shown: i64,
+}
+
 /// The device's own state next to the object tree.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -348,31 +361,99 @@ impl Device {
     /// runs, radio values wander, the position moves along a slowly turning
     /// heading.
     pub fn tick(&mut self, store: &mut ObjectStore, dt: Duration) -> Result<(), OpError> {
-        self.ticks += 1;
+        self.advance(store, dt, 1)
+    }
+
+    /// Advances the sensors over `elapsed` of steps of `step` that did not run, because
+    /// the device was parked ([`crate::park`]) while it slept: a real device's battery
+    /// drains and it moves while its radio is off, and an observer must see that after
+    /// the wake. At most [`MAX_CATCH_UP_STEPS`] steps are simulated, so that a device
+    /// waking after a day costs what one waking after a minute does; the battery drains
+    /// by exactly what the skipped steps would have drained.
+    pub fn catch_up(
+        &mut self,
+        store: &mut ObjectStore,
+        elapsed: Duration,
+        step: Duration,
+    ) -> Result<(), OpError> {
+        let step_ns = step.as_nanos().max(1);
+        let skipped = u64::try_from(elapsed.as_nanos() / step_ns).unwrap_or(u64::MAX);
+        if skipped == 0 {
+            return Ok(());
+        }
+        let chunks = skipped.min(MAX_CATCH_UP_STEPS);
+        let per_chunk = elapsed / u32::try_from(chunks).unwrap_or(u32::MAX);
+        for k in 0..chunks {
+            // Spread the skipped steps over the chunks; the first ones take the rest.
+            let steps = skipped / chunks + u64::from(k < skipped % chunks);
+            self.advance(store, per_chunk, steps)?;
+        }
+        Ok(())
+    }
+
+    /// One simulated move of `dt` that stands for `steps` steps of the sensor clock.
+    fn advance(
+        &mut self,
+        store: &mut ObjectStore,
+        dt: Duration,
+        steps: u64,
+    ) -> Result<(), OpError> {
+        let before = self.ticks;
+        self.ticks = self.ticks.saturating_add(steps);
         let now = unix_now();
         store.set(&p(&[3, 0, 13]), Value::Time(now))?;
-        self.drain(store, dt)?;
+        self.drain(store, dt, before)?;
         let mem = 400 + (self.rng.next_u64() % 40) as i64;
         store.set(&p(&[3, 0, 10]), Value::Integer(mem))?;
         self.wander_signal(store)?;
         self.move_on(store, dt, now)
     }
 
-    fn drain(&mut self, store: &mut ObjectStore, dt: Duration) -> Result<(), OpError> {
+    /// What of the device's own state a parked device must keep (its sensors' walk
+    /// and the exact battery level; the values it shows are in the object tree).
+    pub(crate) fn memory(&self) -> DeviceMemory {
+        DeviceMemory {
+            rng: self.rng.clone(),
+            ticks: self.ticks,
+            heading: self.heading,
+            battery: self.battery,
+            battery_shown: self.battery_shown,
+        }
+    }
+
+    /// Takes the state a parked device kept.
+    pub(crate) fn restore(&mut self, m: &DeviceMemory) {
+        self.rng = m.rng.clone();
+        self.ticks = m.ticks;
+        self.heading = m.heading;
+        self.battery = m.battery;
+        self.battery_shown = m.battery_shown;
+    }
+
+    /// `ticks_before`: the step count before this move; the demo drain loses 1 % at
+    /// every tenth step, however many steps one move stands for.
+    fn drain(
+        &mut self,
+        store: &mut ObjectStore,
+        dt: Duration,
+        ticks_before: u64,
+    ) -> Result<(), OpError> {
         let shown = match store.value(&p(&[3, 0, 9])) {
             Some(Value::Integer(b)) => *b,
             _ => 100,
         };
         let next = match self.profile.battery.drain_pct_per_h {
             None => {
-                if !self.ticks.is_multiple_of(10) {
+                let drops = self.ticks / 10 - ticks_before / 10;
+                if drops == 0 {
                     return Ok(());
                 }
-                if shown <= 5 {
-                    100
-                } else {
-                    shown - 1
+                // 100 down to 5 and replaced: the walk repeats every 96 drops.
+                let mut level = shown;
+                for _ in 0..drops % 96 {
+                    level = if level <= 5 { 100 } else { level - 1 };
                 }
+                level
             }
             Some(rate) => {
                 if shown != self.battery_shown {

@@ -1,6 +1,6 @@
-//! Many simulated devices in one process: each a [`Client`] of its own, with its own
-//! socket on its own loopback address, so the server sees every device at a distinct
-//! source address and port, as it would see devices behind different NATs.
+//! Many simulated devices in one process: each a real [`Client`] of the client library
+//! while it is awake, on its own loopback address, so the server sees every device at a
+//! distinct source address and port, as it would see devices behind different NATs.
 //!
 //! Linux routes all of 127.0.0.0/8 to the loopback interface, and a socket may bind any
 //! address in it without configuration: device `i` binds `127.a.b.c`, counted from
@@ -8,20 +8,37 @@
 //!
 //! Devices start at a bounded rate, the way a fleet comes back after an outage but
 //! without a thundering herd unless one is asked for; progress is reported every second.
-//! Each device holds an open socket while it runs, so a fleet is bounded by the process's
-//! file-descriptor limit (sleeping devices without a socket are the next step for a
-//! million-device fleet).
+//!
+//! A running client costs about 32 KB and a socket; a million of them fit neither in
+//! memory nor under a process's file limit. A sleeping queue-mode device needs neither,
+//! so a fleet device that falls asleep with nothing under way is *parked*: its driver
+//! ends and hands the fleet a [`Parked`] record (a few hundred bytes, see
+//! [`crate::park`]), which the fleet keeps in a table by device index with one timer
+//! heap for all sleepers. One task takes each sleeper up again at its wake time as a new
+//! client ([`Client::resume`](crate::client)), which sends an Update (not a Register)
+//! from a new socket, runs its awake window and parks again. Devices not in queue mode,
+//! and devices downloading or installing firmware or in the middle of an exchange, stay
+//! running clients. At most [`FleetConfig::max_awake`] devices run at once: a start or
+//! a wake beyond that waits for one to park, since each running device holds a socket.
 //!
 //! With a behaviour [`Profile`], device `i` is the template with the values it drew from
 //! the profile ([`Profile::device`]), then the [`Overrides`] (the command line's flags)
-//! on top. The profile's cells are made once here and shared by the devices in them.
+//! on top. The profile's cells are made once here and shared by the devices in them. A
+//! parked device keeps none of this: its configuration is drawn again when it wakes.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::client::{ParkHook, ParkingLot};
 use crate::network::Cell;
+use crate::park::Parked;
 use crate::profile::Profile;
 use crate::{Client, ClientHandle, Config};
 
@@ -29,6 +46,10 @@ use crate::{Client, ClientHandle, Config};
 pub const FIRST_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 0);
 /// Devices a fleet may hold: the loopback addresses above [`FIRST_ADDRESS`].
 pub const MAX_DEVICES: usize = (1 << 24) - (1 << 16);
+/// Devices running at once unless configured otherwise: each holds a socket, and a
+/// process commonly may open 20,000 files; the rest is room for firmware downloads'
+/// sockets and the process's own.
+pub const DEFAULT_MAX_AWAKE: usize = 16_000;
 
 /// How a fleet is run.
 #[derive(Debug, Clone)]
@@ -46,6 +67,11 @@ pub struct FleetConfig {
     pub profile: Option<Arc<Profile>>,
     /// Settings every device gets whatever the profile drew.
     pub overrides: Overrides,
+    /// Devices running (holding a socket) at once, at least 1.
+    pub max_awake: usize,
+    /// Park sleeping queue-mode devices (false: every device stays a running client,
+    /// as before parking existed; for comparisons).
+    pub park: bool,
 }
 
 /// Settings given for the whole fleet, which win over a profile's (the command line's
@@ -85,6 +111,8 @@ impl FleetConfig {
             template,
             profile: None,
             overrides: Overrides::default(),
+            max_awake: DEFAULT_MAX_AWAKE,
+            park: true,
         }
     }
 
@@ -129,31 +157,16 @@ pub struct Progress {
     pub started: usize,
     pub registered: usize,
     pub failed: usize,
-}
-
-/// A running fleet.
-pub struct Fleet {
-    devices: Vec<ClientHandle>,
-    cells: Vec<Arc<Cell>>,
-    counts: Arc<Counts>,
-    pub started_at: Instant,
-}
-
-#[derive(Default)]
-struct Counts {
-    started: AtomicUsize,
-    registered: AtomicUsize,
-    failed: AtomicUsize,
-}
-
-impl Counts {
-    fn get(&self) -> Progress {
-        Progress {
-            started: self.started.load(Ordering::Relaxed),
-            registered: self.registered.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-        }
-    }
+    /// Parked now.
+    pub asleep: usize,
+    /// Running clients now (awake, or asleep with work under way, or starting).
+    pub awake: usize,
+    /// Parked devices taken up again so far.
+    pub wakes: usize,
+    /// Parked devices that could not be taken up again (a bug if ever above 0).
+    pub lost: usize,
+    /// What the parked records hold ([`Parked::footprint`]), in all.
+    pub parked_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +175,269 @@ pub enum FleetError {
     Size,
     #[error("the start rate is at least one device a second")]
     Rate,
+    #[error("at least one device must be allowed to run")]
+    MaxAwake,
+    #[error("the fleet has no device {0} (out of range, never started, or stopped)")]
+    NoDevice(usize),
+    #[error("device {0} is still starting")]
+    Busy(usize),
+    #[error("parked device {0} could not be started again")]
+    Lost(usize),
+}
+
+/// A timer of the heap: the due time in milliseconds of [`Parked::due_ms`] above the
+/// device's index, so that a sleeper costs the heap 8 bytes.
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const _: () = assert!(MAX_DEVICES as u64 <= INDEX_MASK + 1);
+
+fn timer_key(due_ms: u64, index: u32) -> u64 {
+    (due_ms.min(u64::MAX >> INDEX_BITS) << INDEX_BITS) | u64::from(index)
+}
+
+/// Where each device is, by index.
+struct Table {
+    parked: Vec<Option<Box<Parked>>>,
+    /// Running clients; `None` while one is being started.
+    running: HashMap<u32, Option<ClientHandle>>,
+    timers: BinaryHeap<Reverse<u64>>,
+    asleep: usize,
+    parked_bytes: usize,
+    /// Shutting down: nothing parks or wakes any more.
+    closing: bool,
+}
+
+impl Table {
+    /// Takes device `index`'s record to run it; with `due_ms`, only if it is the one
+    /// that timer was filed for (a device woken early and parked again has another).
+    fn unpark(&mut self, index: u32, due_ms: Option<u64>) -> Option<Box<Parked>> {
+        if self.closing {
+            return None;
+        }
+        let slot = self.parked.get_mut(index as usize)?;
+        let filed = |p: &Parked| p.due_ms().min(u64::MAX >> INDEX_BITS);
+        if due_ms.is_some_and(|d| slot.as_deref().is_some_and(|p| filed(p) != d)) {
+            return None;
+        }
+        let p = slot.take()?;
+        self.asleep -= 1;
+        self.parked_bytes -= p.footprint();
+        self.running.insert(index, None);
+        Some(p)
+    }
+}
+
+struct Shared {
+    cfg: FleetConfig,
+    cells: Vec<Arc<Cell>>,
+    table: Mutex<Table>,
+    started: AtomicUsize,
+    registered: AtomicUsize,
+    failed: AtomicUsize,
+    wakes: AtomicUsize,
+    lost: AtomicUsize,
+    /// An earlier timer was filed.
+    timer: Notify,
+    /// Every device registered or failed.
+    settled: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic elsewhere while the lock was held leaves a table that is still one.
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn progress(&self) -> Progress {
+        let t = self.lock();
+        Progress {
+            started: self.started.load(Ordering::Relaxed),
+            registered: self.registered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            asleep: t.asleep,
+            awake: t.running.len(),
+            wakes: self.wakes.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            parked_bytes: t.parked_bytes,
+        }
+    }
+
+    fn hook(self: &Arc<Self>, index: u32) -> Option<ParkHook> {
+        self.cfg.park.then(|| ParkHook {
+            index,
+            lot: self.clone(),
+        })
+    }
+
+    /// Keeps the handle of a client just started, unless the device parked already.
+    fn running(&self, index: u32, handle: &ClientHandle) {
+        if let Some(slot @ None) = self.lock().running.get_mut(&index) {
+            *slot = Some(handle.clone());
+        }
+    }
+
+    fn settle_one(&self, registered: bool) {
+        let counter = if registered {
+            &self.registered
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let done = self.registered.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed);
+        if done >= self.cfg.count {
+            self.settled.notify_one();
+        }
+    }
+
+    /// Waits, up to `limit`, until fewer than `max_awake` devices run.
+    async fn room(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        // Bounded by `limit`: a poll every 10 ms, only while the fleet is full.
+        while self.lock().running.len() >= self.cfg.max_awake {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Device `index`'s first start: it registers, and parks when it first sleeps.
+    async fn first_start(self: Arc<Self>, index: u32, config: Config) {
+        let timeout = self.cfg.register_timeout;
+        match Client::start_parking(config, self.hook(index)).await {
+            Ok(h) => {
+                self.running(index, &h);
+                let registered = h.wait_registered(timeout).await.is_ok();
+                self.settle_one(registered);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "device did not start");
+                self.lock().running.remove(&index);
+                self.settle_one(false);
+            }
+        }
+    }
+
+    /// Runs a parked device (taken with [`Table::unpark`]) again.
+    fn resume(self: &Arc<Self>, index: u32, parked: Parked) -> Option<ClientHandle> {
+        let config = self.cfg.device_config(index as usize, &self.cells);
+        match Client::resume(config, parked, self.hook(index)) {
+            Ok(h) => {
+                self.wakes.fetch_add(1, Ordering::Relaxed);
+                self.running(index, &h);
+                Some(h)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, index, "parked device not started again");
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                self.lock().running.remove(&index);
+                None
+            }
+        }
+    }
+}
+
+impl ParkingLot for Shared {
+    fn park(&self, index: u32, parked: Box<Parked>) -> Result<(), Box<Parked>> {
+        let mut t = self.lock();
+        if t.closing || !self.cfg.park {
+            return Err(parked);
+        }
+        let due = parked.due_ms();
+        let bytes = parked.footprint();
+        match t.parked.get_mut(index as usize) {
+            Some(slot @ None) => *slot = Some(parked),
+            _ => return Err(parked),
+        }
+        t.running.remove(&index);
+        t.asleep += 1;
+        t.parked_bytes += bytes;
+        // A device that never has to wake (no lifetime, no wake time) waits for the
+        // shutdown without a timer.
+        if due != u64::MAX {
+            let key = timer_key(due, index);
+            let earliest = t.timers.peek().is_none_or(|top| key < top.0);
+            t.timers.push(Reverse(key));
+            drop(t);
+            if earliest {
+                self.timer.notify_one();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the devices at the configured rate, each once room is free.
+async fn start_devices(shared: Arc<Shared>) {
+    let cfg = &shared.cfg;
+    let gap = Duration::from_secs(1) / cfg.start_rate;
+    let mut tick = tokio::time::interval(gap.max(Duration::from_micros(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..cfg.count {
+        tick.tick().await;
+        shared.started.fetch_add(1, Ordering::Relaxed);
+        if !shared.room(cfg.register_timeout).await {
+            tracing::debug!(i, "no room to start the device");
+            shared.settle_one(false);
+            continue;
+        }
+        let index = i as u32;
+        shared.lock().running.insert(index, None);
+        let config = cfg.device_config(i, &shared.cells);
+        tokio::spawn(shared.clone().first_start(index, config));
+    }
+}
+
+/// The one task that wakes every sleeper: the earliest timer first, each device once
+/// room is free.
+async fn wake_sleepers(shared: Arc<Shared>) {
+    // Each pass wakes a device, waits for a timer or for room, or skips a stale timer.
+    loop {
+        let top = shared.lock().timers.peek().map(|k| k.0);
+        let Some(key) = top else {
+            shared.timer.notified().await;
+            continue;
+        };
+        let (due_ms, index) = (key >> INDEX_BITS, (key & INDEX_MASK) as u32);
+        let due = crate::park::instant_of(due_ms);
+        if let Some(due) = due.filter(|d| *d > Instant::now()) {
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => {}
+                () = shared.timer.notified() => {}
+            }
+            continue;
+        }
+        if shared.lock().running.len() >= shared.cfg.max_awake {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let parked = {
+            let mut t = shared.lock();
+            t.timers.pop();
+            t.unpark(index, Some(due_ms))
+        };
+        if let Some(p) = parked {
+            shared.resume(index, *p);
+        }
+    }
+}
+
+/// A running fleet.
+pub struct Fleet {
+    shared: Arc<Shared>,
+    scheduler: Option<JoinHandle<()>>,
+    pub started_at: Instant,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(s) = &self.scheduler {
+            s.abort();
+        }
+    }
 }
 
 impl Fleet {
@@ -177,109 +453,190 @@ impl Fleet {
         if cfg.start_rate == 0 {
             return Err(FleetError::Rate);
         }
-        let counts = Arc::new(Counts::default());
+        if cfg.max_awake == 0 {
+            return Err(FleetError::MaxAwake);
+        }
         let cells = cfg.cells();
+        let mut parked = Vec::new();
+        parked.resize_with(cfg.count, || None);
+        let shared = Arc::new(Shared {
+            table: Mutex::new(Table {
+                parked,
+                running: HashMap::new(),
+                timers: BinaryHeap::new(),
+                asleep: 0,
+                parked_bytes: 0,
+                closing: false,
+            }),
+            cfg,
+            cells,
+            started: AtomicUsize::new(0),
+            registered: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            wakes: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
+            timer: Notify::new(),
+            settled: Notify::new(),
+        });
         let started_at = Instant::now();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<ClientHandle>(1024);
-        let spawner = {
-            let counts = counts.clone();
-            let cfg = cfg.clone();
-            let cells = cells.clone();
-            tokio::spawn(async move {
-                let gap = Duration::from_secs(1) / cfg.start_rate;
-                let mut tick = tokio::time::interval(gap.max(Duration::from_micros(1)));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                for i in 0..cfg.count {
-                    tick.tick().await;
-                    let c = cfg.device_config(i, &cells);
-                    counts.started.fetch_add(1, Ordering::Relaxed);
-                    let counts = counts.clone();
-                    let tx = tx.clone();
-                    let timeout = cfg.register_timeout;
-                    tokio::spawn(async move {
-                        match Client::start(c).await {
-                            Ok(h) => {
-                                match h.wait_registered(timeout).await {
-                                    Ok(_) => counts.registered.fetch_add(1, Ordering::Relaxed),
-                                    Err(_) => counts.failed.fetch_add(1, Ordering::Relaxed),
-                                };
-                                let _ = tx.send(h).await;
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, "device did not start");
-                                counts.failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    });
-                }
-            })
-        };
-        let mut devices = Vec::with_capacity(cfg.count);
+        let scheduler = tokio::spawn(wake_sleepers(shared.clone()));
+        let spawner = tokio::spawn(start_devices(shared.clone()));
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.tick().await;
         loop {
-            let p = counts.get();
-            if p.registered + p.failed >= cfg.count {
+            let p = shared.progress();
+            if p.registered + p.failed >= shared.cfg.count {
                 break;
             }
             tokio::select! {
-                Some(h) = rx.recv() => devices.push(h),
+                () = shared.settled.notified() => {}
                 _ = every.tick() => report(p, started_at.elapsed()),
             }
         }
         let _ = spawner.await;
-        // The handles of the last devices may still be on their way.
-        while devices.len() < cfg.count {
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(Some(h)) => devices.push(h),
-                _ => break,
-            }
-        }
-        report(counts.get(), started_at.elapsed());
+        report(shared.progress(), started_at.elapsed());
         Ok(Fleet {
-            devices,
-            cells,
-            counts,
+            shared,
+            scheduler: Some(scheduler),
             started_at,
         })
     }
 
     pub fn progress(&self) -> Progress {
-        self.counts.get()
+        self.shared.progress()
     }
 
-    /// The devices, in no particular order.
-    pub fn devices(&self) -> &[ClientHandle] {
-        &self.devices
+    /// Devices in the fleet, started or not.
+    pub fn len(&self) -> usize {
+        self.shared.cfg.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.cfg.count == 0
+    }
+
+    /// Whether device `i` is parked now.
+    pub fn is_parked(&self, i: usize) -> bool {
+        self.shared
+            .lock()
+            .parked
+            .get(i)
+            .is_some_and(Option::is_some)
+    }
+
+    /// The record of device `i` while it is parked, measured by `f`.
+    pub fn inspect_parked<T>(&self, i: usize, f: impl FnOnce(&Parked) -> T) -> Option<T> {
+        self.shared.lock().parked.get(i)?.as_deref().map(f)
+    }
+
+    /// A handle to device `i`; a parked device is woken for it (it sends its Update
+    /// now rather than at its wake time). The handle reaches the device until it parks
+    /// again ([`ClientEvent::Parked`](crate::ClientEvent::Parked)); ask again after
+    /// that.
+    pub async fn device(&self, i: usize) -> Result<ClientHandle, FleetError> {
+        let index = u32::try_from(i)
+            .ok()
+            .filter(|_| i < self.shared.cfg.count)
+            .ok_or(FleetError::NoDevice(i))?;
+        enum Found {
+            Running(ClientHandle),
+            Parked(Box<Parked>),
+            Starting,
+            Gone,
+        }
+        // Bounded: a device being started is one within a few milliseconds.
+        for _ in 0..500 {
+            let found = {
+                let mut t = self.shared.lock();
+                match t.running.get(&index) {
+                    Some(Some(h)) => Found::Running(h.clone()),
+                    Some(None) => Found::Starting,
+                    None => match t.unpark(index, None) {
+                        Some(p) => Found::Parked(p),
+                        None => Found::Gone,
+                    },
+                }
+            };
+            match found {
+                Found::Running(h) => return Ok(h),
+                Found::Parked(mut p) => {
+                    p.wake_now();
+                    return self.shared.resume(index, *p).ok_or(FleetError::Lost(i));
+                }
+                Found::Starting => tokio::time::sleep(Duration::from_millis(10)).await,
+                Found::Gone => return Err(FleetError::NoDevice(i)),
+            }
+        }
+        Err(FleetError::Busy(i))
     }
 
     /// The profile's cells (none without a profile).
     pub fn cells(&self) -> &[Arc<Cell>] {
-        &self.cells
+        &self.shared.cells
     }
 
     /// Datagrams the cells carried and dropped (queued past their bound), in all.
     pub fn cell_counts(&self) -> (u64, u64) {
-        self.cells.iter().fold((0, 0), |(p, d), c| {
+        self.shared.cells.iter().fold((0, 0), |(p, d), c| {
             let (cp, cd) = c.counts();
             (p + cp, d + cd)
         })
     }
 
-    /// De-registers every device, at most `parallel` at once.
-    pub async fn shutdown(self, parallel: usize) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-        let mut tasks = Vec::with_capacity(self.devices.len());
-        for h in self.devices {
-            let slots = slots.clone();
-            tasks.push(tokio::spawn(async move {
-                let _slot = slots.acquire().await;
+    /// De-registers every device, at most `parallel` at once: the running ones through
+    /// their handles, the parked ones each started again for its De-register (from a
+    /// new socket, without an Update first).
+    pub async fn shutdown(mut self, parallel: usize) {
+        self.shared.lock().closing = true;
+        // Nothing parks or wakes from now on; a wake under way finishes first.
+        if let Some(s) = self.scheduler.take() {
+            s.abort();
+            let _ = s.await;
+        }
+        let parallel = parallel.clamp(1, self.shared.cfg.max_awake);
+        let handles: Vec<ClientHandle> = self
+            .shared
+            .lock()
+            .running
+            .drain()
+            .filter_map(|(_, h)| h)
+            .collect();
+        let mut tasks = JoinSet::new();
+        for h in handles {
+            while tasks.len() >= parallel {
+                tasks.join_next().await;
+            }
+            tasks.spawn(async move {
                 let _ = h.shutdown().await;
-            }));
+            });
         }
-        for t in tasks {
-            let _ = t.await;
+        for i in 0..self.shared.cfg.count {
+            let parked = {
+                let mut t = self.shared.lock();
+                let p = t.parked.get_mut(i).and_then(Option::take);
+                if let Some(p) = &p {
+                    t.asleep -= 1;
+                    t.parked_bytes -= p.footprint();
+                }
+                p
+            };
+            let Some(p) = parked else {
+                continue;
+            };
+            while tasks.len() >= parallel {
+                tasks.join_next().await;
+            }
+            let config = self.shared.cfg.device_config(i, &self.shared.cells);
+            match Client::resume(config, *p, None) {
+                Ok(h) => {
+                    tasks.spawn(async move {
+                        let _ = h.shutdown().await;
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, i, "parked device not de-registered"),
+            }
         }
+        while tasks.join_next().await.is_some() {}
     }
 }
 

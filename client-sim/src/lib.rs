@@ -18,6 +18,7 @@
 //!   and the [`Account`] a Bootstrap-Finish leaves.
 //! - [`bench`]: benchmarks run by hand (`lwm2m-client-sim bench ...`).
 //! - [`fleet`]: many devices in one process, each on its own loopback address.
+//! - [`park`]: what a sleeping fleet device keeps instead of a whole client.
 //! - [`profile`]: behaviour profiles (TOML): the mix a fleet's devices draw
 //!   their values from, deterministically from a seed.
 //! - [`network`]: link conditions a device applies to its own datagrams:
@@ -45,6 +46,7 @@ pub mod fleet;
 pub mod network;
 pub mod observe;
 pub mod ops;
+pub mod park;
 pub mod profile;
 mod rng;
 pub mod store;

@@ -321,13 +321,16 @@ fn usage_error(e: &str) -> ExitCode {
 }
 
 /// `lwm2m-client-sim fleet --server coap://HOST:PORT --count N [--profile FILE] [--prefix P]
-/// [--rate R] [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]`: N
-/// devices, one loopback address each, their values drawn from the behaviour profile when
-/// one is given (the flags win over its counterparts); a progress line a second, then they
-/// run until SIGINT (or for `--duration` seconds) and de-register.
+/// [--rate R] [--lifetime S] [--queue-mode] [--awake S] [--sleep S] [--duration S]
+/// [--max-awake N] [--no-park]`: N devices, one loopback address each, their values drawn
+/// from the behaviour profile when one is given (the flags win over its counterparts); a
+/// progress line a second while they start and every ten seconds after, then they run
+/// until SIGINT (or for `--duration` seconds) and de-register. Sleeping queue-mode
+/// devices are parked (`--no-park`: they stay running clients); at most `--max-awake`
+/// run at once.
 const FLEET_USAGE: &str = "usage: lwm2m-client-sim fleet --server coap://HOST:PORT --count N \
 [--profile FILE] [--prefix P] [--rate DEVICES_PER_S] [--lifetime S] [--queue-mode] [--awake S] \
-[--sleep S] [--duration S]
+[--sleep S] [--duration S] [--max-awake N] [--no-park]
 --count, --prefix and --rate may come from the profile instead";
 
 struct FleetArgs {
@@ -341,6 +344,8 @@ struct FleetArgs {
     awake: Option<u64>,
     sleep: Option<u64>,
     duration: Option<u64>,
+    max_awake: Option<usize>,
+    park: bool,
 }
 
 fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
@@ -358,6 +363,8 @@ fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
         awake: None,
         sleep: None,
         duration: None,
+        max_awake: None,
+        park: true,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -377,6 +384,10 @@ fn parse_fleet(args: &[String]) -> Result<FleetArgs, String> {
             "--awake" => a.awake = Some(number("--awake", &value("--awake")?)?),
             "--sleep" => a.sleep = Some(number("--sleep", &value("--sleep")?)?),
             "--duration" => a.duration = Some(number("--duration", &value("--duration")?)?),
+            "--max-awake" => {
+                a.max_awake = Some(number::<usize>("--max-awake", &value("--max-awake")?)?)
+            }
+            "--no-park" => a.park = false,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -426,6 +437,10 @@ fn fleet_config(
         sleep_duration: a.sleep.map(Duration::from_secs),
     };
     cfg.profile = profile.map(std::sync::Arc::new);
+    if let Some(m) = a.max_awake {
+        cfg.max_awake = m;
+    }
+    cfg.park = a.park;
     Ok(cfg)
 }
 
@@ -485,10 +500,15 @@ async fn fleet(args: &[String]) -> ExitCode {
     let line = |p: lwm2m_client_sim::fleet::Progress, elapsed: Duration| {
         let secs = elapsed.as_secs_f64().max(0.001);
         println!(
-            "fleet started={} registered={} failed={} rate={:.0}/s elapsed_ms={}",
+            "fleet started={} registered={} failed={} asleep={} awake={} wakes={} \
+             parked_kib={} rate={:.0}/s elapsed_ms={}",
             p.started,
             p.registered,
             p.failed,
+            p.asleep,
+            p.awake,
+            p.wakes,
+            p.parked_bytes / 1024,
             p.registered as f64 / secs,
             elapsed.as_millis()
         );
@@ -517,15 +537,23 @@ async fn fleet(args: &[String]) -> ExitCode {
     );
 
     let _ = std::io::stdout().flush();
-    match a.duration {
-        Some(s) => {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(s)) => {}
-                _ = sigint.recv() => {}
+    let until = a
+        .duration
+        .and_then(|s| tokio::time::Instant::now().checked_add(Duration::from_secs(s)));
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    every.tick().await;
+    // One pass every ten seconds until the duration is over or SIGINT comes.
+    loop {
+        let over = async {
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
             }
-        }
-        None => {
-            sigint.recv().await;
+        };
+        tokio::select! {
+            () = over => break,
+            _ = sigint.recv() => break,
+            _ = every.tick() => line(fleet.progress(), fleet.started_at.elapsed()),
         }
     }
     let limited = fleet.cells().iter().filter(|c| c.is_limited()).count();

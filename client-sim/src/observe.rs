@@ -99,6 +99,16 @@ impl AttributeStore {
         Ok(())
     }
 
+    /// Whether no attributes are stored (a parked device then keeps none).
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    /// Paths with attributes stored.
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
     /// What is stored at exactly `path`.
     pub fn at(&self, path: &Path) -> Option<&Attributes> {
         self.by_path.get(path)

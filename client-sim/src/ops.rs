@@ -271,30 +271,43 @@ fn composite_capable(f: ContentFormat) -> bool {
     )
 }
 
+/// A device as it starts: its object tree with the initial values, its sensors, its
+/// object 5.
+fn initial(config: &Config) -> Result<(ObjectStore, Device, Firmware), OpError> {
+    let mut hosted = HOSTED_OBJECTS.to_vec();
+    hosted.extend(config.extra_objects.iter().copied());
+    let mut store = ObjectStore::new(crate::store::core_model(), &hosted);
+    let mut device = Device::new(config.profile.clone(), &config.endpoint);
+    let uri = format!("coap://{}", config.server);
+    // /1/0/7 lists the transport and queue mode (`UQ`), whatever `b=` says.
+    let binding = if config.queue_mode { "UQ" } else { "U" };
+    device.populate(
+        &mut store,
+        &uri,
+        &config.endpoint,
+        config.lifetime,
+        config.short_server_id,
+        binding,
+    )?;
+    let dtls_credentials = config.psk.is_some() || config.certificate.is_some();
+    let mut firmware = Firmware::new(
+        config.firmware.clone(),
+        config.profile.update_time,
+        dtls_credentials,
+    );
+    firmware.populate(&mut store)?;
+    Ok((store, device, firmware))
+}
+
+/// The object tree a device with this configuration starts with: what a parked device
+/// keeps is its difference from this tree ([`crate::park`]).
+pub(crate) fn initial_store(config: &Config) -> Result<ObjectStore, OpError> {
+    initial(config).map(|(store, _, _)| store)
+}
+
 impl Core {
     pub fn new(config: Config) -> Result<Core, OpError> {
-        let mut hosted = HOSTED_OBJECTS.to_vec();
-        hosted.extend(config.extra_objects.iter().copied());
-        let mut store = ObjectStore::new(crate::store::core_model(), &hosted);
-        let mut device = Device::new(config.profile.clone(), &config.endpoint);
-        let uri = format!("coap://{}", config.server);
-        // /1/0/7 lists the transport and queue mode (`UQ`), whatever `b=` says.
-        let binding = if config.queue_mode { "UQ" } else { "U" };
-        device.populate(
-            &mut store,
-            &uri,
-            &config.endpoint,
-            config.lifetime,
-            config.short_server_id,
-            binding,
-        )?;
-        let dtls_credentials = config.psk.is_some() || config.certificate.is_some();
-        let mut firmware = Firmware::new(
-            config.firmware.clone(),
-            config.profile.update_time,
-            dtls_credentials,
-        );
-        firmware.populate(&mut store)?;
+        let (store, device, firmware) = initial(&config)?;
         Ok(Core {
             config,
             store,
@@ -357,6 +370,16 @@ impl Core {
             con: self.config.confirmable_notifications,
             ..Effective::default()
         }
+    }
+
+    /// The last Observe sequence number sent: a parked device goes on from it, so that
+    /// the server takes its notifications after the wake as newer (RFC 7641 §4.4).
+    pub(crate) fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    pub(crate) fn set_seq(&mut self, seq: u32) {
+        self.seq = seq & 0x00FF_FFFF;
     }
 
     fn next_seq(&mut self) -> u32 {

@@ -176,7 +176,8 @@ async fn every_acknowledged_registration_of_a_burst_survives_sigkill() {
     assert_eq!(again, addr);
 
     let mut lost = Vec::new();
-    for device in fleet.devices() {
+    for i in 0..fleet.len() {
+        let device = fleet.device(i).await.unwrap();
         let mut events = device.subscribe();
         device.update().await.unwrap();
         let outcome = next_update_outcome(&mut events).await;

@@ -2,15 +2,28 @@
 //! from an address of its own and de-registers when the fleet stops; a fleet from a
 //! behaviour profile reports what the profile drew for each device. And the `bench scale`
 //! command once at a tiny size, so that it cannot rot.
+//!
+//! Parking, against the server in-process (its events say from which address each
+//! Update came and carry every notification's token and sequence number): a sleeping
+//! queue-mode device is parked and wakes with an Update (not a Register) from a new
+//! port, keeping its observation; a device downloading firmware is not parked.
 
 mod http_support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_support::*;
+use lwm2m_client_sim::fleet::{Fleet, FleetConfig};
+use lwm2m_client_sim::Config as ClientConfig;
+use lwm2m_objects::link::Attributes;
+use lwm2m_objects::{Node, Path, Resource, Value};
+use lwm2m_server::config::ServerConfig;
+use lwm2m_server::dm::{DmResponse, Operation, WriteMode};
+use lwm2m_server::runtime::{Server, ServerEvent, ServerHandle};
 use reqwest::{Method, StatusCode};
+use tokio::sync::broadcast;
 
 const DEVICES: usize = 40;
 
@@ -58,6 +71,12 @@ async fn a_fleet_registers_each_device_from_its_own_address_and_leaves() {
     assert!(
         ready.contains(&format!("registered={DEVICES} failed=0")),
         "{ready}"
+    );
+    // The last progress line before it: none in queue mode, so none parked.
+    let last = lines.last().expect("a progress line");
+    assert!(
+        last.contains(&format!("asleep=0 awake={DEVICES} ")),
+        "{last}"
     );
     let page = clients(&api).await;
     assert_eq!(page["total"], DEVICES, "{page}");
@@ -309,4 +328,291 @@ fn the_scale_benchmark_runs_at_a_tiny_size() {
         text.contains("bench scale devices=20 registered=20 listed=20 lost=0"),
         "{text}"
     );
+}
+
+/// The in-process server, told that its devices' awake windows are short.
+fn server(dir: &std::path::Path) -> ServerHandle {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir);
+    config.registry.awake_window = Duration::from_secs(1);
+    Server::start(config).expect("server starts")
+}
+
+/// A queue-mode device that wakes on a new port after every sleep.
+fn sleepy(server: &ServerHandle, awake: Duration, sleep: Duration) -> ClientConfig {
+    let mut c = ClientConfig::new(server.coap_addr(), "x");
+    c.queue_mode = true;
+    c.awake_window = awake;
+    c.sleep_duration = sleep;
+    c.rebind_on_wake = true;
+    c
+}
+
+/// The first server event `pick` takes something from, within [`STEP`] in all; `pick`
+/// may panic at an event that must not come first.
+async fn wait_for<T>(
+    events: &mut broadcast::Receiver<ServerEvent>,
+    what: &str,
+    mut pick: impl FnMut(ServerEvent) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(STEP, async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(e) {
+                        return t;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{what}: the event stream ended: {e}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{what}: not within {STEP:?}"))
+}
+
+/// Polls `what` every 20 ms until it holds, for at most [`STEP`].
+async fn until(what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !holds() {
+        assert!(Instant::now() < deadline, "{what}: not within {STEP:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn battery(n: &DmResponse) -> i64 {
+    match n {
+        DmResponse::Observed {
+            node:
+                Node::Resource(Resource::Single {
+                    value: Value::Integer(v),
+                    ..
+                }),
+            ..
+        } => *v,
+        other => panic!("not a battery level: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_device_wakes_with_an_update_from_a_new_port_and_keeps_its_observation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    let mut events = server.subscribe();
+    let mut template = sleepy(&server, Duration::from_millis(1500), Duration::from_secs(3));
+    // 2 % a second, in steps of a second: the level moves while the device sleeps, by
+    // about 6 % a sleep.
+    template.profile.battery.drain_pct_per_h = Some(7200.0);
+    let mut cfg = FleetConfig::new(template, 1);
+    cfg.prefix = "parked-".into();
+    let fleet = Fleet::start(cfg, |_, _| {}).await.expect("fleet");
+    assert_eq!(fleet.progress().registered, 1);
+    let ep = "parked-0000000";
+    let first = wait_for(&mut events, "registration", |e| match e {
+        ServerEvent::Registered { registration, .. } => Some(registration),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first.endpoint, ep);
+    let observe = Operation::Observe {
+        path: Path::resource(3, 0, 9),
+        attributes: Attributes::default(),
+        format: None,
+    };
+    let observed = server
+        .perform(ep, &observe, STEP)
+        .await
+        .expect("observe while awake");
+    let (mut token, mut seq, mut level) = (None, 0, battery(&observed));
+
+    // Awake: notifications as the battery drains; then the device parks.
+    let deadline = Instant::now() + STEP;
+    while !fleet.is_parked(0) {
+        assert!(Instant::now() < deadline, "the device never parked");
+        let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(20), events.recv()).await else {
+            continue;
+        };
+        match e {
+            ServerEvent::Registered { .. } => panic!("registered again while awake"),
+            ServerEvent::Notification {
+                token: t,
+                sequence,
+                packet,
+                ..
+            } => {
+                let n = server
+                    .read_notification(ep, &observe, &packet)
+                    .await
+                    .expect("a notification of /3/0/9");
+                assert!(
+                    token.get_or_insert_with(|| t.clone()) == &t,
+                    "one observation"
+                );
+                (seq, level) = (sequence, battery(&n));
+            }
+            _ => {}
+        }
+    }
+    let token = token.expect("a notification before the device slept");
+    let (kept, location) = fleet
+        .inspect_parked(0, |p| (p.observations(), p.location().to_string()))
+        .expect("parked");
+    assert_eq!(kept, 1, "the parked record keeps the observation");
+    assert_eq!(location, format!("/rd/{}", first.id));
+    let p = fleet.progress();
+    assert_eq!((p.asleep, p.awake), (1, 0), "{p:?}");
+
+    // Its wake: an Update of the same registration from a new port, nothing before it.
+    let woke = wait_for(&mut events, "the wake's Update", |e| match e {
+        ServerEvent::Updated { registration, .. } => Some(registration),
+        ServerEvent::Registered { .. } => panic!("a parked device must not register again"),
+        ServerEvent::Notification { .. } => panic!("a notification while parked"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(woke.id, first.id, "the same registration");
+    assert_eq!(woke.peer.ip(), first.peer.ip(), "the device's own address");
+    assert_ne!(
+        woke.peer.port(),
+        first.peer.port(),
+        "a new port after the sleep"
+    );
+    assert!(fleet.progress().wakes >= 1);
+
+    // What changed while it slept is notified now, under the same token, newer.
+    let (sequence, packet) = wait_for(&mut events, "a notification after the wake", |e| match e {
+        ServerEvent::Notification {
+            token: t,
+            sequence,
+            packet,
+            ..
+        } => {
+            assert_eq!(t, token, "the observation's token");
+            Some((sequence, packet))
+        }
+        ServerEvent::Registered { .. } => panic!("registered again"),
+        _ => None,
+    })
+    .await;
+    assert!(sequence > seq, "sequence {sequence} after {seq}");
+    let after = battery(
+        &server
+            .read_notification(ep, &observe, &packet)
+            .await
+            .expect("a notification of /3/0/9"),
+    );
+    // Awake, at most one step of 2 % can go unnotified before the park; the sleep of
+    // 3 s drains about 6 % more.
+    assert!(
+        after <= level - 4,
+        "{after} % after {level} %: it drained while asleep"
+    );
+
+    fleet.shutdown(4).await;
+    let gone = wait_for(&mut events, "de-registration", |e| match e {
+        ServerEvent::Deregistered { registration } => Some(registration),
+        _ => None,
+    })
+    .await;
+    assert_eq!(gone.id, first.id);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_device_downloading_firmware_does_not_park() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    let mut events = server.subscribe();
+    // A package server that accepts and never answers: the download stays in progress
+    // until the connections are dropped.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let uri = format!("http://{}/fw.bin", listener.local_addr().expect("address"));
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let holder = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    c = listener.accept() => {
+                        if let Ok((conn, _)) = c {
+                            held.push(conn);
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    _ = &mut stopped => return,
+                }
+            }
+        })
+    };
+    let (awake, sleep) = (Duration::from_millis(800), Duration::from_secs(1));
+    let mut template = sleepy(&server, awake, sleep);
+    template.firmware.http_timeout = Duration::from_secs(60);
+    template.firmware.retries = 0;
+    let mut cfg = FleetConfig::new(template, 1);
+    cfg.prefix = "fw-park-".into();
+    let fleet = Fleet::start(cfg, |_, _| {}).await.expect("fleet");
+    let ep = "fw-park-0000000";
+    // Idle, it parks.
+    until("the idle device parks", || fleet.is_parked(0)).await;
+
+    // Woken for the write; the server hears its Update, then writes the Package URI.
+    let device = fleet.device(0).await.expect("the device, woken");
+    let woke = wait_for(&mut events, "the wake's Update", |e| match e {
+        ServerEvent::Updated { registration, .. } => Some(registration),
+        _ => None,
+    })
+    .await;
+    assert_eq!(woke.endpoint, ep);
+    let write = Operation::Write {
+        path: Path::resource(5, 0, 1),
+        node: Node::Resource(Resource::Single {
+            id: 1,
+            value: Value::String(uri),
+        }),
+        mode: WriteMode::Replace,
+        format: None,
+    };
+    server
+        .perform(ep, &write, STEP)
+        .await
+        .expect("Package URI written");
+    until("the download connects", || {
+        accepted.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+
+    // Several awake windows and sleeps later it still runs, downloading.
+    let watch = Instant::now();
+    while watch.elapsed() < 3 * (awake + sleep) {
+        assert!(!fleet.is_parked(0), "parked in the middle of a download");
+        let p = fleet.progress();
+        assert_eq!((p.asleep, p.awake), (0, 1), "{p:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = device
+        .read(Path::resource(5, 0, 3))
+        .await
+        .expect("the same client still runs");
+    assert_eq!(
+        state,
+        Node::Resource(Resource::Single {
+            id: 3,
+            value: Value::Integer(1)
+        }),
+        "Downloading"
+    );
+
+    // The package server goes away: the download fails, and the device parks again.
+    let _ = stop.send(());
+    let _ = holder.await;
+    until("the device parks once the download is over", || {
+        fleet.is_parked(0)
+    })
+    .await;
+    fleet.shutdown(4).await;
+    server.shutdown().await;
 }

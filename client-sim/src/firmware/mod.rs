@@ -338,6 +338,15 @@ fn p(r: u16) -> Path {
     Path::resource(5, 0, r)
 }
 
+/// Object 5 of a parked device: Idle or Downloaded, and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FirmwareMemory {
+    pub(crate) downloaded: bool,
+    pub(crate) result: UpdateResult,
+    /// What the Downloaded image is (version and size).
+    pub(crate) package: Option<PackageInfo>,
+}
+
 /// The firmware update state machine of one device.
 #[derive(Debug, Clone)]
 pub struct Firmware {
@@ -680,6 +689,37 @@ impl Firmware {
             _ => String::new(),
         };
         Some(DeviceNote::FirmwareUpdated(shown))
+    }
+
+    /// What a parked device keeps of object 5 ([`crate::park`]), or `None` while the
+    /// state machine has work of its own: a download running (or about to be started
+    /// or stopped by the driver), an installation under way, changes not yet reported.
+    /// A Downloaded image keeps its [`PackageInfo`] only: installing needs no more of
+    /// it, and a parked device must not hold a package's bytes.
+    pub(crate) fn memory(&self) -> Option<FirmwareMemory> {
+        let quiet = self.commands.is_empty() && self.changes.is_empty();
+        let resting = match self.state {
+            FwState::Idle => true,
+            FwState::Downloaded => self.package.is_some(),
+            FwState::Downloading | FwState::Updating => false,
+        };
+        (quiet && resting && self.update_due.is_none()).then(|| FirmwareMemory {
+            downloaded: self.state == FwState::Downloaded,
+            result: self.result,
+            package: self.package.clone(),
+        })
+    }
+
+    /// Takes the state a parked device kept; its values in /5/0 come back with the rest
+    /// of the object tree.
+    pub(crate) fn restore(&mut self, m: FirmwareMemory) {
+        self.state = if m.downloaded {
+            FwState::Downloaded
+        } else {
+            FwState::Idle
+        };
+        self.result = m.result;
+        self.package = m.package;
     }
 
     pub(crate) fn take_commands(&mut self) -> Vec<FwCommand> {
