@@ -500,7 +500,7 @@ async fn fleet(args: &[String]) -> ExitCode {
     let line = |p: lwm2m_client_sim::fleet::Progress, elapsed: Duration| {
         let secs = elapsed.as_secs_f64().max(0.001);
         println!(
-            "fleet started={} registered={} failed={} asleep={} awake={} wakes={} \
+            "fleet started={} registered={} failed={} asleep={} awake={} wakes={} lost={} \
              parked_kib={} rate={:.0}/s elapsed_ms={}",
             p.started,
             p.registered,
@@ -508,6 +508,7 @@ async fn fleet(args: &[String]) -> ExitCode {
             p.asleep,
             p.awake,
             p.wakes,
+            p.lost,
             p.parked_bytes / 1024,
             p.registered as f64 / secs,
             elapsed.as_millis()
