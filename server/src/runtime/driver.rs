@@ -1228,6 +1228,12 @@ impl Driver {
         outcome: Result<Packet, RequestError>,
         token: Vec<u8>,
     ) {
+        // A caller told "done" must find it stored (an observation persisted on its first
+        // answer, a queued request removed): the pass's group is committed first, and
+        // what the pass writes after this is committed as it goes.
+        if let Err(e) = self.store.sync() {
+            tracing::error!(error = %e, "store commit failed before an answer to a caller");
+        }
         match reply {
             Some(tx) => {
                 let _ = tx.send(outcome.map(|packet| Reply { packet, token }));
