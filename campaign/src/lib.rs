@@ -1,0 +1,1 @@
+//! Firmware campaign scheduling (no I/O).
