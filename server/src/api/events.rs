@@ -76,6 +76,11 @@ pub fn spawn_translator(state: ApiState) {
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             };
+            // A listener sees only what is sent after it subscribed: with none, the
+            // translation (a JSON document per event) would be thrown away.
+            if tx.receiver_count() == 0 {
+                continue;
+            }
             if let Some(e) = translate(&state, event).await {
                 let _ = tx.send(e);
             }

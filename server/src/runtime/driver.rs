@@ -37,7 +37,7 @@ use crate::store::Store;
 /// read cannot turn into a different, valid message.
 const RECV_BUFFER: usize = 65_535;
 /// Datagrams taken from the plain socket in one pass (one store sync for all of them).
-const RECV_BATCH: usize = 64;
+const RECV_BATCH: usize = 256;
 
 /// What a registration looked like before the request that changed it.
 struct Before {
@@ -129,6 +129,7 @@ pub(super) struct Driver {
     retransmissions_counted: u64,
     /// Packages served at `/fw/{token}`.
     firmware: Arc<crate::firmware::Firmware>,
+    formatted: persist::FormattedObjects,
 }
 
 impl Driver {
@@ -159,6 +160,7 @@ impl Driver {
             by_peer: HashMap::new(),
             metrics,
             retransmissions_counted: 0,
+            formatted: persist::FormattedObjects::default(),
             firmware,
         }
     }
@@ -780,10 +782,11 @@ impl Driver {
                 let Some(reg) = self.registry.get(&r.id).cloned() else {
                     return;
                 };
-                if let Err(e) = self
-                    .store
-                    .replace_registration(&persist::to_stored(&reg, &self.clock))
-                {
+                if let Err(e) = self.store.replace_registration(&persist::to_stored(
+                    &reg,
+                    &self.clock,
+                    &mut self.formatted,
+                )) {
                     tracing::error!(error = %e, endpoint = %reg.endpoint, "registration not persisted");
                     if let Ok(removed) = self.registry.deregister(&reg.id, now) {
                         self.fail_all(removed.dropped, RequestError::Store(e.to_string()));
@@ -825,10 +828,11 @@ impl Driver {
                 let Some(reg) = self.registry.get(&u.id).cloned() else {
                     return;
                 };
-                if let Err(e) = self
-                    .store
-                    .put_registration(&persist::to_stored(&reg, &self.clock))
-                {
+                if let Err(e) = self.store.put_registration(&persist::to_stored(
+                    &reg,
+                    &self.clock,
+                    &mut self.formatted,
+                )) {
                     // The Update holds in memory; a crash before the next one costs
                     // at most the lifetime refresh.
                     tracing::error!(error = %e, id = %reg.id, "update not persisted");

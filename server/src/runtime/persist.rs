@@ -2,6 +2,8 @@
 //! store's records (Unix milliseconds, plain fields). The store must speak wall-clock time
 //! because an `Instant` means nothing to the next process.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
@@ -57,7 +59,37 @@ impl Clock {
     }
 }
 
-pub fn to_stored(reg: &Registration, clock: &Clock) -> StoredRegistration {
+/// The link-format text of the object lists stored last. Registrations share their object
+/// lists (a fleet sends a handful of distinct ones), so each list is formatted once here
+/// rather than on every Register and Update, where the formatting cost as much as a third
+/// of a store insert.
+#[derive(Debug, Default)]
+pub struct FormattedObjects {
+    recent: VecDeque<(Arc<RegistrationPayload>, String)>,
+}
+
+/// Lists kept formatted; a miss costs one formatting.
+const FORMATTED_OBJECTS: usize = 8;
+
+impl FormattedObjects {
+    pub fn get(&mut self, objects: &Arc<RegistrationPayload>) -> String {
+        if let Some((_, text)) = self.recent.iter().find(|(o, _)| Arc::ptr_eq(o, objects)) {
+            return text.clone();
+        }
+        let text = objects.format();
+        if self.recent.len() == FORMATTED_OBJECTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((objects.clone(), text.clone()));
+        text
+    }
+}
+
+pub fn to_stored(
+    reg: &Registration,
+    clock: &Clock,
+    formatted: &mut FormattedObjects,
+) -> StoredRegistration {
     StoredRegistration {
         id: reg.id.clone(),
         endpoint: reg.endpoint.clone(),
@@ -67,7 +99,7 @@ pub fn to_stored(reg: &Registration, clock: &Clock) -> StoredRegistration {
         queue_mode: reg.queue_mode,
         sms: reg.sms.clone(),
         root_path: reg.objects.root_path.clone(),
-        objects_link_format: reg.objects.format(),
+        objects_link_format: formatted.get(&reg.objects),
         peer: reg.peer,
         registered_at_unix_ms: clock.unix_ms(reg.registered_at),
         last_update_unix_ms: clock.unix_ms(reg.refreshed_at),
@@ -303,7 +335,11 @@ mod tests {
             registered_at: now,
             refreshed_at: now + Duration::from_secs(5),
         };
-        let back = from_stored(&to_stored(&reg, &clock), &clock).expect("restore");
+        let back = from_stored(
+            &to_stored(&reg, &clock, &mut FormattedObjects::default()),
+            &clock,
+        )
+        .expect("restore");
         assert_eq!(back.objects, reg.objects);
         assert_eq!(back.transport, Transport::Dtls);
         assert_eq!(

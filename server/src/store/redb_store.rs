@@ -108,10 +108,10 @@ impl RedbStore {
             open: Mutex::new(None),
         };
         store.write(|t| {
-            let found = t.meta.get(SCHEMA_KEY)?.map(|v| v.value());
+            let found = t.meta()?.get(SCHEMA_KEY)?.map(|v| v.value());
             match found {
                 None => {
-                    t.meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                    t.meta()?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(found) => {
@@ -121,7 +121,9 @@ impl RedbStore {
                     })
                 }
             }
-            Ok(())
+            // Writes open their tables lazily and readers expect every table to exist:
+            // each one is created here.
+            t.open_all()
         })?;
         Ok(store)
     }
@@ -189,77 +191,124 @@ impl RedbStore {
     }
 }
 
-/// All tables of one write transaction, opened once so helpers can use several together.
+/// The tables of one write transaction, each opened on first use and kept open until the
+/// write is done, so helpers can use several together. Opening is lazy because a write
+/// touches a few of them and each open (and close) is a lookup (and an update) in redb's
+/// table of tables: opening all of them cost a registration more than its own inserts.
 struct Tables<'txn> {
-    meta: Table<'txn, &'static str, u64>,
-    regs: Table<'txn, &'static str, &'static [u8]>,
-    regs_by_ep: Table<'txn, &'static str, &'static str>,
-    regs_by_expiry: Table<'txn, (u64, &'static str), ()>,
-    obs: Table<'txn, &'static [u8], &'static [u8]>,
-    obs_by_reg: Table<'txn, (&'static str, &'static [u8]), ()>,
-    queue: Table<'txn, (&'static str, u64), &'static [u8]>,
-    sec: Table<'txn, &'static str, &'static [u8]>,
-    sec_by_psk: Table<'txn, &'static [u8], &'static str>,
+    txn: &'txn WriteTransaction,
+    meta: Option<Table<'txn, &'static str, u64>>,
+    regs: Option<Table<'txn, &'static str, &'static [u8]>>,
+    regs_by_ep: Option<Table<'txn, &'static str, &'static str>>,
+    regs_by_expiry: Option<Table<'txn, (u64, &'static str), ()>>,
+    obs: Option<Table<'txn, &'static [u8], &'static [u8]>>,
+    obs_by_reg: Option<Table<'txn, (&'static str, &'static [u8]), ()>>,
+    queue: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
+    sec: Option<Table<'txn, &'static str, &'static [u8]>>,
+    sec_by_psk: Option<Table<'txn, &'static [u8], &'static str>>,
+}
+
+/// One accessor per table: opens it on first use.
+macro_rules! table_accessors {
+    ($($name:ident: $def:ident => $k:ty, $v:ty;)*) => {
+        $(
+            fn $name(&mut self) -> Result<&mut Table<'txn, $k, $v>, StoreError> {
+                let txn = self.txn;
+                Ok(match &mut self.$name {
+                    Some(table) => table,
+                    slot => slot.insert(txn.open_table($def)?),
+                })
+            }
+        )*
+    };
 }
 
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Tables {
-            meta: txn.open_table(META)?,
-            regs: txn.open_table(REGS)?,
-            regs_by_ep: txn.open_table(REGS_BY_EP)?,
-            regs_by_expiry: txn.open_table(REGS_BY_EXPIRY)?,
-            obs: txn.open_table(OBS)?,
-            obs_by_reg: txn.open_table(OBS_BY_REG)?,
-            queue: txn.open_table(QUEUE)?,
-            sec: txn.open_table(SEC)?,
-            sec_by_psk: txn.open_table(SEC_BY_PSK)?,
+            txn,
+            meta: None,
+            regs: None,
+            regs_by_ep: None,
+            regs_by_expiry: None,
+            obs: None,
+            obs_by_reg: None,
+            queue: None,
+            sec: None,
+            sec_by_psk: None,
         })
+    }
+
+    fn open_all(&mut self) -> Result<(), StoreError> {
+        self.meta()?;
+        self.regs()?;
+        self.regs_by_ep()?;
+        self.regs_by_expiry()?;
+        self.obs()?;
+        self.obs_by_reg()?;
+        self.queue()?;
+        self.sec()?;
+        self.sec_by_psk()?;
+        Ok(())
+    }
+
+    table_accessors! {
+        meta: META => &'static str, u64;
+        regs: REGS => &'static str, &'static [u8];
+        regs_by_ep: REGS_BY_EP => &'static str, &'static str;
+        regs_by_expiry: REGS_BY_EXPIRY => (u64, &'static str), ();
+        obs: OBS => &'static [u8], &'static [u8];
+        obs_by_reg: OBS_BY_REG => (&'static str, &'static [u8]), ();
+        queue: QUEUE => (&'static str, u64), &'static [u8];
+        sec: SEC => &'static str, &'static [u8];
+        sec_by_psk: SEC_BY_PSK => &'static [u8], &'static str;
     }
 
     fn put_security(&mut self, sec: &StoredSecurity) -> Result<Option<StoredSecurity>, StoreError> {
         let endpoint = sec.endpoint.as_str();
         if let Some(id) = sec.psk_identity.as_deref() {
-            if let Some(holder) = self.sec_by_psk.get(id)? {
+            if let Some(holder) = self.sec_by_psk()?.get(id)? {
                 if holder.value() != endpoint {
                     return Err(StoreError::IdentityTaken(holder.value().to_owned()));
                 }
             }
         }
-        let old = get_security(&self.sec, endpoint)?;
+        let old = get_security(&*self.sec()?, endpoint)?;
         if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.as_deref()) {
-            self.sec_by_psk.remove(id)?;
+            self.sec_by_psk()?.remove(id)?;
         }
-        self.sec.insert(endpoint, encode_security(sec).as_slice())?;
+        self.sec()?
+            .insert(endpoint, encode_security(sec).as_slice())?;
         if let Some(id) = sec.psk_identity.as_deref() {
-            self.sec_by_psk.insert(id, endpoint)?;
+            self.sec_by_psk()?.insert(id, endpoint)?;
         }
         Ok(old)
     }
 
     fn insert_registration(&mut self, reg: &StoredRegistration) -> Result<(), StoreError> {
-        self.regs
+        self.regs()?
             .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
-        self.regs_by_ep
+        self.regs_by_ep()?
             .insert(reg.endpoint.as_str(), reg.id.as_str())?;
-        self.regs_by_expiry
+        self.regs_by_expiry()?
             .insert((reg.expires_at_unix_ms(), reg.id.as_str()), ())?;
         Ok(())
     }
 
     /// Removes the registration and its index entries, but not its observations.
     fn unlink_registration(&mut self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
-        let Some(old) = get_registration(&self.regs, id)? else {
+        let Some(old) = get_registration(&*self.regs()?, id)? else {
             return Ok(None);
         };
-        self.regs.remove(id)?;
-        self.regs_by_expiry.remove((old.expires_at_unix_ms(), id))?;
+        self.regs()?.remove(id)?;
+        self.regs_by_expiry()?
+            .remove((old.expires_at_unix_ms(), id))?;
         let points_here = self
-            .regs_by_ep
+            .regs_by_ep()?
             .get(old.endpoint.as_str())?
             .is_some_and(|v| v.value() == id);
         if points_here {
-            self.regs_by_ep.remove(old.endpoint.as_str())?;
+            self.regs_by_ep()?.remove(old.endpoint.as_str())?;
         }
         Ok(Some(old))
     }
@@ -273,14 +322,14 @@ impl<'txn> Tables<'txn> {
     }
 
     fn remove_observations_of(&mut self, id: &str) -> Result<Vec<StoredObservation>, StoreError> {
-        let tokens = tokens_of(&self.obs_by_reg, id)?;
+        let tokens = tokens_of(&*self.obs_by_reg()?, id)?;
         let mut out = Vec::with_capacity(tokens.len());
         for token in tokens {
-            self.obs_by_reg.remove((id, token.as_slice()))?;
-            if let Some(o) = get_observation(&self.obs, &token)? {
+            self.obs_by_reg()?.remove((id, token.as_slice()))?;
+            if let Some(o) = get_observation(&*self.obs()?, &token)? {
                 out.push(o);
             }
-            self.obs.remove(token.as_slice())?;
+            self.obs()?.remove(token.as_slice())?;
         }
         Ok(out)
     }
@@ -405,7 +454,7 @@ impl Store for RedbStore {
         check_registration(reg)?;
         let max = self.limits.max_registrations;
         self.write(|t| {
-            if let Some(existing) = t.regs_by_ep.get(reg.endpoint.as_str())? {
+            if let Some(existing) = t.regs_by_ep()?.get(reg.endpoint.as_str())? {
                 let existing = existing.value();
                 if existing != reg.id {
                     return Err(StoreError::EndpointTaken {
@@ -414,8 +463,8 @@ impl Store for RedbStore {
                     });
                 }
             }
-            let known = t.regs.get(reg.id.as_str())?.is_some();
-            if !known && t.regs.len()? >= max {
+            let known = t.regs()?.get(reg.id.as_str())?.is_some();
+            if !known && t.regs()?.len()? >= max {
                 return Err(StoreError::Full {
                     table: REGS_NAME,
                     limit: max,
@@ -434,15 +483,15 @@ impl Store for RedbStore {
         let max = self.limits.max_registrations;
         self.write(|t| {
             let old_id = t
-                .regs_by_ep
+                .regs_by_ep()?
                 .get(reg.endpoint.as_str())?
                 .map(|v| v.value().to_owned());
             let old_known = match &old_id {
-                Some(id) => t.regs.get(id.as_str())?.is_some(),
+                Some(id) => t.regs()?.get(id.as_str())?.is_some(),
                 None => false,
             };
-            let same_known = t.regs.get(reg.id.as_str())?.is_some();
-            if !old_known && !same_known && t.regs.len()? >= max {
+            let same_known = t.regs()?.get(reg.id.as_str())?.is_some();
+            if !old_known && !same_known && t.regs()?.len()? >= max {
                 return Err(StoreError::Full {
                     table: REGS_NAME,
                     limit: max,
@@ -504,8 +553,8 @@ impl Store for RedbStore {
         self.write(|t| {
             // Expired means expires_at <= now: every index key below (now + 1, "").
             let range = match now_unix_ms.checked_add(1) {
-                Some(end) => t.regs_by_expiry.range(..(end, ""))?,
-                None => t.regs_by_expiry.iter()?,
+                Some(end) => t.regs_by_expiry()?.range(..(end, ""))?,
+                None => t.regs_by_expiry()?.iter()?,
             };
             let mut ids = Vec::new();
             for item in range {
@@ -526,15 +575,15 @@ impl Store for RedbStore {
         check_observation(obs)?;
         let max = self.limits.max_observations;
         self.write(|t| {
-            if t.regs.get(obs.registration_id.as_str())?.is_none() {
+            if t.regs()?.get(obs.registration_id.as_str())?.is_none() {
                 return Err(StoreError::UnknownRegistration(obs.registration_id.clone()));
             }
             let token = obs.token.as_slice();
             // An overwrite may move the token to another registration: drop the old link.
-            let previous = t.obs.get(token)?.map(|v| decode_observation(v.value()));
+            let previous = t.obs()?.get(token)?.map(|v| decode_observation(v.value()));
             match previous {
                 Some(Ok(prev)) => {
-                    t.obs_by_reg
+                    t.obs_by_reg()?
                         .remove((prev.registration_id.as_str(), token))?;
                 }
                 Some(Err(source)) => {
@@ -545,7 +594,7 @@ impl Store for RedbStore {
                     })
                 }
                 None => {
-                    if t.obs.len()? >= max {
+                    if t.obs()?.len()? >= max {
                         return Err(StoreError::Full {
                             table: OBS_NAME,
                             limit: max,
@@ -553,8 +602,8 @@ impl Store for RedbStore {
                     }
                 }
             }
-            t.obs.insert(token, encode_observation(obs).as_slice())?;
-            t.obs_by_reg
+            t.obs()?.insert(token, encode_observation(obs).as_slice())?;
+            t.obs_by_reg()?
                 .insert((obs.registration_id.as_str(), token), ())?;
             Ok(())
         })
@@ -569,11 +618,12 @@ impl Store for RedbStore {
     fn delete_observation(&self, token: &[u8]) -> Result<Option<StoredObservation>, StoreError> {
         check_token(token)?;
         self.write(|t| {
-            let Some(o) = get_observation(&t.obs, token)? else {
+            let Some(o) = get_observation(&*t.obs()?, token)? else {
                 return Ok(None);
             };
-            t.obs.remove(token)?;
-            t.obs_by_reg.remove((o.registration_id.as_str(), token))?;
+            t.obs()?.remove(token)?;
+            t.obs_by_reg()?
+                .remove((o.registration_id.as_str(), token))?;
             Ok(Some(o))
         })
     }
@@ -623,21 +673,21 @@ impl Store for RedbStore {
         let max = self.limits.max_queued_per_endpoint;
         self.write(|t| {
             let endpoint = req.endpoint.as_str();
-            if queue_count(&t.queue, endpoint)? >= max {
+            if queue_count(&*t.queue()?, endpoint)? >= max {
                 return Err(StoreError::QueueFull {
                     endpoint: req.endpoint.clone(),
                     limit: max,
                 });
             }
-            let seq = t.meta.get(NEXT_SEQ_KEY)?.map_or(0, |v| v.value());
+            let seq = t.meta()?.get(NEXT_SEQ_KEY)?.map_or(0, |v| v.value());
             let next = seq.checked_add(1).ok_or(StoreError::Full {
                 table: QUEUE_NAME,
                 limit: u64::MAX,
             })?;
-            t.meta.insert(NEXT_SEQ_KEY, next)?;
+            t.meta()?.insert(NEXT_SEQ_KEY, next)?;
             let mut stored = req.clone();
             stored.seq = seq;
-            t.queue
+            t.queue()?
                 .insert((endpoint, seq), encode_queued(&stored).as_slice())?;
             Ok(seq)
         })
@@ -650,23 +700,23 @@ impl Store for RedbStore {
 
     fn pop_queue(&self, endpoint: &str) -> Result<Option<QueuedRequest>, StoreError> {
         self.write(|t| {
-            let Some(first) = queue_of(&t.queue, endpoint, 1)?.into_iter().next() else {
+            let Some(first) = queue_of(&*t.queue()?, endpoint, 1)?.into_iter().next() else {
                 return Ok(None);
             };
-            t.queue.remove((endpoint, first.seq))?;
+            t.queue()?.remove((endpoint, first.seq))?;
             Ok(Some(first))
         })
     }
 
     fn remove_queued(&self, endpoint: &str, seq: u64) -> Result<Option<QueuedRequest>, StoreError> {
         self.write(|t| {
-            let found = match t.queue.get((endpoint, seq))? {
+            let found = match t.queue()?.get((endpoint, seq))? {
                 None => return Ok(None),
                 Some(v) => {
                     decode_queued(v.value()).map_err(|e| queued_corrupt(endpoint, seq, e))?
                 }
             };
-            t.queue.remove((endpoint, seq))?;
+            t.queue()?.remove((endpoint, seq))?;
             Ok(Some(found))
         })
     }
@@ -679,12 +729,12 @@ impl Store for RedbStore {
     fn clear_queue(&self, endpoint: &str) -> Result<u64, StoreError> {
         self.write(|t| {
             let mut seqs = Vec::new();
-            for item in t.queue.range((endpoint, 0u64)..=(endpoint, u64::MAX))? {
+            for item in t.queue()?.range((endpoint, 0u64)..=(endpoint, u64::MAX))? {
                 let (k, _) = item?;
                 seqs.push(k.value().1);
             }
             for seq in &seqs {
-                t.queue.remove((endpoint, *seq))?;
+                t.queue()?.remove((endpoint, *seq))?;
             }
             Ok(seqs.len() as u64)
         })
@@ -695,7 +745,7 @@ impl Store for RedbStore {
             // A full scan: the queue holds at most max_queued_per_endpoint per sleeping
             // device and is swept rarely, so an expiry index would cost more than it saves.
             let mut expired = Vec::new();
-            for item in t.queue.iter()? {
+            for item in t.queue()?.iter()? {
                 let (k, v) = item?;
                 let (endpoint, seq) = k.value();
                 let q = decode_queued(v.value()).map_err(|e| queued_corrupt(endpoint, seq, e))?;
@@ -704,7 +754,7 @@ impl Store for RedbStore {
                 }
             }
             for q in &expired {
-                t.queue.remove((q.endpoint.as_str(), q.seq))?;
+                t.queue()?.remove((q.endpoint.as_str(), q.seq))?;
             }
             Ok(expired)
         })
@@ -742,12 +792,12 @@ impl Store for RedbStore {
 
     fn delete_security(&self, endpoint: &str) -> Result<Option<StoredSecurity>, StoreError> {
         self.write(|t| {
-            let old = get_security(&t.sec, endpoint)?;
+            let old = get_security(&*t.sec()?, endpoint)?;
             if old.is_some() {
-                t.sec.remove(endpoint)?;
+                t.sec()?.remove(endpoint)?;
             }
             if let Some(id) = old.as_ref().and_then(|o| o.psk_identity.as_deref()) {
-                t.sec_by_psk.remove(id)?;
+                t.sec_by_psk()?.remove(id)?;
             }
             Ok(old)
         })
