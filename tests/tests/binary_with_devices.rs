@@ -147,7 +147,7 @@ async fn devices_stay_registered_across_sigkill_of_the_binary() {
     }
 }
 
-/// Group commit: the binary takes up to 64 datagrams per pass and answers them after one
+/// Group commit: the binary takes up to 256 datagrams per pass and answers them after one
 /// store sync. A burst of devices started at once makes such batches, and a SIGKILL right
 /// after the last 2.01 must still find every acknowledged registration. (What the sync
 /// adds, durability past a power cut, a SIGKILL cannot show: the store's unit tests check
