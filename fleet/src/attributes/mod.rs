@@ -1,0 +1,623 @@
+//! Everything the server knows about one device, in the shape campaigns and
+//! dynamic groups target by.
+//!
+//! Attributes come from four places: the object tree the device reports
+//! (`/3` device, `/4` connectivity, `/5` firmware update, `/6` location, see
+//! [`Attributes::apply`]), the registration (LwM2M version, objects), the
+//! server's view of the session (online, awake, queue mode, last seen) and
+//! the operator (billing, rate plan, home network, labels; see
+//! [`ExternalPatch`]). Some are derived: the bearer's kind, `has_wifi`,
+//! `on_mains`, `roaming` and `region`; they are recomputed whenever what they
+//! derive from changes, so they are always as current as their inputs.
+//!
+//! Every mutation returns the [`Changed`] set of attributes whose value moved,
+//! derived ones included, which is what keeps groups current incrementally.
+//!
+//! A million of these live in memory, so the layout is compact: strings that
+//! repeat across the fleet are shared through an [`Interner`], lists are
+//! exact-size boxed slices, and what devices send is bounded (strings cut at
+//! [`MAX_DEVICE_STRING`] bytes, at most [`MAX_OBJECTS`] objects and
+//! [`MAX_INSTANCES`] instances of a multi-instance resource; more are
+//! ignored).
+
+mod apply;
+mod external;
+mod json;
+pub mod network;
+
+use std::sync::Arc;
+
+pub use external::{
+    ExternalError, ExternalPatch, MAX_EXTERNAL_STRING, MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE,
+};
+pub use network::{BearerKind, HomeNetwork, HomeNetworkError};
+
+use crate::changed::{Attr, Changed};
+use crate::intern::Interner;
+use crate::regions::Regions;
+
+/// Longest string kept from a device, in bytes; longer ones are cut at a
+/// character boundary.
+pub const MAX_DEVICE_STRING: usize = 256;
+/// Most supported objects kept from a registration.
+pub const MAX_OBJECTS: usize = 256;
+/// Most instances kept of one multi-instance resource.
+pub const MAX_INSTANCES: usize = 16;
+/// Longest endpoint name, in bytes.
+pub const MAX_ENDPOINT: usize = 256;
+
+/// Why an endpoint name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint name must not be empty")]
+    Empty,
+    #[error("endpoint name is longer than {MAX_ENDPOINT} bytes")]
+    TooLong,
+}
+
+/// What the rest of the fleet contributes to a device's derived attributes:
+/// the operator's regions, the fleet-wide home networks, and a table of
+/// shared strings. The default has none of them: no region is ever found,
+/// only a device's own `home_network` decides roaming, nothing is shared.
+#[derive(Default)]
+pub struct FleetContext<'a> {
+    pub regions: Option<&'a Regions>,
+    pub home_networks: &'a [HomeNetwork],
+    pub interner: Option<&'a mut Interner>,
+}
+
+impl FleetContext<'_> {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        match self.interner.as_deref_mut() {
+            Some(i) => i.intern(s),
+            None => Arc::from(s),
+        }
+    }
+}
+
+/// One power source of /3/0/6, with its voltage from /3/0/7 (same resource
+/// instance id) when reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerSource {
+    pub instance: u16,
+    /// 0 DC, 1 internal battery, 2 external battery, 3 fuel cell, 4 PoE,
+    /// 5 USB, 6 AC mains, 7 solar.
+    pub source: Option<u8>,
+    pub voltage_mv: Option<i64>,
+}
+
+impl PowerSource {
+    /// Mains-like sources: DC, PoE, USB, AC mains.
+    pub fn is_mains(&self) -> bool {
+        matches!(self.source, Some(0 | 4 | 5 | 6))
+    }
+
+    /// Present and, when its voltage is known, delivering.
+    pub fn is_available(&self) -> bool {
+        self.source.is_some() && self.voltage_mv.is_none_or(|v| v > 0)
+    }
+}
+
+/// Everything known about one device; `None` where unknown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attributes {
+    endpoint: Arc<str>,
+
+    manufacturer: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    serial: Option<Box<str>>,
+    firmware: Option<Arc<str>>,
+    hardware: Option<Arc<str>>,
+    software: Option<Arc<str>>,
+    device_type: Option<Arc<str>>,
+    lwm2m_version: Option<Arc<str>>,
+    /// Sorted by object id.
+    objects: Box<[(u16, Arc<str>)]>,
+    /// (resource instance, protocol), sorted by instance.
+    protocols: Box<[(u16, u8)]>,
+    delivery: Option<u8>,
+
+    online: Option<bool>,
+    awake: Option<bool>,
+    queue_mode: Option<bool>,
+    next_wake_unix_ms: Option<i64>,
+    last_seen_unix_ms: Option<i64>,
+
+    bearer_code: Option<u8>,
+    /// (resource instance, bearer), sorted by instance.
+    available_bearers: Box<[(u16, u8)]>,
+    signal_dbm: Option<i32>,
+    link_quality: Option<i32>,
+    cell_id: Option<i64>,
+    mnc: Option<u16>,
+    mcc: Option<u16>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    region: Option<Arc<str>>,
+    battery: Option<u8>,
+    /// Sorted by instance.
+    power_sources: Box<[PowerSource]>,
+    roaming: bool,
+
+    home_network: Option<HomeNetwork>,
+    billing: Option<Arc<str>>,
+    rate_plan: Option<Arc<str>>,
+    /// Sorted by key.
+    labels: Labels,
+}
+
+/// Operator labels as stored: (key, value), sorted by key.
+type Labels = Box<[(Box<str>, Box<str>)]>;
+
+/// The attributes computed from others, compared before and after a change.
+#[derive(PartialEq, Clone, Copy)]
+struct Derived {
+    bearer: Option<BearerKind>,
+    has_wifi: Option<bool>,
+    on_mains: Option<bool>,
+}
+
+impl Attributes {
+    /// A device known by name only.
+    pub fn new(endpoint: &str) -> Result<Attributes, EndpointError> {
+        if endpoint.is_empty() {
+            return Err(EndpointError::Empty);
+        }
+        if endpoint.len() > MAX_ENDPOINT {
+            return Err(EndpointError::TooLong);
+        }
+        Ok(Attributes {
+            endpoint: Arc::from(endpoint),
+            manufacturer: None,
+            model: None,
+            serial: None,
+            firmware: None,
+            hardware: None,
+            software: None,
+            device_type: None,
+            lwm2m_version: None,
+            objects: Box::default(),
+            protocols: Box::default(),
+            delivery: None,
+            online: None,
+            awake: None,
+            queue_mode: None,
+            next_wake_unix_ms: None,
+            last_seen_unix_ms: None,
+            bearer_code: None,
+            available_bearers: Box::default(),
+            signal_dbm: None,
+            link_quality: None,
+            cell_id: None,
+            mnc: None,
+            mcc: None,
+            lat: None,
+            lon: None,
+            region: None,
+            battery: None,
+            power_sources: Box::default(),
+            roaming: false,
+            home_network: None,
+            billing: None,
+            rate_plan: None,
+            labels: Box::default(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+    /// The endpoint name, shared with the indexes that list the device.
+    pub fn shared_endpoint(&self) -> &Arc<str> {
+        &self.endpoint
+    }
+    /// /3/0/0
+    pub fn manufacturer(&self) -> Option<&str> {
+        self.manufacturer.as_deref()
+    }
+    /// /3/0/1
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    /// /3/0/2
+    pub fn serial(&self) -> Option<&str> {
+        self.serial.as_deref()
+    }
+    /// /3/0/3
+    pub fn firmware(&self) -> Option<&str> {
+        self.firmware.as_deref()
+    }
+    /// /3/0/18
+    pub fn hardware(&self) -> Option<&str> {
+        self.hardware.as_deref()
+    }
+    /// /3/0/19
+    pub fn software(&self) -> Option<&str> {
+        self.software.as_deref()
+    }
+    /// /3/0/17
+    pub fn device_type(&self) -> Option<&str> {
+        self.device_type.as_deref()
+    }
+    /// From the registration, e.g. "1.1".
+    pub fn lwm2m_version(&self) -> Option<&str> {
+        self.lwm2m_version.as_deref()
+    }
+    /// Supported objects and their versions, by object id.
+    pub fn objects(&self) -> impl ExactSizeIterator<Item = (u16, &str)> {
+        self.objects.iter().map(|(id, v)| (*id, &**v))
+    }
+    pub fn supports_object(&self, id: u16) -> bool {
+        self.objects.binary_search_by_key(&id, |(i, _)| *i).is_ok()
+    }
+    /// /5/0/8 firmware update protocols, distinct and sorted: 0 CoAP,
+    /// 1 CoAPS, 2 HTTP 1.1, 3 HTTPS 1.1, 4 CoAP over TCP, 5 CoAP over TLS.
+    pub fn protocols(&self) -> Vec<u8> {
+        distinct(self.protocols.iter().map(|(_, p)| *p))
+    }
+    /// /5/0/9: 0 pull, 1 push, 2 both.
+    pub fn delivery(&self) -> Option<u8> {
+        self.delivery
+    }
+    pub fn online(&self) -> Option<bool> {
+        self.online
+    }
+    pub fn awake(&self) -> Option<bool> {
+        self.awake
+    }
+    pub fn queue_mode(&self) -> Option<bool> {
+        self.queue_mode
+    }
+    /// When a queue-mode device is expected to wake next, Unix milliseconds.
+    pub fn next_wake_unix_ms(&self) -> Option<i64> {
+        self.next_wake_unix_ms
+    }
+    /// When the server last heard from the device, Unix milliseconds.
+    pub fn last_seen_unix_ms(&self) -> Option<i64> {
+        self.last_seen_unix_ms
+    }
+    /// /4/0/0, the bearer in use.
+    pub fn bearer_code(&self) -> Option<u8> {
+        self.bearer_code
+    }
+    pub fn bearer(&self) -> Option<BearerKind> {
+        self.bearer_code.map(BearerKind::of)
+    }
+    /// /4/0/1, distinct and sorted.
+    pub fn available_bearers(&self) -> Vec<u8> {
+        distinct(self.available_bearers.iter().map(|(_, b)| *b))
+    }
+    /// Whether the device can use Wi-Fi: it lists WLAN among its available
+    /// bearers or uses it; unknown when it reports neither list nor bearer.
+    pub fn has_wifi(&self) -> Option<bool> {
+        let listed = self
+            .available_bearers
+            .iter()
+            .any(|(_, b)| *b == network::code::WLAN);
+        let current = self.bearer_code.map(|c| c == network::code::WLAN);
+        if listed || current == Some(true) {
+            Some(true)
+        } else if !self.available_bearers.is_empty() || current.is_some() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+    /// /4/0/2, dBm.
+    pub fn signal_dbm(&self) -> Option<i32> {
+        self.signal_dbm
+    }
+    /// /4/0/3
+    pub fn link_quality(&self) -> Option<i32> {
+        self.link_quality
+    }
+    /// /4/0/8
+    pub fn cell_id(&self) -> Option<i64> {
+        self.cell_id
+    }
+    /// /4/0/10 SMCC, the serving network's country code.
+    pub fn mcc(&self) -> Option<u16> {
+        self.mcc
+    }
+    /// /4/0/9 SMNC, the serving network's code.
+    pub fn mnc(&self) -> Option<u16> {
+        self.mnc
+    }
+    /// /6/0/0, degrees.
+    pub fn lat(&self) -> Option<f64> {
+        self.lat
+    }
+    /// /6/0/1, degrees.
+    pub fn lon(&self) -> Option<f64> {
+        self.lon
+    }
+    /// The first operator region containing the location.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+    /// /3/0/9, percent.
+    pub fn battery(&self) -> Option<u8> {
+        self.battery
+    }
+    /// /3/0/6 with /3/0/7, by resource instance.
+    pub fn power_sources(&self) -> &[PowerSource] {
+        &self.power_sources
+    }
+    /// Whether a mains-like source (DC, PoE, USB, AC) is available; unknown
+    /// when no power source is reported.
+    pub fn on_mains(&self) -> Option<bool> {
+        if self.power_sources.iter().all(|p| p.source.is_none()) {
+            return None;
+        }
+        Some(
+            self.power_sources
+                .iter()
+                .any(|p| p.is_mains() && p.is_available()),
+        )
+    }
+    /// Whether the serving network is known and is not a home network: the
+    /// device's own `home_network` if the operator set one, else the fleet's.
+    pub fn roaming(&self) -> bool {
+        self.roaming
+    }
+    pub fn home_network(&self) -> Option<HomeNetwork> {
+        self.home_network
+    }
+    /// "active", "suspended" or whatever the billing system says.
+    pub fn billing(&self) -> Option<&str> {
+        self.billing.as_deref()
+    }
+    pub fn rate_plan(&self) -> Option<&str> {
+        self.rate_plan.as_deref()
+    }
+    /// Operator labels, sorted by key.
+    pub fn labels(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.labels.iter().map(|(k, v)| (&**k, &**v))
+    }
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.labels[i].1)
+    }
+
+    // ---- session state, set by the server ----
+
+    pub fn set_online(&mut self, online: bool) -> Changed {
+        Changed::NONE.with_if(Attr::Online, replace(&mut self.online, Some(online)))
+    }
+    pub fn set_awake(&mut self, awake: bool) -> Changed {
+        Changed::NONE.with_if(Attr::Awake, replace(&mut self.awake, Some(awake)))
+    }
+    pub fn set_queue_mode(&mut self, queue_mode: bool) -> Changed {
+        Changed::NONE.with_if(
+            Attr::QueueMode,
+            replace(&mut self.queue_mode, Some(queue_mode)),
+        )
+    }
+    pub fn set_next_wake(&mut self, unix_ms: Option<i64>) -> Changed {
+        Changed::NONE.with_if(
+            Attr::NextWake,
+            replace(&mut self.next_wake_unix_ms, unix_ms),
+        )
+    }
+    pub fn set_last_seen(&mut self, unix_ms: i64) -> Changed {
+        Changed::NONE.with_if(
+            Attr::LastSeen,
+            replace(&mut self.last_seen_unix_ms, Some(unix_ms)),
+        )
+    }
+
+    /// The LwM2M version from a registration.
+    pub fn set_lwm2m_version(&mut self, version: &str) -> Changed {
+        self.set_lwm2m_version_in(version, &mut FleetContext::default())
+    }
+    pub fn set_lwm2m_version_in(&mut self, version: &str, cx: &mut FleetContext<'_>) -> Changed {
+        let moved = set_shared(&mut self.lwm2m_version, Some(version), cx);
+        Changed::NONE.with_if(Attr::Lwm2mVersion, moved)
+    }
+
+    /// The supported objects from a registration, replacing the previous
+    /// list; past [`MAX_OBJECTS`] the rest are ignored, and a repeated id
+    /// keeps its first version.
+    pub fn set_objects<'s>(
+        &mut self,
+        objects: impl IntoIterator<Item = (u16, &'s str)>,
+    ) -> Changed {
+        self.set_objects_in(objects, &mut FleetContext::default())
+    }
+    pub fn set_objects_in<'s>(
+        &mut self,
+        objects: impl IntoIterator<Item = (u16, &'s str)>,
+        cx: &mut FleetContext<'_>,
+    ) -> Changed {
+        let mut list: Vec<(u16, &str)> = Vec::new();
+        for (id, version) in objects {
+            if list.len() == MAX_OBJECTS {
+                break;
+            }
+            list.push((id, truncate(version, MAX_DEVICE_STRING)));
+        }
+        // Stable: the first of equal ids is kept.
+        list.sort_by_key(|(id, _)| *id);
+        list.dedup_by_key(|(id, _)| *id);
+        let same = list.len() == self.objects.len()
+            && list
+                .iter()
+                .zip(self.objects.iter())
+                .all(|((a, va), (b, vb))| a == b && *va == &**vb);
+        if same {
+            return Changed::NONE;
+        }
+        self.objects = list.into_iter().map(|(id, v)| (id, cx.intern(v))).collect();
+        Changed::NONE.with(Attr::Objects)
+    }
+
+    /// Recomputes what depends on the fleet (region, roaming): after the
+    /// regions or home networks change, or for attributes read back from
+    /// storage.
+    pub fn rederive(&mut self, cx: &FleetContext<'_>) -> Changed {
+        self.rederive_region(cx) | self.rederive_roaming(cx)
+    }
+
+    fn rederive_region(&mut self, cx: &FleetContext<'_>) -> Changed {
+        let region = match (cx.regions, self.lat, self.lon) {
+            (Some(r), Some(lat), Some(lon)) => r.shared_region_of(lat, lon).cloned(),
+            _ => None,
+        };
+        Changed::NONE.with_if(Attr::Region, replace(&mut self.region, region))
+    }
+
+    fn rederive_roaming(&mut self, cx: &FleetContext<'_>) -> Changed {
+        let visited = self.mcc.zip(self.mnc);
+        let roaming = match &self.home_network {
+            Some(h) => network::is_roaming(visited, std::slice::from_ref(h)),
+            None => network::is_roaming(visited, cx.home_networks),
+        };
+        Changed::NONE.with_if(Attr::Roaming, replace(&mut self.roaming, roaming))
+    }
+
+    fn derived(&self) -> Derived {
+        Derived {
+            bearer: self.bearer(),
+            has_wifi: self.has_wifi(),
+            on_mains: self.on_mains(),
+        }
+    }
+
+    fn derived_changes(&self, before: Derived) -> Changed {
+        let after = self.derived();
+        let mut c = Changed::NONE;
+        c.note(Attr::Bearer, before.bearer != after.bearer);
+        c.note(Attr::HasWifi, before.has_wifi != after.has_wifi);
+        c.note(Attr::OnMains, before.on_mains != after.on_mains);
+        c
+    }
+}
+
+impl Changed {
+    fn with_if(self, attr: Attr, moved: bool) -> Changed {
+        if moved {
+            self.with(attr)
+        } else {
+            self
+        }
+    }
+}
+
+/// Stores `value`, telling whether it differs from what was there.
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    if *slot == value {
+        false
+    } else {
+        *slot = value;
+        true
+    }
+}
+
+/// Stores a shared string, allocating only when it changes.
+fn set_shared(slot: &mut Option<Arc<str>>, value: Option<&str>, cx: &mut FleetContext<'_>) -> bool {
+    if slot.as_deref() == value {
+        return false;
+    }
+    *slot = value.map(|v| cx.intern(v));
+    true
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn distinct(values: impl Iterator<Item = u8>) -> Vec<u8> {
+    let mut v: Vec<u8> = values.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_is_bounded() {
+        assert_eq!(Attributes::new(""), Err(EndpointError::Empty));
+        assert_eq!(
+            Attributes::new(&"x".repeat(MAX_ENDPOINT + 1)),
+            Err(EndpointError::TooLong)
+        );
+        let a = Attributes::new("urn:imei:1").unwrap();
+        assert_eq!(a.endpoint(), "urn:imei:1");
+        assert_eq!(a.model(), None);
+        assert_eq!(a.has_wifi(), None);
+        assert_eq!(a.on_mains(), None);
+        assert!(!a.roaming());
+    }
+
+    #[test]
+    fn session_setters_report_only_real_changes() {
+        let mut a = Attributes::new("d").unwrap();
+        assert_eq!(a.set_online(true), Changed::NONE.with(Attr::Online));
+        assert_eq!(a.set_online(true), Changed::NONE);
+        assert_eq!(a.set_awake(false), Changed::NONE.with(Attr::Awake));
+        assert_eq!(a.set_queue_mode(true), Changed::NONE.with(Attr::QueueMode));
+        assert_eq!(a.set_next_wake(Some(5)), Changed::NONE.with(Attr::NextWake));
+        assert_eq!(a.set_next_wake(Some(5)), Changed::NONE);
+        assert_eq!(a.set_next_wake(None), Changed::NONE.with(Attr::NextWake));
+        assert_eq!(a.set_last_seen(7), Changed::NONE.with(Attr::LastSeen));
+        assert_eq!(a.last_seen_unix_ms(), Some(7));
+        assert_eq!(
+            a.set_lwm2m_version("1.1"),
+            Changed::NONE.with(Attr::Lwm2mVersion)
+        );
+        assert_eq!(a.set_lwm2m_version("1.1"), Changed::NONE);
+    }
+
+    #[test]
+    fn objects_are_sorted_deduplicated_and_bounded() {
+        let mut a = Attributes::new("d").unwrap();
+        let c = a.set_objects([(5, "1.0"), (3, "1.1"), (5, "2.0")]);
+        assert_eq!(c, Changed::NONE.with(Attr::Objects));
+        assert_eq!(a.objects().collect::<Vec<_>>(), [(3, "1.1"), (5, "1.0")]);
+        assert!(a.supports_object(5));
+        assert!(!a.supports_object(4));
+        assert_eq!(a.set_objects([(3, "1.1"), (5, "1.0")]), Changed::NONE);
+        let many: Vec<(u16, String)> = (0..1000).map(|i| (i, "1.0".to_string())).collect();
+        a.set_objects(many.iter().map(|(i, v)| (*i, v.as_str())));
+        assert_eq!(a.objects().len(), MAX_OBJECTS);
+    }
+
+    #[test]
+    fn strings_share_through_the_interner() {
+        let mut interner = Interner::default();
+        let mut a = Attributes::new("a").unwrap();
+        let mut b = Attributes::new("b").unwrap();
+        for x in [&mut a, &mut b] {
+            let mut cx = FleetContext {
+                interner: Some(&mut interner),
+                ..FleetContext::default()
+            };
+            x.set_lwm2m_version_in("1.1", &mut cx);
+        }
+        assert!(Arc::ptr_eq(
+            a.lwm2m_version.as_ref().unwrap(),
+            b.lwm2m_version.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate("abc", 2), "ab");
+        assert_eq!(truncate("éé", 3), "é");
+        assert_eq!(truncate("é", 1), "");
+        assert_eq!(truncate("ok", 10), "ok");
+    }
+}
