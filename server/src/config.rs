@@ -154,6 +154,8 @@ pub struct ApiSettings {
     /// Event streams (`GET /api/events`) open at once; one more is refused with 503, so
     /// that forgotten listeners cannot pile up.
     pub max_event_streams: usize,
+    /// How the fleet's inventory is kept.
+    pub fleet: crate::fleet::FleetSettings,
 }
 
 impl Default for ApiSettings {
@@ -167,6 +169,7 @@ impl Default for ApiSettings {
             default_timeout: Duration::from_secs(30),
             max_tracked_requests: 10_000,
             max_event_streams: 64,
+            fleet: crate::fleet::FleetSettings::default(),
         }
     }
 }
@@ -246,6 +249,44 @@ pub struct FileConfig {
     pub firmware: FirmwareParams,
     #[serde(default)]
     pub store: StoreParams,
+    #[serde(default)]
+    pub fleet: FleetParams,
+}
+
+/// `[fleet]`: the inventory.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetParams {
+    /// Read and observe each device at registration (default true).
+    pub inventory_reads: Option<bool>,
+    /// Devices read at once.
+    pub read_concurrency: Option<usize>,
+    /// How often changed attributes are written.
+    pub flush_interval_ms: Option<u64>,
+    pub max_devices: Option<usize>,
+}
+
+impl FleetParams {
+    fn apply(&self, f: &mut crate::fleet::FleetSettings) -> Result<(), ConfigError> {
+        if let Some(v) = self.inventory_reads {
+            f.inventory_reads = v;
+        }
+        if let Some(v) = self.read_concurrency {
+            f.read_concurrency = v.max(1);
+        }
+        if let Some(v) = self.flush_interval_ms {
+            if !(10..=60_000).contains(&v) {
+                return Err(ConfigError::Invalid(
+                    "fleet flush_interval_ms is 10 to 60000".into(),
+                ));
+            }
+            f.flush_interval = ms(v);
+        }
+        if let Some(v) = self.max_devices {
+            f.max_devices = v;
+        }
+        Ok(())
+    }
 }
 
 /// `[store]`: the embedded store.
@@ -574,6 +615,7 @@ impl FileConfig {
         }
         let mut api = ApiSettings::default();
         self.api.apply(&mut api)?;
+        self.fleet.apply(&mut api.fleet)?;
         if !over.admin_tokens.is_empty() {
             api.admin_tokens = over.admin_tokens;
         }

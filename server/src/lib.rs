@@ -33,6 +33,7 @@ pub mod config;
 pub mod dm;
 pub mod dtls;
 pub mod firmware;
+pub mod fleet;
 pub use lwm2m_objects::hex;
 pub mod metrics;
 pub mod registry;

@@ -15,13 +15,26 @@ use super::BenchError;
 pub struct ServerOptions {
     /// `[registry] max_registrations`: above the fleet, which the default (100,000) is not.
     pub max_registrations: usize,
+    /// `[fleet] inventory_reads`: whether the server reads and observes every device
+    /// that registers.
+    pub inventory_reads: bool,
 }
 
 impl ServerOptions {
-    /// Room for `devices` and a margin.
+    /// Room for `devices` and a margin. The registration benchmarks' devices answer no
+    /// requests, so the server does not read them (it still keeps their attributes).
     pub fn for_fleet(devices: usize) -> ServerOptions {
         ServerOptions {
             max_registrations: devices.saturating_add(1000),
+            inventory_reads: false,
+        }
+    }
+
+    /// Room for `devices`, each read and observed: for fleets of real clients.
+    pub fn for_real_fleet(devices: usize) -> ServerOptions {
+        ServerOptions {
+            inventory_reads: true,
+            ..ServerOptions::for_fleet(devices)
         }
     }
 }
@@ -80,8 +93,8 @@ impl ServerChild {
         std::fs::write(
             &config,
             format!(
-                "[registry]\nmax_registrations = {}\n",
-                options.max_registrations
+                "[registry]\nmax_registrations = {}\n[fleet]\ninventory_reads = {}\n",
+                options.max_registrations, options.inventory_reads
             ),
         )
         .map_err(|e| BenchError::Spawn(config.clone(), e))?;

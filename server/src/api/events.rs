@@ -36,7 +36,7 @@ pub const API_EVENT_CAPACITY: usize = 8192;
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct ApiEvent {
     /// REGISTRATION, UPDATED, DEREGISTRATION, SLEEPING, AWAKE, NOTIFICATION,
-    /// OBSERVATION_CANCELLED, SEND, REQUEST_RESPONSE, FIRMWARE_STATE; LAGGED for a listener that fell behind.
+    /// OBSERVATION_CANCELLED, SEND, REQUEST_RESPONSE, FIRMWARE_STATE, CAMPAIGN; LAGGED for a listener that fell behind.
     pub kind: &'static str,
     pub endpoint: Option<String>,
     #[schema(value_type = Object)]
@@ -95,6 +95,11 @@ async fn translate(state: &ApiState, event: ServerEvent) -> Option<ApiEvent> {
             "FIRMWARE_STATE",
             Some(&record.endpoint.clone()),
             json!({ "update": super::firmware::update_json(&record) }),
+        ),
+        ServerEvent::Campaign { id, what, progress } => ApiEvent::new(
+            "CAMPAIGN",
+            None,
+            json!({ "campaign": id, "what": what, "progress": progress }),
         ),
         ServerEvent::Registered {
             registration,

@@ -531,7 +531,7 @@ pub async fn download(
     file.seek(std::io::SeekFrom::Start(first))
         .await
         .map_err(store_error)?;
-    fw.served_http(len);
+    fw.served_http(&record.endpoint, len);
     let reader = file.take(len);
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         let mut buf = vec![0u8; CHUNK];

@@ -21,12 +21,14 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod campaigns;
 pub mod clients;
 pub mod device;
 pub mod docs;
 pub mod error;
 pub mod events;
 pub mod firmware;
+pub mod fleet;
 pub mod https;
 pub mod node_json;
 pub mod openapi;
@@ -79,6 +81,9 @@ pub struct ApiState {
     pub bootstrap: bootstrap::BootstrapState,
     /// Runs firmware updates.
     pub updater: crate::firmware::update::Updater,
+    /// Attributes, groups, regions and cells of the fleet.
+    pub fleet: crate::fleet::Fleet,
+    pub campaigns: crate::fleet::campaigns::Campaigns,
 }
 
 /// A configured API: its router, and the switch that ends its event streams.
@@ -111,6 +116,16 @@ impl Api {
         urls: crate::firmware::update::BaseUrls,
     ) -> Api {
         let updater = crate::firmware::update::Updater::start(handle.clone(), urls);
+        // A fleet store that cannot be opened is as fatal as the server's own.
+        let fleet = match crate::fleet::Fleet::start(handle.clone(), settings.fleet.clone()).await {
+            Ok(f) => f,
+            Err(e) => panic!("the fleet store in the data directory cannot be opened: {e}"),
+        };
+        let campaigns =
+            match crate::fleet::campaigns::Campaigns::start(fleet.clone(), updater.clone()) {
+                Ok(c) => c,
+                Err(e) => panic!("the stored campaigns cannot be loaded: {e}"),
+            };
         let (stop, stopping) = watch::channel(false);
         let (events, _) = broadcast::channel(events::API_EVENT_CAPACITY);
         let streams = Arc::new(tokio::sync::Semaphore::new(settings.max_event_streams));
@@ -128,6 +143,8 @@ impl Api {
             streams,
             bootstrap: bootstrap::BootstrapState(bootstrap),
             updater,
+            fleet,
+            campaigns,
         };
         events::spawn_translator(state.clone());
         for q in state.handle.queued_requests().await {
@@ -170,6 +187,42 @@ fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/clients", get(clients::list))
         .route("/api/clients/{endpoint}", get(clients::get))
+        .route(
+            "/api/clients/attributes",
+            axum::routing::patch(fleet::patch_many),
+        )
+        .route(
+            "/api/clients/{endpoint}/attributes",
+            get(fleet::attributes).patch(fleet::patch_attributes),
+        )
+        .route("/api/network/cells", get(fleet::cells))
+        .route(
+            "/api/network/cells/{cell}",
+            axum::routing::put(fleet::put_cell),
+        )
+        .route(
+            "/api/network/regions",
+            get(fleet::regions).put(fleet::put_regions),
+        )
+        .route("/api/groups", get(fleet::groups).post(fleet::put_group))
+        .route("/api/groups/preview", axum::routing::post(fleet::preview))
+        .route(
+            "/api/groups/{id}",
+            get(fleet::group).delete(fleet::delete_group),
+        )
+        .route("/api/groups/{id}/members", get(fleet::members))
+        .route(
+            "/api/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route(
+            "/api/campaigns/{id}",
+            get(campaigns::get).delete(campaigns::delete),
+        )
+        .route(
+            "/api/campaigns/{id}/{action}",
+            axum::routing::post(campaigns::action),
+        )
         .route("/api/clients/{endpoint}/{*path}", any(device::dispatch))
         .route("/api/requests/{id}", get(system::request))
         .merge(bootstrap::routes())

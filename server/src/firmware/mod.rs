@@ -81,6 +81,10 @@ pub struct Firmware {
     /// request per block, and each would otherwise cost a store lookup and an open.
     /// Bounded; emptied when full and when a device's tokens are revoked.
     downloading: std::sync::Mutex<HashMap<String, (TokenRecord, Arc<std::fs::File>)>>,
+    /// Bytes served to each device since its count was last taken: a campaign charges a
+    /// device's download to "sent" or, when it failed, to "wasted". Bounded by the
+    /// devices with tokens; taken (and removed) when an update ends.
+    served_to: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Tokens kept in [`Firmware`]'s download cache.
@@ -104,6 +108,7 @@ impl Firmware {
             settings,
             metrics,
             downloading: Default::default(),
+            served_to: Default::default(),
         })
     }
 
@@ -224,6 +229,7 @@ impl Firmware {
                 self.metrics
                     .firmware_bytes_served
                     .inc_by(block.payload.len() as u64);
+                self.count_served(&record.endpoint, block.payload.len() as u64);
                 Ok((record, block))
             }
             Err(BlockReadError::PastEnd) => Err(self.refused(Refused::PastEnd)),
@@ -235,8 +241,28 @@ impl Firmware {
     }
 
     /// Counts bytes served over HTTP.
-    pub fn served_http(&self, bytes: u64) {
+    pub fn served_http(&self, endpoint: &str, bytes: u64) {
         self.downloads("http").inc();
         self.metrics.firmware_bytes_served.inc_by(bytes);
+        self.count_served(endpoint, bytes);
+    }
+
+    fn count_served(&self, endpoint: &str, bytes: u64) {
+        let mut served = self.served_to.lock().unwrap_or_else(|e| e.into_inner());
+        match served.get_mut(endpoint) {
+            Some(n) => *n = n.saturating_add(bytes),
+            None => {
+                served.insert(endpoint.to_string(), bytes);
+            }
+        }
+    }
+
+    /// The bytes served to `endpoint` since the last call, and forgets them.
+    pub fn take_served(&self, endpoint: &str) -> u64 {
+        self.served_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(endpoint)
+            .unwrap_or(0)
     }
 }

@@ -585,7 +585,14 @@ impl Task {
         self.record.method = Some(method);
         match method {
             Method::Pull => {
-                let protocol = self.pick_protocol(&fw)?;
+                // CoAPS needs credentials: a device that registered over plain CoAP has
+                // none this server knows, so it is not offered CoAPS unasked.
+                let secure = self
+                    .handle
+                    .registration(&self.record.endpoint)
+                    .await
+                    .is_some_and(|r| r.transport == crate::registry::Transport::Dtls);
+                let protocol = self.pick_protocol(&fw, secure)?;
                 self.record.protocol = Some(protocol);
                 let base = self
                     .urls
@@ -628,7 +635,7 @@ impl Task {
         Ok(())
     }
 
-    fn pick_protocol(&self, fw: &Fw) -> Result<Protocol, String> {
+    fn pick_protocol(&self, fw: &Fw, secure_session: bool) -> Result<Protocol, String> {
         // Encrypted first; CoAP before HTTP, which constrained devices handle better.
         let offered: Vec<Protocol> = [
             Protocol::Coaps,
@@ -638,6 +645,7 @@ impl Task {
         ]
         .into_iter()
         .filter(|p| self.urls.of(*p).is_some())
+        .filter(|p| *p != Protocol::Coaps || secure_session)
         .collect();
         // A device that lists none supports CoAP (the resource's default).
         let supports = |p: Protocol| {

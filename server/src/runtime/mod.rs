@@ -122,6 +122,13 @@ pub enum ServerEvent {
     },
     /// A firmware update moved (see [`crate::firmware::update`]).
     FirmwareState(Box<crate::firmware::update::UpdateRecord>),
+    /// A campaign changed: `what` happened (created, paused, resumed, cancelled,
+    /// completed); `progress` is its progress then.
+    Campaign {
+        id: String,
+        what: String,
+        progress: serde_json::Value,
+    },
 }
 
 /// Why a request to a device produced no response.
@@ -285,6 +292,8 @@ pub struct ServerHandle {
     stopped: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     firmware: Arc<crate::firmware::Firmware>,
+    data_dir: std::path::PathBuf,
+    awake_window: Duration,
 }
 
 impl Server {
@@ -383,6 +392,8 @@ impl Server {
             stopped: stopped_rx,
             metrics,
             firmware,
+            data_dir: config.data_dir.clone(),
+            awake_window: config.registry.awake_window,
         })
     }
 }
@@ -395,6 +406,24 @@ impl ServerHandle {
     /// The packages, updates and download tokens of this server.
     pub fn firmware(&self) -> Arc<crate::firmware::Firmware> {
         self.firmware.clone()
+    }
+
+    /// Completes when the driver has stopped.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Where this server keeps its files.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// How long a queue-mode device is taken to stay reachable after it spoke.
+    pub fn awake_window(&self) -> Duration {
+        self.awake_window
     }
 
     /// Publishes an event that did not come from the driver (a firmware update's step)

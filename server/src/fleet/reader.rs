@@ -1,0 +1,95 @@
+//! What the server reads of a device when it registers (or announces new objects): the
+//! Device object's static facts, the firmware protocols and delivery methods of object 5,
+//! and observations of what changes (battery, connectivity, location) with notification
+//! attributes that keep a fleet's notification traffic modest.
+//!
+//! At most [`super::FleetSettings::read_concurrency`] devices are read at once; a queue-mode
+//! device that falls asleep before its turn gets the requests when it wakes.
+
+use std::time::Duration;
+
+use lwm2m_objects::link::{AttributeValue, Attributes};
+use lwm2m_objects::Path;
+
+use super::Fleet;
+use crate::dm::{DmResponse, Operation};
+use crate::registry::Registration;
+
+/// How long a read waits for a sleeping device.
+const READ_EXPIRY: Duration = Duration::from_secs(3_600);
+
+/// What is observed, with its pmin and pmax in seconds: battery level changes slowly,
+/// the radio's state (cell, signal, network) matters to campaigns within minutes,
+/// location of a tracker within a minute or two.
+const OBSERVED: [(&[u16], u32, u32); 3] = [
+    (&[3, 0, 9], 300, 3_600),
+    (&[4, 0], 60, 3_600),
+    (&[6, 0], 60, 3_600),
+];
+
+/// Reads (and observes) `reg`'s device in the background.
+pub(super) fn spawn(fleet: Fleet, reg: &Registration) {
+    let endpoint = reg.endpoint.clone();
+    let has = |o: u16| reg.objects.objects.iter().any(|l| l.object == o);
+    let (has4, has5, has6) = (has(4), has(5), has(6));
+    tokio::spawn(async move {
+        let Ok(_permit) = fleet.read_permits().acquire_owned().await else {
+            return;
+        };
+        read(&fleet, &endpoint, &[3, 0]).await;
+        if has5 {
+            read(&fleet, &endpoint, &[5, 0]).await;
+        }
+        for (ids, pmin, pmax) in OBSERVED {
+            let present = match ids[0] {
+                4 => has4,
+                6 => has6,
+                _ => true,
+            };
+            if present {
+                observe(&fleet, &endpoint, ids, pmin, pmax).await;
+            }
+        }
+    });
+}
+
+async fn read(fleet: &Fleet, endpoint: &str, ids: &[u16]) {
+    let Ok(path) = Path::from_ids(ids) else {
+        return;
+    };
+    let op = Operation::Read { path, format: None };
+    match fleet.handle().perform(endpoint, &op, READ_EXPIRY).await {
+        Ok(DmResponse::Node(node)) => fleet.apply_node(endpoint, &path, &node),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(endpoint, %path, error = %e, "inventory read failed"),
+    }
+}
+
+async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], pmin: u32, pmax: u32) {
+    let Ok(path) = Path::from_ids(ids) else {
+        return;
+    };
+    let attributes = Attributes {
+        pmin: Some(AttributeValue::Set(pmin)),
+        pmax: Some(AttributeValue::Set(pmax)),
+        ..Attributes::default()
+    };
+    // Write-Attributes first: LwM2M 1.0 and 1.1 devices take notification attributes
+    // only that way. A device that refuses them notifies on its own defaults.
+    let write = Operation::WriteAttributes { path, attributes };
+    if let Err(e) = fleet.handle().perform(endpoint, &write, READ_EXPIRY).await {
+        tracing::debug!(endpoint, %path, error = %e, "notification attributes refused");
+    }
+    let op = Operation::Observe {
+        path,
+        attributes: Attributes::default(),
+        format: None,
+    };
+    match fleet.handle().perform(endpoint, &op, READ_EXPIRY).await {
+        Ok(DmResponse::Observed { node, .. }) | Ok(DmResponse::Node(node)) => {
+            fleet.apply_node(endpoint, &path, &node)
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(endpoint, %path, error = %e, "inventory observation failed"),
+    }
+}

@@ -1,0 +1,252 @@
+//! The fleet's records in `fleet.redb` beside the server's store: device attributes,
+//! dynamic groups, operator regions, cell status and campaigns.
+//!
+//! Records are JSON, as in the firmware store: they grow by optional fields. A write of
+//! many records (the attributes that changed since the last flush, a campaign's state)
+//! is one durable transaction.
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// redb's page cache (its default is 1 GiB).
+const CACHE_BYTES: usize = 32 << 20;
+
+pub const FILE_NAME: &str = "fleet.redb";
+
+/// The tables, each keyed by a name: an endpoint, a group id, a cell id, a campaign id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Attributes,
+    Groups,
+    Regions,
+    Cells,
+    Campaigns,
+}
+
+impl Table {
+    const ALL: [Table; 5] = [
+        Table::Attributes,
+        Table::Groups,
+        Table::Regions,
+        Table::Cells,
+        Table::Campaigns,
+    ];
+
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(match self {
+            Table::Attributes => "attributes",
+            Table::Groups => "groups",
+            Table::Regions => "regions",
+            Table::Cells => "cells",
+            Table::Campaigns => "campaigns",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetStoreError {
+    #[error("storage: {0}")]
+    Backend(#[from] redb::Error),
+    #[error("cannot create the data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("record {0} does not decode: {1}")]
+    Corrupt(String, String),
+    #[error("record {0} does not encode: {1}")]
+    Encode(String, String),
+}
+
+macro_rules! backend_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for FleetStoreError {
+            fn from(e: $t) -> Self {
+                FleetStoreError::Backend(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+backend_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// One change of a batch: a record written, or removed (`None`).
+pub type Change = (String, Option<Vec<u8>>);
+
+pub struct FleetStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for FleetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetStore").finish_non_exhaustive()
+    }
+}
+
+/// A record's JSON.
+pub fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, FleetStoreError> {
+    serde_json::to_vec(value).map_err(|e| FleetStoreError::Encode(key.to_string(), e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, FleetStoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| FleetStoreError::Corrupt(key.to_string(), e.to_string()))
+}
+
+impl FleetStore {
+    pub fn open(dir: &Path) -> Result<FleetStore, FleetStoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))?;
+        let store = FleetStore { db };
+        store.write(|txn| {
+            for t in Table::ALL {
+                txn.open_table(t.def())?;
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, FleetStoreError>,
+    ) -> Result<T, FleetStoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        match f(&txn) {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn put<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        value: &T,
+    ) -> Result<(), FleetStoreError> {
+        let bytes = encode(key, value)?;
+        self.apply(table, vec![(key.to_string(), Some(bytes))])
+    }
+
+    pub fn delete(&self, table: Table, key: &str) -> Result<bool, FleetStoreError> {
+        self.write(|txn| {
+            let mut t = txn.open_table(table.def())?;
+            let removed = t.remove(key)?.is_some();
+            Ok(removed)
+        })
+    }
+
+    /// Writes and removes records of one table in one transaction.
+    pub fn apply(&self, table: Table, changes: Vec<Change>) -> Result<(), FleetStoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut t = txn.open_table(table.def())?;
+            for (key, value) in &changes {
+                match value {
+                    Some(bytes) => {
+                        t.insert(key.as_str(), bytes.as_slice())?;
+                    }
+                    None => {
+                        t.remove(key.as_str())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, FleetStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let v = t.get(key)?;
+        v.map(|v| decode(key, v.value())).transpose()
+    }
+
+    /// Every record of a table, in key order; one that does not decode is reported and
+    /// skipped rather than keeping the others from loading.
+    pub fn all<T: DeserializeOwned>(
+        &self,
+        table: Table,
+    ) -> Result<Vec<(String, T)>, FleetStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            match decode(k.value(), v.value()) {
+                Ok(value) => out.push((k.value().to_string(), value)),
+                Err(e) => tracing::error!(table = ?table, error = %e, "fleet record skipped"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening_and_batches_apply_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = FleetStore::open(dir.path()).unwrap();
+            s.put(Table::Groups, "g1", &serde_json::json!({"filter": "true"}))
+                .unwrap();
+            s.apply(
+                Table::Attributes,
+                vec![
+                    ("a".into(), Some(b"{\"x\":1}".to_vec())),
+                    ("b".into(), Some(b"{\"x\":2}".to_vec())),
+                ],
+            )
+            .unwrap();
+            s.apply(Table::Attributes, vec![("a".into(), None)])
+                .unwrap();
+        }
+        let s = FleetStore::open(dir.path()).unwrap();
+        let attrs: Vec<(String, serde_json::Value)> = s.all(Table::Attributes).unwrap();
+        assert_eq!(attrs, vec![("b".to_string(), serde_json::json!({"x": 2}))]);
+        let g: Option<serde_json::Value> = s.get(Table::Groups, "g1").unwrap();
+        assert_eq!(g, Some(serde_json::json!({"filter": "true"})));
+        assert!(s.delete(Table::Groups, "g1").unwrap());
+        assert!(!s.delete(Table::Groups, "g1").unwrap());
+    }
+
+    #[test]
+    fn an_undecodable_record_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        s.apply(
+            Table::Cells,
+            vec![
+                ("c1".into(), Some(b"not json".to_vec())),
+                ("c2".into(), Some(b"{\"available_bps\":5}".to_vec())),
+            ],
+        )
+        .unwrap();
+        let cells: Vec<(String, serde_json::Value)> = s.all(Table::Cells).unwrap();
+        assert_eq!(cells.len(), 1);
+        assert_eq!(cells[0].0, "c2");
+    }
+}

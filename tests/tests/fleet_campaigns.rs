@@ -1,0 +1,414 @@
+//! The fleet through the binary with simulated devices: the inventory read and observed
+//! at registration, operator attributes, cells, a dynamic group with its preview and a
+//! malformed filter, and a campaign that skips roaming and suspended devices, never
+//! exceeds a cell's cap and updates every eligible device once, also across a `kill -9`
+//! of the server mid-campaign.
+
+mod http_support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_support::*;
+use lwm2m_client_sim::device::Cellular;
+use lwm2m_client_sim::firmware::{package, FirmwareConfig};
+use lwm2m_client_sim::{Client, ClientEvent, ClientHandle, Config as ClientConfig, FwState};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Bound on polls (each 200 ms).
+const POLLS: usize = 600;
+
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        "[coap_params]\nack_timeout_ms = 300\n\
+         [registry]\nawake_window_ms = 1500\n\
+         [firmware]\npoll_interval_ms = 300\n\
+         [fleet]\nflush_interval_ms = 100\n",
+    )
+    .expect("config");
+    path
+}
+
+fn start_server(dir: &std::path::Path, coap: &str) -> Running {
+    let cfg = config(dir);
+    start_at(
+        coap,
+        &dir.join("data"),
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--api-token",
+            ADMIN,
+        ],
+        &[],
+    )
+}
+
+/// A package the simulated devices accept, of `kib` KiB.
+fn firmware_package(version: &str, kib: usize) -> Vec<u8> {
+    let body: Vec<u8> = (0..kib * 1024 - 100).map(|i| (i % 251) as u8).collect();
+    package::build(version, &body)
+}
+
+async fn upload(api: &Api, version: &str, bytes: Vec<u8>) -> String {
+    let p = api
+        .ok(
+            Method::POST,
+            "/api/packages",
+            &[],
+            &format!("name=sim&version={version}"),
+            Body::Octets(bytes),
+            StatusCode::CREATED,
+        )
+        .await;
+    p["id"].as_str().expect("id").to_string()
+}
+
+/// Device `i`: a BG95 on firmware 1.0.0 (the last one another model), in cell 100 or
+/// 200; device 6 is served by a French network.
+fn device(server: SocketAddr, i: usize) -> ClientConfig {
+    let mut c = ClientConfig::new(server, &format!("fl-{i}"));
+    c.coap.ack_timeout = Duration::from_millis(300);
+    c.registration_retry = Duration::from_millis(300);
+    c.profile.update_time = Duration::from_millis(300);
+    c.firmware = FirmwareConfig::default();
+    c.profile.model = if i == 7 {
+        "OTHER".into()
+    } else {
+        "BG95".into()
+    };
+    c.profile.firmware_version = "1.0.0".into();
+    c.profile.battery.level = 80;
+    c.profile.radio.bearer = 6;
+    c.profile.radio.cellular = Some(Cellular {
+        cell_id: if i < 4 { 100 } else { 200 },
+        mcc: if i == 6 { 208 } else { 262 },
+        mnc: 1,
+        apn: "iot".into(),
+    });
+    c
+}
+
+/// Running devices, each with a count of the times it started installing (entered
+/// State 3, Updating), from its own events.
+struct Devices {
+    _handles: Vec<ClientHandle>,
+    installs: Vec<Arc<AtomicUsize>>,
+}
+
+impl Devices {
+    fn installs(&self) -> Vec<usize> {
+        self.installs
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .collect()
+    }
+}
+
+async fn start_devices(server: SocketAddr, n: usize) -> Devices {
+    let mut handles = Vec::new();
+    let mut installs = Vec::new();
+    for i in 0..n {
+        let h = Client::start(device(server, i)).await.expect("client");
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut rx = h.subscribe();
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                if let ClientEvent::FirmwareState {
+                    state: FwState::Updating,
+                    ..
+                } = e
+                {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        h.wait_registered(STEP).await.expect("registers");
+        handles.push(h);
+        installs.push(count);
+    }
+    Devices {
+        _handles: handles,
+        installs,
+    }
+}
+
+/// Polls until every device's attributes satisfy `ready`.
+async fn wait_inventory(api: &Api, n: usize, ready: impl Fn(&Value) -> bool) -> Vec<Value> {
+    for _ in 0..POLLS {
+        let mut all = Vec::new();
+        for i in 0..n {
+            let (status, a) = api
+                .call(
+                    Method::GET,
+                    "/api/clients/{endpoint}/attributes",
+                    &[("endpoint", &format!("fl-{i}"))],
+                    "",
+                    Body::None,
+                    Auth::Bearer(ADMIN),
+                )
+                .await;
+            if status == StatusCode::OK && ready(&a) {
+                all.push(a);
+            }
+        }
+        if all.len() == n {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the inventory never had every device");
+}
+
+fn read_everything(a: &Value) -> bool {
+    a["model"].is_string() && a["cell_id"].is_number() && a["battery"].is_number()
+}
+
+/// Sets the home network of every device, suspends fl-3, and caps cell 100 at one
+/// download and cell 200 at two (8 kbit/s a device).
+async fn operator_setup(api: &Api, n: usize) {
+    let mut devices = BTreeMap::new();
+    for i in 0..n {
+        devices.insert(format!("fl-{i}"), json!({ "home_network": "262-01" }));
+    }
+    let r = api
+        .ok(
+            Method::PATCH,
+            "/api/clients/attributes",
+            &[],
+            "",
+            Body::Json(json!({ "devices": devices })),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r["updated"], n);
+    let a = api
+        .ok(
+            Method::PATCH,
+            "/api/clients/{endpoint}/attributes",
+            &[("endpoint", "fl-3")],
+            "",
+            Body::Json(json!({ "billing_state": "suspended", "labels": {"site": "north"} })),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(a["billing"], "suspended");
+    for (cell, bps) in [("100", 8_000), ("200", 16_000)] {
+        api.ok(
+            Method::PUT,
+            "/api/network/cells/{cell}",
+            &[("cell", cell)],
+            "",
+            Body::Json(json!({ "available_bps": bps })),
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
+
+fn policy() -> Value {
+    json!({
+        "device_rate_bps": 8000,
+        "default_cell_bps": 8000,
+        "rules": { "roaming": "skip", "skip_suspended": true },
+        "retry": { "initial_ms": 500, "factor": 2.0, "max_ms": 5000, "max_attempts": 5 }
+    })
+}
+
+/// Polls the campaign until it completes, checking every look at its cells against
+/// their caps.
+async fn wait_complete(api: &Api, id: &str) -> Value {
+    for _ in 0..POLLS {
+        let c = api
+            .ok(
+                Method::GET,
+                "/api/campaigns/{id}",
+                &[("id", id)],
+                "",
+                Body::None,
+                StatusCode::OK,
+            )
+            .await;
+        for cell in c["progress"]["cells"].as_array().expect("cells") {
+            assert!(
+                cell["in_flight"].as_u64() <= cell["cap"].as_u64(),
+                "cell over its cap: {cell}"
+            );
+        }
+        if c["status"] == "completed" {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the campaign never completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_groups_and_a_metered_campaign_that_follows_the_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), "127.0.0.1:0");
+    let api = Api::new(srv.http);
+    let n = 8;
+    let devices = start_devices(srv.coap, n).await;
+    let attrs = wait_inventory(&api, n, read_everything).await;
+    assert_eq!(attrs[0]["manufacturer"].is_string(), true, "{}", attrs[0]);
+    assert_eq!(attrs[0]["firmware"], "1.0.0");
+    assert_eq!(attrs[4]["cell_id"], 200);
+    operator_setup(&api, n).await;
+    let a6 = wait_inventory(&api, n, |a| a["roaming"].is_boolean()).await;
+    assert_eq!(a6[6]["roaming"], true, "{}", a6[6]);
+    assert_eq!(a6[0]["roaming"], false);
+
+    // A group, its preview, and a malformed filter.
+    let filter = r#"model == "BG95" && version_lt(firmware, "2.0.0")"#;
+    let p = api
+        .ok(
+            Method::POST,
+            "/api/groups/preview",
+            &[],
+            "",
+            Body::Json(json!({ "filter": filter })),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(p["count"], 7);
+    let bad = api
+        .ok(
+            Method::POST,
+            "/api/groups/preview",
+            &[],
+            "",
+            Body::Json(json!({ "filter": "model ==\n  && battery" })),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(bad["error"], "bad_filter");
+    assert_eq!(bad["line"], 2, "{bad}");
+    let g = api
+        .ok(
+            Method::POST,
+            "/api/groups",
+            &[],
+            "",
+            Body::Json(json!({ "id": "old-bg95", "filter": filter })),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(g["members"], 7);
+
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 8)).await;
+    let c = api
+        .ok(
+            Method::POST,
+            "/api/campaigns",
+            &[],
+            "",
+            Body::Json(json!({
+                "id": "c1", "package_id": id, "group": "old-bg95", "policy": policy()
+            })),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(c["devices"], 7);
+    let done = wait_complete(&api, "c1").await;
+    let counts = &done["progress"]["counts"];
+    assert_eq!(counts["succeeded"], 5, "{done}");
+    assert_eq!(
+        counts["skipped"], 2,
+        "suspended fl-3 and roaming fl-6: {done}"
+    );
+    assert!(done["progress"]["bytes_sent"].as_u64() >= Some(5 * 8 * 1024 - 500));
+    // Each eligible device installed once, the others never.
+    assert_eq!(devices.installs(), vec![1, 1, 1, 0, 1, 1, 0, 0]);
+    // The new version reaches the inventory and the group: none left on the old one.
+    wait_inventory(&api, n, |a| {
+        a["endpoint"] == "fl-3"
+            || a["endpoint"] == "fl-6"
+            || a["endpoint"] == "fl-7"
+            || a["firmware"] == "2.0.0"
+    })
+    .await;
+    let members = api
+        .ok(
+            Method::GET,
+            "/api/groups/{id}/members",
+            &[("id", "old-bg95")],
+            "",
+            Body::None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(members["members"], json!(["fl-3", "fl-6"]), "{members}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_resumes_after_kill_9_without_updating_a_device_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = start_server(dir.path(), "127.0.0.1:0");
+    let coap = srv.coap;
+    let api = Api::new(srv.http);
+    let n = 4;
+    let devices = start_devices(srv.coap, n).await;
+    wait_inventory(&api, n, read_everything).await;
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 48)).await;
+    // Cell 100 (fl-0..fl-3) takes one download at a time.
+    api.ok(
+        Method::PUT,
+        "/api/network/cells/{cell}",
+        &[("cell", "100")],
+        "",
+        Body::Json(json!({ "available_bps": 8000 })),
+        StatusCode::OK,
+    )
+    .await;
+    api.ok(
+        Method::POST,
+        "/api/campaigns",
+        &[],
+        "",
+        Body::Json(json!({
+            "id": "c2", "package_id": id, "filter": "model == \"BG95\"", "policy": policy()
+        })),
+        StatusCode::CREATED,
+    )
+    .await;
+    // Killed once the first device is done and the second is under way.
+    let mut killed = false;
+    for _ in 0..POLLS {
+        let c = api
+            .ok(
+                Method::GET,
+                "/api/campaigns/{id}",
+                &[("id", "c2")],
+                "",
+                Body::None,
+                StatusCode::OK,
+            )
+            .await;
+        if c["progress"]["counts"]["succeeded"].as_u64() >= Some(1)
+            && c["progress"]["counts"]["in_progress"].as_u64() >= Some(1)
+        {
+            srv.child.kill().expect("kill -9");
+            let _ = srv.child.wait();
+            killed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        killed,
+        "the campaign never had one device done and one under way"
+    );
+    let srv = start_server(dir.path(), &coap.to_string());
+    let api = Api::new(srv.http);
+    let done = wait_complete(&api, "c2").await;
+    assert_eq!(done["progress"]["counts"]["succeeded"], 4, "{done}");
+    assert_eq!(devices.installs(), vec![1, 1, 1, 1]);
+}
