@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http_support::*;
 use lwm2m_client_sim::device::Cellular;
-use lwm2m_client_sim::firmware::{package, FirmwareConfig};
+use lwm2m_client_sim::firmware::{package, FailureMode, FirmwareConfig};
 use lwm2m_client_sim::{Client, ClientEvent, ClientHandle, Config as ClientConfig, FwState};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -411,4 +411,148 @@ async fn a_campaign_resumes_after_kill_9_without_updating_a_device_twice() {
     let done = wait_complete(&api, "c2").await;
     assert_eq!(done["progress"]["counts"]["succeeded"], 4, "{done}");
     assert_eq!(devices.installs(), vec![1, 1, 1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_threshold_pauses_a_campaign_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), "127.0.0.1:0");
+    let api = Api::new(srv.http);
+    let n = 6;
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let mut c = device(srv.coap, i);
+        // Every device refuses the package: Update Result 6, never worth a retry.
+        c.firmware.fail = Some(FailureMode::UnsupportedPackage);
+        let h = Client::start(c).await.expect("client");
+        h.wait_registered(STEP).await.expect("registers");
+        handles.push(h);
+    }
+    wait_inventory(&api, n, read_everything).await;
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 4)).await;
+    let mut p = policy();
+    p["error_threshold"] = json!({ "fraction": 0.5, "min_sample": 2, "scope": "campaign" });
+    p["max_concurrent"] = json!(1);
+    api.ok(
+        Method::POST,
+        "/api/campaigns",
+        &[],
+        "",
+        Body::Json(json!({
+            "id": "bad", "package_id": id, "filter": "model == \"BG95\"", "policy": p
+        })),
+        StatusCode::CREATED,
+    )
+    .await;
+    let mut paused = Value::Null;
+    for _ in 0..POLLS {
+        let c = api
+            .ok(
+                Method::GET,
+                "/api/campaigns/{id}",
+                &[("id", "bad")],
+                "",
+                Body::None,
+                StatusCode::OK,
+            )
+            .await;
+        if c["status"] == "paused" && c["progress"]["in_flight"] == 0 {
+            paused = c;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!paused.is_null(), "the campaign never paused");
+    let failed = paused["progress"]["counts"]["failed"]
+        .as_u64()
+        .expect("failed");
+    assert!((2..n as u64).contains(&failed), "{paused}");
+    let reason = paused["progress"]["status"].to_string();
+    assert!(reason.contains("error"), "the reason is shown: {reason}");
+    // Paused means paused: nothing more starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = api
+        .ok(
+            Method::GET,
+            "/api/campaigns/{id}",
+            &[("id", "bad")],
+            "",
+            Body::None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(later["progress"]["counts"]["failed"], failed, "{later}");
+    assert_eq!(later["progress"]["in_flight"], 0);
+    // The operator may cancel it; the devices not yet tried end cancelled.
+    let c = api
+        .ok(
+            Method::POST,
+            "/api/campaigns/{id}/{action}",
+            &[("id", "bad"), ("action", "cancel")],
+            "",
+            Body::None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(c["status"], "cancelled", "{c}");
+    assert_eq!(
+        c["progress"]["counts"]["cancelled"].as_u64(),
+        Some(n as u64 - failed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_devices_are_updated_when_they_wake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), "127.0.0.1:0");
+    let api = Api::new(srv.http);
+    let n = 3;
+    let mut handles = Vec::new();
+    let mut installs = Vec::new();
+    for i in 0..n {
+        let mut c = device(srv.coap, i);
+        c.queue_mode = true;
+        c.awake_window = Duration::from_millis(1500);
+        c.sleep_duration = Duration::from_secs(2);
+        let h = Client::start(c).await.expect("client");
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut rx = h.subscribe();
+        let k = count.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                if let ClientEvent::FirmwareState {
+                    state: FwState::Updating,
+                    ..
+                } = e
+                {
+                    k.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        h.wait_registered(STEP).await.expect("registers");
+        handles.push(h);
+        installs.push(count);
+    }
+    wait_inventory(&api, n, |a| read_everything(a) && a["queue_mode"] == true).await;
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 4)).await;
+    let mut p = policy();
+    // Fast enough that the whole update fits in a wake.
+    p["device_rate_bps"] = json!(1_000_000);
+    p["default_cell_bps"] = json!(1_000_000);
+    p["wake"] = json!({ "overhead_ms": 300 });
+    api.ok(
+        Method::POST,
+        "/api/campaigns",
+        &[],
+        "",
+        Body::Json(json!({
+            "id": "q", "package_id": id, "filter": "queue_mode", "policy": p
+        })),
+        StatusCode::CREATED,
+    )
+    .await;
+    let done = wait_complete(&api, "q").await;
+    assert_eq!(done["progress"]["counts"]["succeeded"], n, "{done}");
+    let counts: Vec<usize> = installs.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts, vec![1; n]);
 }

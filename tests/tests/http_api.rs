@@ -19,12 +19,15 @@ use serde_json::{json, Value};
 const DEV: &str = "http-dev";
 const SLEEPY: &str = "http-sleepy";
 
+/// These tests count observations and queued requests exactly: the inventory's own
+/// reads and observations (tested in `fleet_campaigns`) are off.
 fn config_file(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("server.toml");
     std::fs::write(
         &path,
         format!(
-            "[registry]\nawake_window_ms = 1500\n[coap_params]\nack_timeout_ms = 500\nmax_retransmit = 2\n{extra}"
+            "[registry]\nawake_window_ms = 1500\n[coap_params]\nack_timeout_ms = 500\nmax_retransmit = 2\n\
+             [fleet]\ninventory_reads = false\n{extra}"
         ),
     )
     .expect("write config");

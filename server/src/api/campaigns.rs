@@ -73,7 +73,27 @@ fn campaign_json(state: &ApiState, r: &CampaignRecord) -> Value {
         "policy": r.campaign.policy(),
         "devices": r.campaign.len(),
         "progress": progress,
+        "regions": regions(state, r),
     })
+}
+
+/// Devices per region (as the inventory places them; "unknown" without a location) and
+/// state.
+fn regions(state: &ApiState, r: &CampaignRecord) -> Value {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u32>> =
+        Default::default();
+    for (endpoint, kind) in r.campaign.devices() {
+        let region = state
+            .fleet
+            .attributes(endpoint)
+            .and_then(|a| a.region().map(str::to_string))
+            .unwrap_or_else(|| "unknown".to_string());
+        *out.entry(region)
+            .or_default()
+            .entry(kind.name())
+            .or_default() += 1;
+    }
+    json!(out)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -15,11 +15,13 @@ use super::bootstrap::{
     BootstrapConfigJson, BootstrapPageJson, BootstrapStatusJson, PreviousServerJson,
     ServerAccountJson, StepJson,
 };
+use super::campaigns::CampaignInput;
 use super::clients::{ClientJson, ClientPageJson, ObjectLinkJson, RegistrationJson};
 use super::device::Accepted;
 use super::error::ErrorBody;
 use super::events::ApiEvent;
 use super::firmware::{PackageJson, PackageList, TransitionJson, UpdateInput, UpdateJson};
+use super::fleet::{BulkPatch, FilterErrorJson, GroupInput, GroupJson, PreviewInput};
 use super::node_json::{JsonNode, JsonType};
 use super::requests::{RequestRecord, RequestStatus};
 use super::responses::DmResult;
@@ -64,6 +66,24 @@ use super::system::Health;
         super::firmware::status,
         super::firmware::cancel,
         super::firmware::download,
+        super::fleet::attributes,
+        super::fleet::patch_attributes,
+        super::fleet::patch_many,
+        super::fleet::cells,
+        super::fleet::put_cell,
+        super::fleet::regions,
+        super::fleet::put_regions,
+        super::fleet::groups,
+        super::fleet::put_group,
+        super::fleet::group,
+        super::fleet::delete_group,
+        super::fleet::members,
+        super::fleet::preview,
+        super::campaigns::create,
+        super::campaigns::list,
+        super::campaigns::get,
+        super::campaigns::delete,
+        super::campaigns::action,
         super::events::events,
         openapi_json,
         super::system::health,
@@ -75,7 +95,8 @@ use super::system::Health;
         Accepted, JsonNode, JsonType, RequestRecord, RequestStatus, ApiEvent, Health,
         SecurityInput, PskInput, SecurityJson, PskOutput, SecurityList, BootstrapConfigJson,
         BootstrapPageJson, BootstrapStatusJson, ServerAccountJson, StepJson, PreviousServerJson, PackageJson, PackageList, UpdateInput,
-        UpdateJson, TransitionJson
+        UpdateJson, TransitionJson, GroupJson, GroupInput, PreviewInput, BulkPatch,
+        FilterErrorJson, CampaignInput
     )),
     modifiers(&BearerAuth),
     tags(
@@ -85,6 +106,8 @@ use super::system::Health;
         (name = "security", description = "devices' DTLS credentials"),
         (name = "bootstrap", description = "what devices are given when they bootstrap"),
         (name = "firmware", description = "packages, updates and downloads"),
+        (name = "fleet", description = "attributes, cells, regions and dynamic groups"),
+        (name = "campaigns", description = "firmware campaigns over groups"),
         (name = "events", description = "live events"),
         (name = "system", description = "health, metrics and this document"),
     )

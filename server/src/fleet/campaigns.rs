@@ -26,6 +26,8 @@ use crate::firmware::update::{Phase, StartError, UpdateRecord, Updater};
 use crate::runtime::persist::unix_now_ms;
 use crate::runtime::ServerEvent;
 
+/// How often devices in progress are checked against their update records.
+const RECONCILE: Duration = Duration::from_secs(5);
 /// The longest the runner sleeps between two looks at its campaigns.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// Most campaigns kept (finished ones count until deleted).
@@ -110,6 +112,10 @@ impl Campaigns {
     /// Loads the stored campaigns, settles the devices a crash left in doubt and starts
     /// the runner.
     pub fn start(fleet: Fleet, updater: Updater) -> Result<Campaigns, CampaignsError> {
+        // Subscribed before the recovery reads the update records: an update that ends
+        // in between is heard of.
+        let server_events = fleet.handle().subscribe();
+        let fleet_events = fleet.subscribe();
         let now = unix_now_ms();
         let mut entries = BTreeMap::new();
         for (id, mut record) in fleet.store().all::<CampaignRecord>(Table::Campaigns)? {
@@ -148,9 +154,6 @@ impl Campaigns {
             }),
         };
         campaigns.save_dirty();
-        // Subscribed before the runner starts, so no outcome falls in between.
-        let server_events = fleet.handle().subscribe();
-        let fleet_events = fleet.subscribe();
         tokio::spawn(campaigns.clone().follow_server(server_events));
         tokio::spawn(campaigns.clone().follow_fleet(fleet_events));
         tokio::spawn(campaigns.clone().run());
@@ -351,8 +354,14 @@ impl Campaigns {
     async fn run(self) {
         let stopped = self.inner.fleet.handle().stopped();
         tokio::pin!(stopped);
+        let mut reconciled = 0u64;
         loop {
             let now = unix_now_ms();
+            if now.saturating_sub(reconciled) >= RECONCILE.as_millis() as u64 {
+                reconciled = now;
+                let this = self.clone();
+                let _ = tokio::task::spawn_blocking(move || this.reconcile()).await;
+            }
             let cells = self.inner.fleet.cells();
             let mut starts: Vec<(String, String, String)> = Vec::new();
             let mut notes: Vec<(String, &'static str)> = Vec::new();
@@ -399,6 +408,37 @@ impl Campaigns {
             // Writes what events changed since, at most once a round.
             let this = self.clone();
             let _ = tokio::task::spawn_blocking(move || this.save_dirty()).await;
+        }
+    }
+
+    /// Settles the devices in progress whose update has ended without the campaign
+    /// hearing of it (an event missed while the runner lagged behind).
+    fn reconcile(&self) {
+        // (campaign, endpoint, when the campaign started it)
+        let in_progress: Vec<(String, String, u64)> = lock(&self.inner.entries)
+            .iter()
+            .flat_map(|(id, e)| {
+                let c = &e.record.campaign;
+                c.devices()
+                    .filter(|(_, k)| *k == StateKind::InProgress)
+                    .filter_map(|(ep, _)| match c.device(ep)?.state {
+                        lwm2m_campaign::DeviceState::InProgress { started_at, .. } => {
+                            Some((id.clone(), ep.to_string(), started_at))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (_, endpoint, started_at) in in_progress {
+            let Ok(Some(u)) = self.inner.updater.firmware().store.update(&endpoint) else {
+                continue;
+            };
+            // Only this attempt's record: an older one may still be there while the
+            // start is on its way.
+            if u.phase.is_final() && u.started_at_unix_ms >= started_at {
+                self.on_update(&u);
+            }
         }
     }
 

@@ -18,13 +18,16 @@ use crate::registry::Registration;
 /// How long a read waits for a sleeping device.
 const READ_EXPIRY: Duration = Duration::from_secs(3_600);
 
-/// What is observed, with its pmin and pmax in seconds: battery level changes slowly,
-/// the radio's state (cell, signal, network) matters to campaigns within minutes,
-/// location of a tracker within a minute or two.
-const OBSERVED: [(&[u16], u32, u32); 3] = [
-    (&[3, 0, 9], 300, 3_600),
-    (&[4, 0], 60, 3_600),
-    (&[6, 0], 60, 3_600),
+/// What is observed, and where its notification attributes are written (pmin, pmax in
+/// seconds): the radio's state (cell, signal, network) matters to campaigns within
+/// minutes, a tracker's location within a minute or two. They are written on the object
+/// instance, where a resource's own attributes (an operator's) take precedence over
+/// them. The battery level is observed on the device's own defaults: attributes written
+/// for it would be the operator's too, since both observe the same resource.
+const OBSERVED: [(&[u16], Option<(u32, u32)>); 3] = [
+    (&[3, 0, 9], None),
+    (&[4, 0], Some((60, 3_600))),
+    (&[6, 0], Some((60, 3_600))),
 ];
 
 /// Reads (and observes) `reg`'s device in the background.
@@ -40,14 +43,14 @@ pub(super) fn spawn(fleet: Fleet, reg: &Registration) {
         if has5 {
             read(&fleet, &endpoint, &[5, 0]).await;
         }
-        for (ids, pmin, pmax) in OBSERVED {
+        for (ids, attributes) in OBSERVED {
             let present = match ids[0] {
                 4 => has4,
                 6 => has6,
                 _ => true,
             };
             if present {
-                observe(&fleet, &endpoint, ids, pmin, pmax).await;
+                observe(&fleet, &endpoint, ids, attributes).await;
             }
         }
     });
@@ -65,20 +68,34 @@ async fn read(fleet: &Fleet, endpoint: &str, ids: &[u16]) {
     }
 }
 
-async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], pmin: u32, pmax: u32) {
+async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], attributes: Option<(u32, u32)>) {
     let Ok(path) = Path::from_ids(ids) else {
         return;
     };
-    let attributes = Attributes {
-        pmin: Some(AttributeValue::Set(pmin)),
-        pmax: Some(AttributeValue::Set(pmax)),
-        ..Attributes::default()
-    };
-    // Write-Attributes first: LwM2M 1.0 and 1.1 devices take notification attributes
-    // only that way. A device that refuses them notifies on its own defaults.
-    let write = Operation::WriteAttributes { path, attributes };
-    if let Err(e) = fleet.handle().perform(endpoint, &write, READ_EXPIRY).await {
-        tracing::debug!(endpoint, %path, error = %e, "notification attributes refused");
+    // Whoever observes a path, the inventory reads its notifications: a second
+    // observation (after an Update that changed the objects, or the operator's own) would
+    // only double the device's traffic.
+    let observed = fleet
+        .handle()
+        .observations(endpoint)
+        .await
+        .iter()
+        .any(|o| !o.composite && o.paths == [path]);
+    if observed {
+        return;
+    }
+    if let Some((pmin, pmax)) = attributes {
+        let attributes = Attributes {
+            pmin: Some(AttributeValue::Set(pmin)),
+            pmax: Some(AttributeValue::Set(pmax)),
+            ..Attributes::default()
+        };
+        // Write-Attributes first: LwM2M 1.0 and 1.1 devices take notification attributes
+        // only that way. A device that refuses them notifies on its own defaults.
+        let write = Operation::WriteAttributes { path, attributes };
+        if let Err(e) = fleet.handle().perform(endpoint, &write, READ_EXPIRY).await {
+            tracing::debug!(endpoint, %path, error = %e, "notification attributes refused");
+        }
     }
     let op = Operation::Observe {
         path,
