@@ -257,12 +257,7 @@ pub async fn put_cell(
     security(("bearer" = []))
 )]
 pub async fn regions(State(state): State<ApiState>) -> Json<Value> {
-    Json(
-        state
-            .fleet
-            .regions_json()
-            .unwrap_or_else(|| json!({ "regions": [] })),
-    )
+    Json(state.fleet.regions_json().unwrap_or_else(|| json!([])))
 }
 
 /// Replaces the regions (bounding boxes or polygons, first match wins); every device's
