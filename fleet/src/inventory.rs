@@ -63,7 +63,9 @@ impl Default for InventoryConfig {
 /// Devices, their fleet context and their groups.
 #[derive(Debug)]
 pub struct Inventory {
-    devices: HashMap<Arc<str>, Attributes>,
+    /// Boxed: a hash table holds its entries inline with up to as many again empty, and
+    /// an entry of 400 bytes would double the inventory's footprint at a million devices.
+    devices: HashMap<Arc<str>, Box<Attributes>>,
     regions: Regions,
     home_networks: Vec<HomeNetwork>,
     groups: Groups,
@@ -98,12 +100,12 @@ impl Inventory {
     }
 
     pub fn get(&self, endpoint: &str) -> Option<&Attributes> {
-        self.devices.get(endpoint)
+        self.devices.get(endpoint).map(|a| &**a)
     }
 
     /// The devices, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Attributes> {
-        self.devices.values()
+        self.devices.values().map(|a| &**a)
     }
 
     pub fn groups(&self) -> &Groups {
@@ -134,7 +136,11 @@ impl Inventory {
             interner: None,
         });
         let ep = Arc::clone(attrs.shared_endpoint());
-        let a = self.devices.entry(ep).insert_entry(attrs).into_mut();
+        let a = &mut **self
+            .devices
+            .entry(ep)
+            .insert_entry(Box::new(attrs))
+            .into_mut();
         Ok(self.groups.device_changed(a, Changed::all()))
     }
 
@@ -187,7 +193,8 @@ impl Inventory {
             if self.devices.len() >= self.max_devices {
                 return Err(InventoryError::Full(self.max_devices));
             }
-            self.devices.insert(Arc::clone(a.shared_endpoint()), a);
+            self.devices
+                .insert(Arc::clone(a.shared_endpoint()), Box::new(a));
         }
         let Some(a) = self.devices.get_mut(endpoint) else {
             return Err(InventoryError::UnknownDevice(endpoint.to_string()));
@@ -222,7 +229,7 @@ impl Inventory {
 
     /// Forgets a device, taking it out of its groups.
     pub fn remove(&mut self, endpoint: &str) -> Option<(Attributes, Vec<MembershipChange>)> {
-        let a = self.devices.remove(endpoint)?;
+        let a = *self.devices.remove(endpoint)?;
         Some((a, self.groups.device_removed(endpoint)))
     }
 
@@ -235,7 +242,7 @@ impl Inventory {
     ) -> Result<usize, InventoryError> {
         Ok(self
             .groups
-            .define(id, name, filter, self.devices.values())?)
+            .define(id, name, filter, self.devices.values().map(|a| &**a))?)
     }
 
     /// Replaces a group's name and filter; returns who joined and left.
@@ -247,7 +254,7 @@ impl Inventory {
     ) -> Result<Vec<MembershipChange>, InventoryError> {
         Ok(self
             .groups
-            .redefine(id, name, filter, self.devices.values())?)
+            .redefine(id, name, filter, self.devices.values().map(|a| &**a))?)
     }
 
     /// Removes a group; returns how many members it had.
@@ -257,7 +264,7 @@ impl Inventory {
 
     /// How many devices a filter would match.
     pub fn preview(&self, filter: &Filter) -> usize {
-        groups::preview(filter, self.devices.values())
+        groups::preview(filter, self.devices.values().map(|a| &**a))
     }
 
     /// Replaces the regions, moving devices between regions (and groups).

@@ -341,20 +341,20 @@ impl Fleet {
                 }
             }
             ServerEvent::Deregistered { registration } | ServerEvent::Expired { registration } => {
-                let ep: Arc<str> = Arc::from(registration.endpoint.as_str());
-                lock(&self.inner.wake).awake_until.remove(&ep);
+                lock(&self.inner.wake)
+                    .awake_until
+                    .remove(registration.endpoint.as_str());
                 self.change(&registration.endpoint, |a, _| {
                     a.set_online(false) | a.set_awake(false)
                 });
             }
             ServerEvent::Awake { endpoint, .. } => self.woke(&endpoint, now),
             ServerEvent::Sleeping { endpoint, .. } => {
-                let ep: Arc<str> = Arc::from(endpoint.as_str());
                 let next = {
                     let mut w = lock(&self.inner.wake);
-                    w.awake_until.remove(&ep);
+                    w.awake_until.remove(endpoint.as_str());
                     w.last_woke
-                        .get(&ep)
+                        .get(endpoint.as_str())
                         .and_then(|(at, interval)| interval.map(|i| at + i))
                 };
                 self.change(&endpoint, |a, _| {
@@ -447,7 +447,11 @@ impl Fleet {
         let until = now.saturating_add(
             u64::try_from(self.inner.handle.awake_window().as_millis()).unwrap_or(u64::MAX),
         );
-        let ep: Arc<str> = Arc::from(endpoint);
+        // The inventory's copy of the name: these maps hold every queue-mode device.
+        let ep: Arc<str> = lock(&self.inner.inventory)
+            .get(endpoint)
+            .map(|a| Arc::clone(a.shared_endpoint()))
+            .unwrap_or_else(|| Arc::from(endpoint));
         {
             let mut w = lock(&self.inner.wake);
             w.awake_until.insert(ep.clone(), until);
