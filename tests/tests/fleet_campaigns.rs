@@ -73,7 +73,7 @@ async fn upload(api: &Api, version: &str, bytes: Vec<u8>) -> String {
 /// Device `i`: a BG95 on firmware 1.0.0 (the last one another model), in cell 100 or
 /// 200; device 6 is served by a French network.
 fn device(server: SocketAddr, i: usize) -> ClientConfig {
-    let mut c = ClientConfig::new(server, &format!("fl-{i}"));
+    let mut c = ClientConfig::new(server, format!("fl-{i}"));
     c.coap.ack_timeout = Duration::from_millis(300);
     c.registration_retry = Duration::from_millis(300);
     c.profile.update_time = Duration::from_millis(300);
@@ -258,7 +258,7 @@ async fn inventory_groups_and_a_metered_campaign_that_follows_the_rules() {
     let n = 8;
     let devices = start_devices(srv.coap, n).await;
     let attrs = wait_inventory(&api, n, read_everything).await;
-    assert_eq!(attrs[0]["manufacturer"].is_string(), true, "{}", attrs[0]);
+    assert!(attrs[0]["manufacturer"].is_string(), "{}", attrs[0]);
     assert_eq!(attrs[0]["firmware"], "1.0.0");
     assert_eq!(attrs[4]["cell_id"], 200);
     operator_setup(&api, n).await;

@@ -18,13 +18,16 @@ use crate::registry::Registration;
 /// How long a read waits for a sleeping device.
 const READ_EXPIRY: Duration = Duration::from_secs(3_600);
 
+/// Notification attributes: pmin and pmax, in seconds.
+type PminPmax = (u32, u32);
+
 /// What is observed, and where its notification attributes are written (pmin, pmax in
 /// seconds): the radio's state (cell, signal, network) matters to campaigns within
 /// minutes, a tracker's location within a minute or two. They are written on the object
 /// instance, where a resource's own attributes (an operator's) take precedence over
 /// them. The battery level is observed on the device's own defaults: attributes written
 /// for it would be the operator's too, since both observe the same resource.
-const OBSERVED: [(&[u16], Option<(u32, u32)>); 3] = [
+const OBSERVED: [(&[u16], Option<PminPmax>); 3] = [
     (&[3, 0, 9], None),
     (&[4, 0], Some((60, 3_600))),
     (&[6, 0], Some((60, 3_600))),
@@ -68,7 +71,7 @@ async fn read(fleet: &Fleet, endpoint: &str, ids: &[u16]) {
     }
 }
 
-async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], attributes: Option<(u32, u32)>) {
+async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], attributes: Option<PminPmax>) {
     let Ok(path) = Path::from_ids(ids) else {
         return;
     };
