@@ -124,6 +124,9 @@ impl FleetConfig {
             p.device(i).apply(&mut c, cells);
         }
         self.overrides.apply(&mut c);
+        if let Some(stats) = &c.firmware.stats {
+            c.firmware.stats = Some(stats.for_device(i));
+        }
         c.endpoint = self.endpoint(i);
         c.bind = SocketAddr::from((device_address(i), 0));
         c.event_capacity = c.event_capacity.min(16);

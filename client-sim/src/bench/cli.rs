@@ -12,6 +12,7 @@ const USAGE: &str = "usage: lwm2m-client-sim bench BENCHMARK [--count N] [option
   rate     --count N [--window W] [--devices D] [--server-binary PATH]
   latency  --count N [--window W] [--devices D]
   herd     --count N [--within S] [--server-binary PATH]
+  campaign --count N [--cells 20] [--package-kib 256] [--limit-s S] [--server-binary PATH]
   echo-server          (the baseline of `rate`: a UDP echo server on 127.0.0.1)";
 
 struct Args {
@@ -97,6 +98,9 @@ pub async fn main(args: &[String]) -> ExitCode {
     };
     if which == "echo-server" {
         return echo_server();
+    }
+    if which == "campaign" {
+        return super::campaign::main(args.get(1..).unwrap_or_default()).await;
     }
     let a = match parse(args.get(1..).unwrap_or_default()) {
         Ok(a) => a,

@@ -11,9 +11,12 @@
 //!   requester at the same rate ([`latency`]).
 //! - `herd`: devices re-registering within a few seconds after an outage: none lost, and
 //!   the admin API's p99 meanwhile against its p99 idle ([`herd`]).
+//! - `campaign`: one firmware package rolled out to the same simulated fleet naively and
+//!   by the server's scheduled campaign, against each other ([`campaign`]).
 //!
 //! The devices are [`loadgen`]'s light devices, each on a loopback address of its own.
 
+pub mod campaign;
 pub mod cli;
 pub mod loadgen;
 mod reads;

@@ -27,6 +27,7 @@ use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, Resp
 use lwm2m_server::coap::block::{block_of, decode_uint, BlockOpt, MAX_NUM, OPT_BLOCK2};
 use tokio::sync::mpsc;
 
+use super::stats::Tally;
 use super::{DownloadJob, FirmwareConfig, PackageUri, Protocol, UpdateResult};
 use crate::config::{CertificateCredentials, Psk};
 use crate::network::{LinkConditions, Shaper};
@@ -127,11 +128,23 @@ impl DownloadError {
 /// driver stops it.
 pub(crate) async fn run(job: DownloadJob, settings: Arc<Settings>, tx: mpsc::Sender<Progress>) {
     let attempt = job.attempt;
+    // Counted as failed unless it completes, also when the task is aborted.
+    let cell = settings.link.as_ref().and_then(|l| l.cell.as_ref());
+    let tally = settings
+        .firmware
+        .stats
+        .as_ref()
+        .map(|s| s.download(cell.map(|c| c.id())));
+    let t = tally.as_ref();
     let outcome = match job.uri.protocol {
-        Protocol::Coap | Protocol::Coaps => coap(&job, &settings, &tx).await,
-        Protocol::Http | Protocol::Https => http(&job, &settings, &tx).await,
+        Protocol::Coap | Protocol::Coaps => coap(&job, &settings, &tx, t).await,
+        Protocol::Http | Protocol::Https => http(&job, &settings, &tx, t).await,
         p => Err(DownloadError::Unsupported(p)),
     };
+    if let (Ok(()), Some(t)) = (&outcome, &tally) {
+        t.complete();
+    }
+    drop(tally);
     let last = match outcome {
         Ok(()) => Progress::Done { attempt },
         Err(DownloadError::Stopped) => return,
@@ -261,6 +274,7 @@ async fn exchange(
     offset: usize,
     params: &lwm2m_server::coap::Config,
     rng: &mut Rng,
+    tally: Option<&Tally>,
 ) -> Result<Packet, ExchangeError> {
     c.mid = c.mid.wrapping_add(1);
     let mid = c.mid;
@@ -292,6 +306,9 @@ async fn exchange(
             r = c.link.recv() => {
                 let messages = r.map_err(|e| ExchangeError::Io(e.to_string()))?;
                 for m in messages {
+                    if let Some(t) = tally {
+                        t.received(m.len());
+                    }
                     let Ok(p) = Packet::from_bytes(&m) else { continue };
                     let kind = p.header.get_type();
                     let ours = p.get_token() == c.token.as_slice();
@@ -394,6 +411,7 @@ async fn coap(
     job: &DownloadJob,
     s: &Settings,
     tx: &mpsc::Sender<Progress>,
+    tally: Option<&Tally>,
 ) -> Result<(), DownloadError> {
     let f = &s.firmware;
     let attempt = job.attempt;
@@ -428,7 +446,7 @@ async fn coap(
             })?;
         let request = block_request(&job.uri, num, szx, conn.fresh);
         conn.fresh = false;
-        let resp = match exchange(&mut conn, request, offset, &s.coap, &mut rng).await {
+        let resp = match exchange(&mut conn, request, offset, &s.coap, &mut rng, tally).await {
             Ok(p) => p,
             Err(e) => {
                 count_failure(&mut failures, f, format!("block {num}: {e}"))?;
@@ -538,6 +556,7 @@ async fn http(
     job: &DownloadJob,
     s: &Settings,
     tx: &mpsc::Sender<Progress>,
+    tally: Option<&Tally>,
 ) -> Result<(), DownloadError> {
     use reqwest::header::{CONTENT_RANGE, ETAG, RANGE};
     let f = &s.firmware;
@@ -648,6 +667,9 @@ async fn http(
                     continue 'requests;
                 }
             };
+            if let Some(t) = tally {
+                t.received(chunk.len());
+            }
             let mut data = &chunk[..];
             too_large(offset.saturating_add(data.len()), f)?;
             let pause_now = pause_at.is_some_and(|at| offset.saturating_add(data.len()) >= at);

@@ -56,6 +56,7 @@
 
 pub(crate) mod download;
 pub mod package;
+pub mod stats;
 pub mod uri;
 
 use std::collections::BTreeMap;
@@ -288,6 +289,8 @@ pub struct FirmwareConfig {
     /// CA certificates (PEM) an `https://` server's certificate must chain to;
     /// `None`: the system's roots.
     pub https_ca_pem: Option<Vec<u8>>,
+    /// Where downloads and installations are counted (benchmarks); `None`: nowhere.
+    pub stats: Option<stats::StatsHandle>,
 }
 
 impl Default for FirmwareConfig {
@@ -306,6 +309,7 @@ impl Default for FirmwareConfig {
             interrupt_after_blocks: None,
             interrupt_for: Duration::from_secs(1),
             https_ca_pem: None,
+            stats: None,
         }
     }
 }
@@ -688,6 +692,9 @@ impl Firmware {
             Some(Value::String(v)) => v.clone(),
             _ => String::new(),
         };
+        if let Some(stats) = &self.config.stats {
+            stats.installed(&shown);
+        }
         Some(DeviceNote::FirmwareUpdated(shown))
     }
 
