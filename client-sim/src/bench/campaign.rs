@@ -886,7 +886,7 @@ async fn operator_data(sc: &Scenario, api: &Api) -> Result<bool, BenchError> {
 
 async fn per_device_operator_data(sc: &Scenario, api: &Api) -> Result<bool, BenchError> {
     let mut tasks = JoinSet::new();
-    for d in &sc.devices {
+    for d in sc.devices.iter() {
         while tasks.len() >= PARALLEL_CALLS {
             if let Some(Ok(Err(e))) = tasks.join_next().await {
                 return Err(BenchError::Server(e));
