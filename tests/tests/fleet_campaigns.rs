@@ -111,25 +111,31 @@ impl Devices {
     }
 }
 
+/// Counts the times the device enters State 3 (Updating), from its own events.
+fn count_installs(h: &ClientHandle) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut rx = h.subscribe();
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok(e) = rx.recv().await {
+            if let ClientEvent::FirmwareState {
+                state: FwState::Updating,
+                ..
+            } = e
+            {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    count
+}
+
 async fn start_devices(server: SocketAddr, n: usize) -> Devices {
     let mut handles = Vec::new();
     let mut installs = Vec::new();
     for i in 0..n {
         let h = Client::start(device(server, i)).await.expect("client");
-        let count = Arc::new(AtomicUsize::new(0));
-        let mut rx = h.subscribe();
-        let c = count.clone();
-        tokio::spawn(async move {
-            while let Ok(e) = rx.recv().await {
-                if let ClientEvent::FirmwareState {
-                    state: FwState::Updating,
-                    ..
-                } = e
-                {
-                    c.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
+        let count = count_installs(&h);
         h.wait_registered(STEP).await.expect("registers");
         handles.push(h);
         installs.push(count);
@@ -515,20 +521,7 @@ async fn queue_mode_devices_are_updated_when_they_wake() {
         c.awake_window = Duration::from_millis(1500);
         c.sleep_duration = Duration::from_secs(2);
         let h = Client::start(c).await.expect("client");
-        let count = Arc::new(AtomicUsize::new(0));
-        let mut rx = h.subscribe();
-        let k = count.clone();
-        tokio::spawn(async move {
-            while let Ok(e) = rx.recv().await {
-                if let ClientEvent::FirmwareState {
-                    state: FwState::Updating,
-                    ..
-                } = e
-                {
-                    k.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
+        let count = count_installs(&h);
         h.wait_registered(STEP).await.expect("registers");
         handles.push(h);
         installs.push(count);

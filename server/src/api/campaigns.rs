@@ -99,10 +99,7 @@ fn regions(state: &ApiState, r: &CampaignRecord) -> Value {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CampaignsError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(error)
+    super::fleet::blocking(f).await?.map_err(error)
 }
 
 /// Creates a campaign over the target's devices now (and, with `join_new_members`, over

@@ -27,6 +27,15 @@ pub(super) fn body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Api
         .map_err(|e| ApiError::bad_request("bad_body", format!("body is not valid: {e}")))
 }
 
+/// Runs a store call off the async runtime.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
 pub(super) fn fleet_error(e: FleetError) -> ApiError {
     match e {
         FleetError::Inventory(InventoryError::UnknownDevice(ep)) => ApiError::new(
@@ -134,9 +143,8 @@ pub async fn patch_attributes(
 ) -> Result<Json<Value>, ApiError> {
     let patch: ExternalPatch = body(&raw)?;
     let fleet = state.fleet.clone();
-    let a = tokio::task::spawn_blocking(move || fleet.patch_external(&endpoint, &patch))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    let a = blocking(move || fleet.patch_external(&endpoint, &patch))
+        .await?
         .map_err(fleet_error)?;
     Ok(Json(serde_json::to_value(&a).unwrap_or_default()))
 }
@@ -176,9 +184,8 @@ pub async fn patch_many(
     }
     let patches: Vec<_> = input.devices.into_iter().collect();
     let fleet = state.fleet.clone();
-    let n = tokio::task::spawn_blocking(move || fleet.patch_many(&patches))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    let n = blocking(move || fleet.patch_many(&patches))
+        .await?
         .map_err(fleet_error)?;
     Ok(Json(json!({ "updated": n })))
 }
@@ -241,9 +248,8 @@ pub async fn put_cell(
     };
     let fleet = state.fleet.clone();
     let c = cell.clone();
-    tokio::task::spawn_blocking(move || fleet.put_cell(&c, status))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    blocking(move || fleet.put_cell(&c, status))
+        .await?
         .map_err(fleet_error)?;
     Ok(Json(json!({ "cell": cell, "status": status })))
 }
@@ -283,9 +289,8 @@ pub async fn put_regions(
         .map_err(|e| ApiError::bad_request("bad_regions", e.to_string()))?;
     let fleet = state.fleet.clone();
     let stored = json.clone();
-    tokio::task::spawn_blocking(move || fleet.set_regions(stored, regions))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    blocking(move || fleet.set_regions(stored, regions))
+        .await?
         .map_err(fleet_error)?;
     Ok(Json(json))
 }
@@ -369,15 +374,7 @@ async fn put_group_inner(
     };
     let fleet = state.fleet.clone();
     let r = record.clone();
-    let members = tokio::task::spawn_blocking(move || fleet.put_group(r, filter))
-        .await
-        .map_err(|e| {
-            Box::new(axum::response::IntoResponse::into_response(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            )))
-        })?;
+    let members = respond(blocking(move || fleet.put_group(r, filter)).await)?;
     let members = respond(members.map_err(fleet_error))?;
     Ok((StatusCode::CREATED, Json(group_json((record, members)))))
 }
@@ -431,9 +428,8 @@ pub async fn delete_group(
 ) -> Result<StatusCode, ApiError> {
     let fleet = state.fleet.clone();
     let i = id.clone();
-    let removed = tokio::task::spawn_blocking(move || fleet.delete_group(&i))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    let removed = blocking(move || fleet.delete_group(&i))
+        .await?
         .map_err(fleet_error)?;
     if removed {
         Ok(StatusCode::NO_CONTENT)
@@ -509,8 +505,6 @@ async fn preview_inner(state: ApiState, raw: Bytes) -> FilterResult<Json<Value>>
     let input: PreviewInput = respond(body(&raw))?;
     let filter = compile(&input.filter)?;
     let fleet = state.fleet.clone();
-    let count = tokio::task::spawn_blocking(move || fleet.preview(&filter))
-        .await
-        .unwrap_or(0);
+    let count = respond(blocking(move || fleet.preview(&filter)).await)?;
     Ok(Json(json!({ "count": count })))
 }

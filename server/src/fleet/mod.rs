@@ -276,35 +276,20 @@ impl Fleet {
         if values.is_empty() && multis.is_empty() {
             return;
         }
-        let mut inv = lock(&self.inner.inventory);
-        let mut all = Vec::new();
+        // One update: the attributes report what they changed, so nothing is compared.
         let mut changed_any = false;
-        let mut error = None;
-        for (p, v) in &values {
-            let before = inv.get(endpoint).cloned();
-            match inv.apply_resource(endpoint, p, v) {
-                Ok(c) => {
-                    changed_any |= before.as_ref() != inv.get(endpoint);
-                    all.extend(c);
-                }
-                Err(e) => error = Some(e),
+        let result = lock(&self.inner.inventory).update(endpoint, |a, cx| {
+            let mut c = Changed::NONE;
+            for (p, v) in &values {
+                c |= a.apply_in(p, v, cx);
             }
-        }
-        for (p, list) in &multis {
-            let before = inv.get(endpoint).cloned();
-            match inv.apply_multi_resource(endpoint, p, list) {
-                Ok(c) => {
-                    changed_any |= before.as_ref() != inv.get(endpoint);
-                    all.extend(c);
-                }
-                Err(e) => error = Some(e),
+            for (p, list) in &multis {
+                c |= a.apply_multi_in(p, list, cx);
             }
-        }
-        drop(inv);
-        match error {
-            Some(e) if all.is_empty() && !changed_any => self.after_change(endpoint, false, Err(e)),
-            _ => self.after_change(endpoint, changed_any, Ok(all)),
-        }
+            changed_any = c != Changed::NONE;
+            c
+        });
+        self.after_change(endpoint, changed_any, result);
     }
 
     /// Follows the server's events until it stops.
@@ -613,23 +598,18 @@ impl Fleet {
 
     pub fn groups(&self) -> Vec<(GroupRecord, usize)> {
         let inv = lock(&self.inner.inventory);
-        inv.groups()
-            .iter()
-            .map(|g| {
-                (
-                    GroupRecord {
-                        id: g.id.to_string(),
-                        name: g.name.to_string(),
-                        filter: g.filter.source().to_string(),
-                    },
-                    g.count,
-                )
-            })
-            .collect()
+        let all = inv.groups().iter().map(|g| group_record(&g)).collect();
+        all
     }
 
     pub fn group(&self, id: &str) -> Option<(GroupRecord, usize)> {
-        self.groups().into_iter().find(|(g, _)| g.id == id)
+        let inv = lock(&self.inner.inventory);
+        let found = inv
+            .groups()
+            .iter()
+            .find(|g| g.id == id)
+            .map(|g| group_record(&g));
+        found
     }
 
     /// Defines or redefines a group; answers its member count.
@@ -709,6 +689,18 @@ impl Fleet {
     pub(crate) fn read_permits(&self) -> Arc<Semaphore> {
         self.inner.reads.clone()
     }
+}
+
+/// A group's definition and member count.
+fn group_record(g: &lwm2m_fleet::GroupInfo<'_>) -> (GroupRecord, usize) {
+    (
+        GroupRecord {
+            id: g.id.to_string(),
+            name: g.name.to_string(),
+            filter: g.filter.source().to_string(),
+        },
+        g.count,
+    )
 }
 
 /// A campaign's view of a device's attributes.
