@@ -12,9 +12,8 @@ use coap_lite::{MessageClass, Packet};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use lwm2m_objects::Path;
-
 use super::inventory::SecurityCommand;
+use super::observed::{Key, Observed, ObservedTable};
 use super::persist::{self, Clock};
 use super::route::{self, Route};
 use super::sockets::{flush_plain, flush_secure, recv_from};
@@ -22,7 +21,7 @@ use super::{
     ClientInfo, ClientPage, Command, ObservationInfo, QueuedInfo, Reply, ReplyTx, RequestError,
     RequestLabel, ServerEvent,
 };
-use crate::coap::{Endpoint, Event, FailReason, IncomingId, RequestId};
+use crate::coap::{Endpoint, Event, FailReason, IncomingId};
 use crate::dm::DeviceContext;
 use crate::dtls::{DtlsEvent, DtlsServer, PeerIdentity};
 use crate::metrics::{gauge_value, HandshakeLabels, Metrics, ReasonLabels};
@@ -77,19 +76,6 @@ struct Pending {
     to: Option<SocketAddr>,
 }
 
-/// A request or observation of one transport's endpoint.
-type Key = (Transport, RequestId);
-
-/// An established observation.
-struct Observed {
-    endpoint: String,
-    registration_id: String,
-    token: Vec<u8>,
-    /// The LwM2M paths observed, as the observing call named them.
-    paths: Vec<Path>,
-    composite: bool,
-}
-
 /// The metrics code of a request's outcome: the device's CoAP code, or why there was none.
 fn outcome_code(outcome: &Result<Packet, RequestError>) -> String {
     match outcome {
@@ -121,7 +107,7 @@ pub(super) struct Driver {
     events: broadcast::Sender<ServerEvent>,
     clock: Clock,
     pending: HashMap<Key, Pending>,
-    observed: HashMap<Key, Observed>,
+    observed: ObservedTable,
     /// Which registration a peer address belongs to, for Send (which names no endpoint).
     by_peer: HashMap<(Transport, SocketAddr), Arc<str>>,
     metrics: Arc<Metrics>,
@@ -156,7 +142,7 @@ impl Driver {
             events,
             clock: Clock::now(),
             pending: HashMap::new(),
-            observed: HashMap::new(),
+            observed: ObservedTable::default(),
             by_peer: HashMap::new(),
             metrics,
             retransmissions_counted: 0,
@@ -916,13 +902,7 @@ impl Driver {
     }
 
     fn cancel_observations(&mut self, registration_id: &str, now: Instant, delete_stored: bool) {
-        let ids: Vec<Key> = self
-            .observed
-            .iter()
-            .filter(|(_, o)| o.registration_id == registration_id)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.observed.keys_of(registration_id) {
             self.endpoint(id.0).cancel(now, id.1);
             if let Some(o) = self.observed.remove(&id) {
                 if delete_stored {
@@ -1012,8 +992,7 @@ impl Driver {
         };
         let mut out: Vec<ObservationInfo> = self
             .observed
-            .values()
-            .filter(|o| o.registration_id == reg.id)
+            .of_registration(&reg.id)
             .map(|o| ObservationInfo {
                 token: o.token.clone(),
                 paths: o.paths.clone(),
@@ -1025,12 +1004,7 @@ impl Driver {
     }
 
     fn forget_observation(&mut self, token: &[u8]) -> bool {
-        let Some(rid) = self
-            .observed
-            .iter()
-            .find(|(_, o)| o.token == token)
-            .map(|(id, _)| *id)
-        else {
+        let Some(rid) = self.observed.key_of_token(token) else {
             return false;
         };
         self.endpoint(rid.0).cancel(Instant::now(), rid.1);
@@ -1060,7 +1034,7 @@ impl Driver {
 
     fn on_cancel_observation(&mut self, token: Vec<u8>, packet: Packet, reply: ReplyTx) {
         let now = Instant::now();
-        let Some((&rid, _)) = self.observed.iter().find(|(_, o)| o.token == token) else {
+        let Some(rid) = self.observed.key_of_token(&token) else {
             let _ = reply.send(Err(RequestError::NotObserved("no such observation".into())));
             return;
         };

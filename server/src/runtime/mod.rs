@@ -20,6 +20,7 @@
 mod driver;
 mod inventory;
 mod manage;
+mod observed;
 pub mod persist;
 pub mod route;
 mod sockets;
