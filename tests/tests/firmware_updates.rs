@@ -384,6 +384,26 @@ async fn every_failure_the_device_reports_ends_the_update_with_its_meaning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_execute_update_is_sent_again_while_the_device_stays_downloaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), "");
+    let api = Api::new(srv.http);
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 4)).await;
+    // The device acknowledges the first Execute Update and does nothing with it.
+    let fw = FirmwareConfig {
+        ignore_executes: 1,
+        ..FirmwareConfig::default()
+    };
+    let h = started(device(srv.coap, "fw-deaf", fw)).await;
+    begin(&api, "fw-deaf", json!({"package": id, "protocol": "coap"})).await;
+    let u = ended(&api, "fw-deaf").await;
+    assert_eq!(u["phase"], "succeeded", "{u}");
+    assert_eq!(u["final_version"], "2.0.0");
+    assert_eq!(device_version(&api, "fw-deaf").await, "2.0.0");
+    h.shutdown().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_download_resumes_from_its_block_and_an_expired_token_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = start_server(dir.path(), "token_lifetime_s = 3\n");

@@ -291,6 +291,11 @@ pub struct FirmwareConfig {
     pub https_ca_pem: Option<Vec<u8>>,
     /// Where downloads and installations are counted (benchmarks); `None`: nowhere.
     pub stats: Option<stats::StatsHandle>,
+    /// Execute Update (/5/0/2) is answered 2.04 but does nothing this many times, as
+    /// on a device that loses the command (a reboot race, a datagram acknowledged and
+    /// dropped): the state stays Downloaded, and only a server that executes again
+    /// gets the update installed.
+    pub ignore_executes: u32,
 }
 
 impl Default for FirmwareConfig {
@@ -310,6 +315,7 @@ impl Default for FirmwareConfig {
             interrupt_for: Duration::from_secs(1),
             https_ca_pem: None,
             stats: None,
+            ignore_executes: 0,
         }
     }
 }
@@ -366,6 +372,8 @@ pub struct Firmware {
     /// Blocks written in the current download.
     blocks: u32,
     update_due: Option<Instant>,
+    /// Executes ignored so far, of `config.ignore_executes`.
+    executes_ignored: u32,
     commands: Vec<FwCommand>,
     changes: Vec<(FwState, UpdateResult)>,
 }
@@ -385,6 +393,7 @@ impl Firmware {
             attempt: 0,
             blocks: 0,
             update_due: None,
+            executes_ignored: 0,
             commands: Vec::new(),
             changes: Vec::new(),
         }
@@ -640,6 +649,10 @@ impl Firmware {
                 self.state,
                 self.state.code()
             )));
+        }
+        if self.executes_ignored < self.config.ignore_executes {
+            self.executes_ignored += 1;
+            return Ok(());
         }
         self.set(store, FwState::Updating, UpdateResult::Initial);
         self.update_due = Some(now + self.update_time);

@@ -345,6 +345,7 @@ impl Updater {
             events: self.handle.subscribe(),
             cancel: rx,
             record,
+            executed_at: None,
         };
         let running = self.running.clone();
         tokio::spawn(async move {
@@ -384,6 +385,9 @@ struct Task {
     events: broadcast::Receiver<ServerEvent>,
     cancel: watch::Receiver<bool>,
     record: UpdateRecord,
+    /// When Execute Update was last sent (`None` before, and after a restart of the
+    /// server, when a device found still in State 2 gets it again at once).
+    executed_at: Option<tokio::time::Instant>,
 }
 
 /// The device's object 5 instance, as far as the update needs it.
@@ -760,23 +764,21 @@ impl Task {
             (Phase::Downloading, Some(2), _) => {
                 let timeout = self.settings().update_timeout;
                 self.enter(Phase::Updating, Some(timeout));
-                let execute = Operation::Execute {
-                    path: Path::resource(5, 0, 2),
-                    args: ExecuteArgs::default(),
-                };
-                // A device may reboot into the new firmware before it answers: what
-                // counts is the state it reports next.
-                // The answer is waited for briefly; a request still queued for a sleeping
-                // device stays queued and goes out when it wakes.
-                match tokio::time::timeout(EXECUTE_WAIT, self.perform(execute)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::info!(endpoint = %self.record.endpoint, error = %e, "Execute Update failed; watching the state")
-                    }
-                    Err(_) => {
-                        tracing::info!(endpoint = %self.record.endpoint, "no answer to Execute Update yet; watching the state")
-                    }
-                }
+                self.execute().await;
+            }
+            // An Execute lost on the way (a congested cell drops it and every
+            // retransmission, a device loses it in a reboot race) leaves the image
+            // downloaded and the device waiting; without another the update would sit
+            // there until its deadline. A device still in State 2 a poll interval (at
+            // least EXECUTE_WAIT) after the last one gets it again: that is safe, since
+            // one that had begun installing would report State 3.
+            (Phase::Updating, Some(2), _)
+                if self.executed_at.is_none_or(|t| {
+                    t.elapsed() >= self.settings().poll_interval.max(EXECUTE_WAIT)
+                }) =>
+            {
+                tracing::info!(endpoint = %self.record.endpoint, "still downloaded, not updating: Execute Update again");
+                self.execute().await;
             }
             (Phase::Updating, Some(0), Some(1)) => self.enter(Phase::Verifying, None),
             // The device went back to Idle without a result: its image is gone.
@@ -796,6 +798,27 @@ impl Task {
             self.observe().await;
         }
         Ok(())
+    }
+
+    /// Sends Execute Update. A device may reboot into the new firmware before it
+    /// answers: what counts is the state it reports next. The answer is waited for
+    /// briefly; a request still queued for a sleeping device stays queued and goes out
+    /// when it wakes.
+    async fn execute(&mut self) {
+        self.executed_at = Some(tokio::time::Instant::now());
+        let execute = Operation::Execute {
+            path: Path::resource(5, 0, 2),
+            args: ExecuteArgs::default(),
+        };
+        match tokio::time::timeout(EXECUTE_WAIT, self.perform(execute)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(endpoint = %self.record.endpoint, error = %e, "Execute Update failed; watching the state")
+            }
+            Err(_) => {
+                tracing::info!(endpoint = %self.record.endpoint, "no answer to Execute Update yet; watching the state")
+            }
+        }
     }
 
     async fn verify(&mut self) -> Result<(), String> {
