@@ -333,6 +333,19 @@ impl Fleet {
                     a.set_online(false) | a.set_awake(false)
                 });
             }
+            // The version an update verified is the device's /3/0/3 now: a device that
+            // comes back with an Update (not a Register) after installing is not read
+            // again, and its groups must not go on counting it on the old version.
+            ServerEvent::FirmwareState(record) => {
+                if let (crate::firmware::update::Phase::Succeeded, Some(version)) =
+                    (record.phase, &record.final_version)
+                {
+                    let value = Value::String(version.clone());
+                    self.change(&record.endpoint, |a, cx| {
+                        a.apply_in(&Path::resource(3, 0, 3), &value, cx)
+                    });
+                }
+            }
             ServerEvent::Awake { endpoint, .. } => self.woke(&endpoint, now),
             ServerEvent::Sleeping { endpoint, .. } => {
                 let next = {

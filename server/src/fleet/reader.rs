@@ -3,8 +3,15 @@
 //! and observations of what changes (battery, connectivity, location) with notification
 //! attributes that keep a fleet's notification traffic modest.
 //!
-//! At most [`super::FleetSettings::read_concurrency`] devices are read at once; a queue-mode
-//! device that falls asleep before its turn gets the requests when it wakes.
+//! At most [`super::FleetSettings::read_concurrency`] always-reachable devices are read at
+//! once. Queue-mode devices take no part in that bound: their requests wait on the device
+//! until it wakes, seconds to hours, and a permit held through that sleep would stall the
+//! reads of every other device behind it (a fleet with a third in queue mode learned its
+//! attributes at a few dozen devices a second). What paces them is their own wakes.
+//!
+//! What went unanswered is asked again, twice, after a pause (see [`ROUNDS`]): a read
+//! lost once would otherwise leave a device out of every group that needs the
+//! attribute until it registers again.
 
 use std::time::Duration;
 
@@ -14,6 +21,7 @@ use lwm2m_objects::Path;
 use super::Fleet;
 use crate::dm::{DmResponse, Operation};
 use crate::registry::Registration;
+use crate::runtime::ManageError;
 
 /// How long a read waits for a sleeping device.
 const READ_EXPIRY: Duration = Duration::from_secs(3_600);
@@ -33,47 +41,108 @@ const OBSERVED: [(&[u16], Option<PminPmax>); 3] = [
     (&[6, 0], Some((60, 3_600))),
 ];
 
+/// Rounds of the steps that failed for want of an answer (a lost datagram, a device
+/// unreachable for a while), and the pause before each further round. A device that
+/// answers with an error is not asked again: it has said what it has.
+const ROUNDS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(30),
+    Duration::from_secs(300),
+];
+
+/// One thing to learn of a device.
+#[derive(Clone, Copy)]
+enum Step {
+    Read(&'static [u16]),
+    Observe(&'static [u16], Option<PminPmax>),
+}
+
+/// What a step came to.
+enum Outcome {
+    Done,
+    /// No answer: worth another round.
+    Unanswered,
+    /// The device is gone: nothing more to ask.
+    Gone,
+}
+
 /// Reads (and observes) `reg`'s device in the background.
 pub(super) fn spawn(fleet: Fleet, reg: &Registration) {
     let endpoint = reg.endpoint.clone();
     let has = |o: u16| reg.objects.objects.iter().any(|l| l.object == o);
-    let (has4, has5, has6) = (has(4), has(5), has(6));
-    tokio::spawn(async move {
-        let Ok(_permit) = fleet.read_permits().acquire_owned().await else {
-            return;
-        };
-        read(&fleet, &endpoint, &[3, 0]).await;
-        if has5 {
-            read(&fleet, &endpoint, &[5, 0]).await;
+    let mut steps = vec![Step::Read(&[3, 0])];
+    if has(5) {
+        steps.push(Step::Read(&[5, 0]));
+    }
+    for (ids, attributes) in OBSERVED {
+        if ids[0] == 3 || has(ids[0]) {
+            steps.push(Step::Observe(ids, attributes));
         }
-        for (ids, attributes) in OBSERVED {
-            let present = match ids[0] {
-                4 => has4,
-                6 => has6,
-                _ => true,
-            };
-            if present {
-                observe(&fleet, &endpoint, ids, attributes).await;
+    }
+    let queue_mode = reg.queue_mode;
+    tokio::spawn(async move {
+        for pause in ROUNDS {
+            if steps.is_empty() {
+                return;
             }
+            tokio::time::sleep(pause).await;
+            let _permit = if queue_mode {
+                None
+            } else {
+                match fleet.read_permits().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                }
+            };
+            let mut left = Vec::new();
+            for step in steps {
+                let outcome = match step {
+                    Step::Read(ids) => read(&fleet, &endpoint, ids).await,
+                    Step::Observe(ids, attributes) => {
+                        observe(&fleet, &endpoint, ids, attributes).await
+                    }
+                };
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::Unanswered => left.push(step),
+                    Outcome::Gone => return,
+                }
+            }
+            steps = left;
         }
     });
 }
 
-async fn read(fleet: &Fleet, endpoint: &str, ids: &[u16]) {
-    let Ok(path) = Path::from_ids(ids) else {
-        return;
-    };
-    let op = Operation::Read { path, format: None };
-    match fleet.handle().perform(endpoint, &op, READ_EXPIRY).await {
-        Ok(DmResponse::Node(node)) => fleet.apply_node(endpoint, &path, &node),
-        Ok(_) => {}
-        Err(e) => tracing::debug!(endpoint, %path, error = %e, "inventory read failed"),
+fn outcome<T>(r: &Result<T, ManageError>) -> Outcome {
+    match r {
+        Ok(_) | Err(ManageError::Dm(_)) => Outcome::Done,
+        Err(ManageError::Request(_)) => Outcome::Unanswered,
+        Err(ManageError::NotRegistered(_)) => Outcome::Gone,
     }
 }
 
-async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], attributes: Option<PminPmax>) {
+async fn read(fleet: &Fleet, endpoint: &str, ids: &[u16]) -> Outcome {
     let Ok(path) = Path::from_ids(ids) else {
-        return;
+        return Outcome::Done;
+    };
+    let op = Operation::Read { path, format: None };
+    let r = fleet.handle().perform(endpoint, &op, READ_EXPIRY).await;
+    match &r {
+        Ok(DmResponse::Node(node)) => fleet.apply_node(endpoint, &path, node),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(endpoint, %path, error = %e, "inventory read failed"),
+    }
+    outcome(&r)
+}
+
+async fn observe(
+    fleet: &Fleet,
+    endpoint: &str,
+    ids: &[u16],
+    attributes: Option<PminPmax>,
+) -> Outcome {
+    let Ok(path) = Path::from_ids(ids) else {
+        return Outcome::Done;
     };
     // Whoever observes a path, the inventory reads its notifications: a second
     // observation (after an Update that changed the objects, or the operator's own) would
@@ -85,7 +154,7 @@ async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], attributes: Option<
         .iter()
         .any(|o| !o.composite && o.paths == [path]);
     if observed {
-        return;
+        return Outcome::Done;
     }
     if let Some((pmin, pmax)) = attributes {
         let attributes = Attributes {
@@ -105,11 +174,13 @@ async fn observe(fleet: &Fleet, endpoint: &str, ids: &[u16], attributes: Option<
         attributes: Attributes::default(),
         format: None,
     };
-    match fleet.handle().perform(endpoint, &op, READ_EXPIRY).await {
+    let r = fleet.handle().perform(endpoint, &op, READ_EXPIRY).await;
+    match &r {
         Ok(DmResponse::Observed { node, .. }) | Ok(DmResponse::Node(node)) => {
-            fleet.apply_node(endpoint, &path, &node)
+            fleet.apply_node(endpoint, &path, node)
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(endpoint, %path, error = %e, "inventory observation failed"),
     }
+    outcome(&r)
 }
