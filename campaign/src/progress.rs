@@ -126,6 +126,20 @@ pub struct Progress {
     pub bytes_sent: u64,
     pub bytes_wasted: u64,
     pub recent_failures: Vec<FailureNote>,
+    /// Where the maintenance windows stand; `None` when the policy has none (always
+    /// open), so that an operator sees why nothing starts while every device waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowProgress>,
+}
+
+/// The maintenance windows at the time of a progress report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowProgress {
+    pub open: bool,
+    /// When the open window closes.
+    pub until_unix_ms: Option<u64>,
+    /// When the next window opens, while they are closed (`None`: none ever will).
+    pub next_open_unix_ms: Option<u64>,
 }
 
 /// Completion estimate: the slowest of the cells, each working through its

@@ -28,6 +28,7 @@ use crate::outcome::{truncate_detail, FailureKind, Outcome, Retry};
 use crate::policy::{Policy, PolicyError};
 use crate::progress::{
     estimate_completion, CellProgress, FailureNote, Progress, StateCounts, WaveProgress,
+    WindowProgress,
 };
 use crate::rules::{self, Verdict};
 use crate::windows::{WindowState, Windows};
@@ -1428,6 +1429,28 @@ impl Campaign {
             bytes_sent: self.bytes_sent,
             bytes_wasted: self.bytes_wasted,
             recent_failures: self.recent_failures.iter().cloned().collect(),
+            window: self.window_progress(now_unix_ms),
+        }
+    }
+
+    /// The windows' state at `now`: the cached one while it holds, else computed.
+    fn window_progress(&self, now: u64) -> Option<WindowProgress> {
+        let state = match self.window_cache {
+            Some(c) if c.from <= now && now < c.until => c.state,
+            _ => self.windows.state(now),
+        };
+        match state {
+            WindowState::Always => None,
+            WindowState::Open { until } => Some(WindowProgress {
+                open: true,
+                until_unix_ms: Some(until),
+                next_open_unix_ms: None,
+            }),
+            WindowState::Closed { next_open } => Some(WindowProgress {
+                open: false,
+                until_unix_ms: None,
+                next_open_unix_ms: next_open,
+            }),
         }
     }
 

@@ -444,8 +444,18 @@ fn devices_start_only_inside_a_maintenance_window() {
     let t = CellTable::new();
     assert!(starts(&c.poll(T0, &t)).is_empty(), "00:00 UTC is outside");
     assert_eq!(c.next_wakeup(), Some(T0 + H));
+    let closed = c.progress(T0, &t).window.expect("a window state");
+    assert!(!closed.open);
+    assert_eq!(
+        closed.next_open_unix_ms,
+        Some(T0 + H),
+        "the operator sees when"
+    );
     let s = starts(&c.poll(T0 + H, &t));
     assert_eq!(s.len(), 2);
+    let open = c.progress(T0 + H, &t).window.expect("a window state");
+    assert!(open.open);
+    assert_eq!(open.until_unix_ms, Some(T0 + 3 * H));
     ok(&mut c, &s[0], T0 + 3 * H + 1);
     assert_eq!(
         c.next_wakeup(),
@@ -1272,6 +1282,7 @@ fn progress_counts_per_state_wave_and_cell_and_estimates_completion() {
     // A has 3 left at 2 at a time: 2 rounds of 10 min; B has 1 left: 1 round.
     assert_eq!(p.estimated_completion_unix_ms, Some(T0 + 30 * MIN));
     assert_eq!(p.bytes_wasted, 99);
+    assert_eq!(p.window, None, "no windows: always open, nothing to show");
     let json = serde_json::to_string(&p).unwrap();
     assert!(json.contains("\"estimated_completion_unix_ms\""));
 }
