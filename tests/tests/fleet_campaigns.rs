@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use http_support::*;
 use lwm2m_client_sim::device::Cellular;
+use lwm2m_client_sim::firmware::stats::FirmwareStats;
 use lwm2m_client_sim::firmware::{package, FailureMode, FirmwareConfig};
+use lwm2m_client_sim::network::{Cell, LinkConditions};
 use lwm2m_client_sim::{Client, ClientEvent, ClientHandle, Config as ClientConfig, FwState};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -96,10 +98,12 @@ fn device(server: SocketAddr, i: usize) -> ClientConfig {
 }
 
 /// Running devices, each with a count of the times it started installing (entered
-/// State 3, Updating), from its own events.
+/// State 3, Updating), from its own events, and the downloads they ran at once in each
+/// cell, counted by the devices (the simulator's side of the server's cell accounting).
 struct Devices {
     _handles: Vec<ClientHandle>,
     installs: Vec<Arc<AtomicUsize>>,
+    stats: Arc<FirmwareStats>,
 }
 
 impl Devices {
@@ -109,6 +113,39 @@ impl Devices {
             .map(|c| c.load(Ordering::SeqCst))
             .collect()
     }
+
+    /// The most downloads each cell ever carried at once, by the devices' own count.
+    fn cell_peaks(&self) -> BTreeMap<u32, u32> {
+        self.stats
+            .cells()
+            .into_iter()
+            .filter_map(|(cell, load)| Some((cell?, load.peak)))
+            .collect()
+    }
+}
+
+/// Puts device `i` of `c` in its radio cell (/4/0/8) on the simulator's side too, a cell
+/// of unlimited bandwidth that only names where each download runs, and counts its
+/// downloads in `stats`.
+fn in_cell(
+    c: &mut ClientConfig,
+    i: usize,
+    cells: &mut BTreeMap<u32, Arc<Cell>>,
+    stats: &Arc<FirmwareStats>,
+) {
+    let id = c.profile.radio.cellular.as_ref().expect("cellular").cell_id;
+    let cell = cells
+        .entry(id)
+        .or_insert_with(|| Arc::new(Cell::new(id, None, None, Duration::from_secs(2))))
+        .clone();
+    c.link = Some(LinkConditions {
+        loss_up: 0.0,
+        loss_down: 0.0,
+        latency: (Duration::ZERO, Duration::ZERO),
+        cell: Some(cell),
+        seed: i as u64,
+    });
+    c.firmware.stats = Some(stats.handle().for_device(i));
 }
 
 /// Counts the times the device enters State 3 (Updating), from its own events.
@@ -133,8 +170,12 @@ fn count_installs(h: &ClientHandle) -> Arc<AtomicUsize> {
 async fn start_devices(server: SocketAddr, n: usize) -> Devices {
     let mut handles = Vec::new();
     let mut installs = Vec::new();
+    let stats = FirmwareStats::new();
+    let mut cells = BTreeMap::new();
     for i in 0..n {
-        let h = Client::start(device(server, i)).await.expect("client");
+        let mut c = device(server, i);
+        in_cell(&mut c, i, &mut cells, &stats);
+        let h = Client::start(c).await.expect("client");
         let count = count_installs(&h);
         h.wait_registered(STEP).await.expect("registers");
         handles.push(h);
@@ -143,6 +184,7 @@ async fn start_devices(server: SocketAddr, n: usize) -> Devices {
     Devices {
         _handles: handles,
         installs,
+        stats,
     }
 }
 
@@ -333,6 +375,12 @@ async fn inventory_groups_and_a_metered_campaign_that_follows_the_rules() {
     assert!(done["progress"]["bytes_sent"].as_u64() >= Some(5 * 8 * 1024 - 500));
     // Each eligible device installed once, the others never.
     assert_eq!(devices.installs(), vec![1, 1, 1, 0, 1, 1, 0, 0]);
+    // The devices' own count agrees with the server's accounting: cell 100 (three
+    // eligible devices) never ran more than its one download at once, cell 200 (two)
+    // never more than two.
+    let peaks = devices.cell_peaks();
+    assert_eq!(peaks.get(&100), Some(&1), "{peaks:?}");
+    assert!(matches!(peaks.get(&200), Some(1..=2)), "{peaks:?}");
     // The new version reaches the inventory and the group: none left on the old one.
     wait_inventory(&api, n, |a| {
         a["endpoint"] == "fl-3"
@@ -417,6 +465,8 @@ async fn a_campaign_resumes_after_kill_9_without_updating_a_device_twice() {
     let done = wait_complete(&api, "c2").await;
     assert_eq!(done["progress"]["counts"]["succeeded"], 4, "{done}");
     assert_eq!(devices.installs(), vec![1, 1, 1, 1]);
+    // Not even the restart put a second download into the one-download cell.
+    assert_eq!(devices.cell_peaks().get(&100), Some(&1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,4 +598,107 @@ async fn queue_mode_devices_are_updated_when_they_wake() {
     assert_eq!(done["progress"]["counts"]["succeeded"], n, "{done}");
     let counts: Vec<usize> = installs.iter().map(|c| c.load(Ordering::SeqCst)).collect();
     assert_eq!(counts, vec![1; n]);
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// GET /api/campaigns/{id}.
+async fn campaign(api: &Api, id: &str) -> Value {
+    api.ok(
+        Method::GET,
+        "/api/campaigns/{id}",
+        &[("id", id)],
+        "",
+        Body::None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_holds_a_campaign_and_devices_that_start_matching_join_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = start_server(dir.path(), "127.0.0.1:0");
+    let api = Api::new(srv.http);
+    let n = 3;
+    let devices = start_devices(srv.coap, n).await;
+    wait_inventory(&api, n, read_everything).await;
+    // fl-0 and fl-1 are active; fl-2 is on trial and does not match yet.
+    let mut billing = BTreeMap::new();
+    for i in 0..n {
+        let state = if i == 2 { "trial" } else { "active" };
+        billing.insert(format!("fl-{i}"), json!({ "billing_state": state }));
+    }
+    api.ok(
+        Method::PATCH,
+        "/api/clients/attributes",
+        &[],
+        "",
+        Body::Json(json!({ "devices": billing })),
+        StatusCode::OK,
+    )
+    .await;
+    let id = upload(&api, "2.0.0", firmware_package("2.0.0", 4)).await;
+    // The window opens at a full minute at least 10 s away, on the wall clock (UTC),
+    // and lasts long enough for three small updates.
+    const MIN: u64 = 60_000;
+    let opens = (unix_ms() + 10_000).div_ceil(MIN) * MIN;
+    let minute_of_day = (opens / MIN) % (24 * 60);
+    let cron = format!("{} {} * * *", minute_of_day % 60, minute_of_day / 60);
+    let mut p = policy();
+    p["windows"] = json!([{ "cron": cron, "duration_ms": 5 * MIN, "tz": "UTC" }]);
+    p["join_new_members"] = json!(true);
+    let c = api
+        .ok(
+            Method::POST,
+            "/api/campaigns",
+            &[],
+            "",
+            Body::Json(json!({
+                "id": "w", "package_id": id, "filter": "billing == \"active\"", "policy": p
+            })),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(c["devices"], 2, "{c}");
+    // Until the window opens nothing starts, and the campaign says when it will; fl-2
+    // joins when its billing turns active.
+    api.ok(
+        Method::PATCH,
+        "/api/clients/{endpoint}/attributes",
+        &[("endpoint", "fl-2")],
+        "",
+        Body::Json(json!({ "billing_state": "active" })),
+        StatusCode::OK,
+    )
+    .await;
+    let mut joined = false;
+    for _ in 0..POLLS {
+        if unix_ms() + 1_000 >= opens {
+            break;
+        }
+        let c = campaign(&api, "w").await;
+        let progress = &c["progress"];
+        assert_eq!(progress["in_flight"], 0, "started outside the window: {c}");
+        assert_eq!(progress["counts"]["succeeded"], 0, "{c}");
+        assert_eq!(progress["window"]["open"], false, "{c}");
+        assert_eq!(progress["window"]["next_open_unix_ms"], opens, "{c}");
+        joined |= c["devices"] == 3;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(joined, "fl-2 never joined the waiting campaign");
+    assert_eq!(
+        devices.installs(),
+        vec![0; n],
+        "installed before the window"
+    );
+    let done = wait_complete(&api, "w").await;
+    assert_eq!(done["progress"]["counts"]["succeeded"], 3, "{done}");
+    assert_eq!(done["progress"]["window"]["open"], true, "{done}");
+    assert_eq!(devices.installs(), vec![1; n]);
 }
