@@ -270,20 +270,37 @@ fn policy() -> Value {
     })
 }
 
+/// POST /api/campaigns with `body`; the created campaign.
+async fn create_campaign(api: &Api, body: Value) -> Value {
+    api.ok(
+        Method::POST,
+        "/api/campaigns",
+        &[],
+        "",
+        Body::Json(body),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+/// GET /api/campaigns/{id}.
+async fn campaign(api: &Api, id: &str) -> Value {
+    api.ok(
+        Method::GET,
+        "/api/campaigns/{id}",
+        &[("id", id)],
+        "",
+        Body::None,
+        StatusCode::OK,
+    )
+    .await
+}
+
 /// Polls the campaign until it completes, checking every look at its cells against
 /// their caps.
 async fn wait_complete(api: &Api, id: &str) -> Value {
     for _ in 0..POLLS {
-        let c = api
-            .ok(
-                Method::GET,
-                "/api/campaigns/{id}",
-                &[("id", id)],
-                "",
-                Body::None,
-                StatusCode::OK,
-            )
-            .await;
+        let c = campaign(api, id).await;
         for cell in c["progress"]["cells"].as_array().expect("cells") {
             assert!(
                 cell["in_flight"].as_u64() <= cell["cap"].as_u64(),
@@ -352,18 +369,13 @@ async fn inventory_groups_and_a_metered_campaign_that_follows_the_rules() {
     assert_eq!(g["members"], 7);
 
     let id = upload(&api, "2.0.0", firmware_package("2.0.0", 8)).await;
-    let c = api
-        .ok(
-            Method::POST,
-            "/api/campaigns",
-            &[],
-            "",
-            Body::Json(json!({
-                "id": "c1", "package_id": id, "group": "old-bg95", "policy": policy()
-            })),
-            StatusCode::CREATED,
-        )
-        .await;
+    let c = create_campaign(
+        &api,
+        json!({
+            "id": "c1", "package_id": id, "group": "old-bg95", "policy": policy()
+        }),
+    )
+    .await;
     assert_eq!(c["devices"], 7);
     let done = wait_complete(&api, "c1").await;
     let counts = &done["progress"]["counts"];
@@ -422,30 +434,17 @@ async fn a_campaign_resumes_after_kill_9_without_updating_a_device_twice() {
         StatusCode::OK,
     )
     .await;
-    api.ok(
-        Method::POST,
-        "/api/campaigns",
-        &[],
-        "",
-        Body::Json(json!({
+    create_campaign(
+        &api,
+        json!({
             "id": "c2", "package_id": id, "filter": "model == \"BG95\"", "policy": policy()
-        })),
-        StatusCode::CREATED,
+        }),
     )
     .await;
     // Killed once the first device is done and the second is under way.
     let mut killed = false;
     for _ in 0..POLLS {
-        let c = api
-            .ok(
-                Method::GET,
-                "/api/campaigns/{id}",
-                &[("id", "c2")],
-                "",
-                Body::None,
-                StatusCode::OK,
-            )
-            .await;
+        let c = campaign(&api, "c2").await;
         if c["progress"]["counts"]["succeeded"].as_u64() >= Some(1)
             && c["progress"]["counts"]["in_progress"].as_u64() >= Some(1)
         {
@@ -489,29 +488,16 @@ async fn the_error_threshold_pauses_a_campaign_with_its_reason() {
     let mut p = policy();
     p["error_threshold"] = json!({ "fraction": 0.5, "min_sample": 2, "scope": "campaign" });
     p["max_concurrent"] = json!(1);
-    api.ok(
-        Method::POST,
-        "/api/campaigns",
-        &[],
-        "",
-        Body::Json(json!({
+    create_campaign(
+        &api,
+        json!({
             "id": "bad", "package_id": id, "filter": "model == \"BG95\"", "policy": p
-        })),
-        StatusCode::CREATED,
+        }),
     )
     .await;
     let mut paused = Value::Null;
     for _ in 0..POLLS {
-        let c = api
-            .ok(
-                Method::GET,
-                "/api/campaigns/{id}",
-                &[("id", "bad")],
-                "",
-                Body::None,
-                StatusCode::OK,
-            )
-            .await;
+        let c = campaign(&api, "bad").await;
         if c["status"] == "paused" && c["progress"]["in_flight"] == 0 {
             paused = c;
             break;
@@ -527,16 +513,7 @@ async fn the_error_threshold_pauses_a_campaign_with_its_reason() {
     assert!(reason.contains("error"), "the reason is shown: {reason}");
     // Paused means paused: nothing more starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let later = api
-        .ok(
-            Method::GET,
-            "/api/campaigns/{id}",
-            &[("id", "bad")],
-            "",
-            Body::None,
-            StatusCode::OK,
-        )
-        .await;
+    let later = campaign(&api, "bad").await;
     assert_eq!(later["progress"]["counts"]["failed"], failed, "{later}");
     assert_eq!(later["progress"]["in_flight"], 0);
     // The operator may cancel it; the devices not yet tried end cancelled.
@@ -583,15 +560,11 @@ async fn queue_mode_devices_are_updated_when_they_wake() {
     p["device_rate_bps"] = json!(1_000_000);
     p["default_cell_bps"] = json!(1_000_000);
     p["wake"] = json!({ "overhead_ms": 300 });
-    api.ok(
-        Method::POST,
-        "/api/campaigns",
-        &[],
-        "",
-        Body::Json(json!({
+    create_campaign(
+        &api,
+        json!({
             "id": "q", "package_id": id, "filter": "queue_mode", "policy": p
-        })),
-        StatusCode::CREATED,
+        }),
     )
     .await;
     let done = wait_complete(&api, "q").await;
@@ -605,19 +578,6 @@ fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_millis() as u64
-}
-
-/// GET /api/campaigns/{id}.
-async fn campaign(api: &Api, id: &str) -> Value {
-    api.ok(
-        Method::GET,
-        "/api/campaigns/{id}",
-        &[("id", id)],
-        "",
-        Body::None,
-        StatusCode::OK,
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,18 +613,13 @@ async fn a_maintenance_window_holds_a_campaign_and_devices_that_start_matching_j
     let mut p = policy();
     p["windows"] = json!([{ "cron": cron, "duration_ms": 5 * MIN, "tz": "UTC" }]);
     p["join_new_members"] = json!(true);
-    let c = api
-        .ok(
-            Method::POST,
-            "/api/campaigns",
-            &[],
-            "",
-            Body::Json(json!({
-                "id": "w", "package_id": id, "filter": "billing == \"active\"", "policy": p
-            })),
-            StatusCode::CREATED,
-        )
-        .await;
+    let c = create_campaign(
+        &api,
+        json!({
+            "id": "w", "package_id": id, "filter": "billing == \"active\"", "policy": p
+        }),
+    )
+    .await;
     assert_eq!(c["devices"], 2, "{c}");
     // Until the window opens nothing starts, and the campaign says when it will; fl-2
     // joins when its billing turns active.

@@ -1014,10 +1014,8 @@ impl Campaign {
         if self.windows.is_empty() {
             return true;
         }
-        if let Some(c) = self.window_cache {
-            if c.from <= now && now < c.until {
-                return c.state.is_open();
-            }
+        if let Some(state) = self.cached_window(now) {
+            return state.is_open();
         }
         let state = self.windows.state(now);
         let until = match state {
@@ -1433,12 +1431,18 @@ impl Campaign {
         }
     }
 
+    /// The cached window state, if it holds at `now`.
+    fn cached_window(&self, now: u64) -> Option<WindowState> {
+        self.window_cache
+            .filter(|c| c.from <= now && now < c.until)
+            .map(|c| c.state)
+    }
+
     /// The windows' state at `now`: the cached one while it holds, else computed.
     fn window_progress(&self, now: u64) -> Option<WindowProgress> {
-        let state = match self.window_cache {
-            Some(c) if c.from <= now && now < c.until => c.state,
-            _ => self.windows.state(now),
-        };
+        let state = self
+            .cached_window(now)
+            .unwrap_or_else(|| self.windows.state(now));
         match state {
             WindowState::Always => None,
             WindowState::Open { until } => Some(WindowProgress {
