@@ -41,6 +41,8 @@ pub const MAX_ENTRIES: usize = 256;
 pub const MAX_CELLS: usize = 100_000;
 /// The longest text a profile gives a device (manufacturer, model, APN, ...).
 pub const MAX_TEXT: usize = 255;
+/// Most `download_retries` a model may have: more only hides a broken link.
+pub const MAX_DOWNLOAD_RETRIES: f64 = 20.0;
 /// The seed of a profile that names none: every run without one is the same fleet too.
 pub const DEFAULT_SEED: u64 = 0x5EED_F1EE;
 
@@ -269,6 +271,9 @@ struct ModelSpec {
     firmware: Vec<FirmwareSpec>,
     /// Metres a second, drawn anew at every step; absent: the device does not move.
     speed_mps: Option<Span>,
+    /// Further tries of a firmware block after its exchange ran out of CoAP
+    /// retransmissions, before the download fails; absent: the simulator's default.
+    download_retries: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -501,6 +506,8 @@ pub struct DeviceSetup {
     pub latency: (Duration, Duration),
     /// Seed of the link's loss and delay draws.
     pub link_seed: u64,
+    /// Its model's `download_retries`, when the profile gives them.
+    pub download_retries: Option<u32>,
 }
 
 impl DeviceSetup {
@@ -529,6 +536,9 @@ impl DeviceSetup {
         c.rebind_on_wake = self.rebind_on_wake;
         c.reboot_mean = self.reboot_mean;
         c.link = self.link(cells);
+        if let Some(n) = self.download_retries {
+            c.firmware.retries = n;
+        }
     }
 }
 
@@ -651,6 +661,15 @@ impl Profile {
             }
             if let Some(s) = m.speed_mps {
                 span(&at("speed_mps"), s, 0.0, 100.0, " m/s")?;
+            }
+            if let Some(n) = m.download_retries {
+                within(
+                    &at("download_retries"),
+                    f64::from(n),
+                    0.0,
+                    MAX_DOWNLOAD_RETRIES,
+                    "",
+                )?;
             }
             entries(&at("firmware"), &m.firmware, MAX_ENTRIES)?;
             for (j, fw) in m.firmware.iter().enumerate() {
@@ -852,6 +871,7 @@ impl Profile {
         let f = &self.file;
         let mut r = Rng::derive(self.seed, i as u64);
         let mut device = DeviceProfile::default();
+        let mut download_retries = None;
         if !f.model.is_empty() {
             let m = &f.model[r.weighted(f.model.iter().map(|m| m.weight))];
             device.manufacturer = m.manufacturer.clone();
@@ -865,6 +885,7 @@ impl Profile {
             }
             let speed = m.speed_mps.unwrap_or(Span::fixed(0.0));
             device.position.speed_mps = (speed.min, speed.max);
+            download_retries = m.download_retries;
         }
 
         let (schedule, s) = match f.schedule.len() {
@@ -1016,6 +1037,7 @@ impl Profile {
             loss_down,
             latency,
             link_seed,
+            download_retries,
         }
     }
 

@@ -8,7 +8,9 @@
 //!   three wake schedules, 10 % roaming, 5 % below 20 % battery. The cells' bandwidths
 //!   are given for the profile's own density (its `count` over its cells) and scaled
 //!   with the run's devices per cell, so that a smaller run keeps the ratio of demand to
-//!   capacity (`--cell-scale` sets the factor instead).
+//!   capacity (`--cell-scale` sets the factor instead). A cell drops a datagram that
+//!   would wait in it longer than the devices' ACK timeout, or `--cell-queue-ms`: a
+//!   cellular network's deeper buffers (several seconds are measured under load).
 //! - Before each run the operator marks every 50th device suspended (billing, 2 %) and
 //!   gives every device its home network through the API, tells the server each cell's
 //!   bandwidth, uploads the package (`--package-kib` of body in the simulated devices'
@@ -61,7 +63,7 @@ use crate::Config;
 const USAGE: &str =
     "usage: lwm2m-client-sim bench campaign --count N [--cells 20] [--package-kib 256]
        [--limit-s S] [--server-binary PATH] [--profile FILE] [--cell-scale F]
-       [--only naive|scheduled]";
+       [--cell-queue-ms MS] [--only naive|scheduled]";
 
 /// The fleet, unless `--profile` names another.
 const PROFILE: &str = include_str!("../../profiles/campaign-bench.toml");
@@ -539,6 +541,8 @@ struct Scenario {
     /// Each cell's id and downlink bytes a second (`None`: unlimited).
     cells: Vec<(u32, Option<u64>)>,
     cell_scale: f64,
+    /// The cells' queue bound, when not the devices' ACK timeout.
+    cell_queue_ms: Option<u64>,
     devices: Arc<Vec<Drawn>>,
     package: Vec<u8>,
     limit: Duration,
@@ -606,6 +610,7 @@ fn fit_profile(
     count: usize,
     cells: u32,
     scale: Option<f64>,
+    queue_ms: Option<u64>,
 ) -> Result<(Profile, f64), String> {
     let mut t: toml::Table = text.parse().map_err(|e| format!("profile: {e}"))?;
     let regions = t
@@ -633,6 +638,9 @@ fn fit_profile(
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let c = c.as_table_mut().ok_or("profile: [cells] is not a table")?;
     c.insert("per_region".into(), toml::Value::Integer(per_region as i64));
+    if let Some(q) = queue_ms {
+        c.insert("max_queue_ms".into(), toml::Value::Integer(q as i64));
+    }
     for key in ["downlink_bytes_per_s", "uplink_bytes_per_s"] {
         if let Some(v) = c.get_mut(key) {
             scale_span(v, k);
@@ -670,7 +678,7 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
     if !(1..=crate::fleet::MAX_DEVICES / 2).contains(&count) {
         return Err("--count is at least 1".into());
     }
-    let (profile, cell_scale) = fit_profile(&text, count, a.cells, a.cell_scale)?;
+    let (profile, cell_scale) = fit_profile(&text, count, a.cells, a.cell_scale, a.cell_queue_ms)?;
     let prefix = profile.prefix().unwrap_or("cb-").to_string();
     // Bandwidths, measured off cells made for it: a 1,000-byte datagram's airtime.
     let t0 = Instant::now();
@@ -702,6 +710,7 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
         prefix,
         cells,
         cell_scale,
+        cell_queue_ms: a.cell_queue_ms,
         devices: Arc::new(devices),
         package: build_package(a.package_kib),
         limit: a.limit,
@@ -1199,7 +1208,7 @@ fn print_report(run: &str, sc: &Scenario, r: &Report) {
     };
     println!(
         "bench campaign run={run} devices={} cells={} package_bytes={} cell_scale={:.3} \
-         eligible={} eligible_source={} eligible_sim={} updated={} succeeded={} status={} \
+         cell_queue_ms={} eligible={} eligible_source={} eligible_sim={} updated={} succeeded={} status={} \
          t95_s={} t100_s={} t95_server_s={} t100_server_s={} elapsed_s={:.1} \
          downloads={} failed_downloads={} active_downloads={} retries={} retries_source={} \
          download_restarts={} download_s_mean={:.1} bytes_sent={} bytes_wasted={} \
@@ -1208,6 +1217,8 @@ fn print_report(run: &str, sc: &Scenario, r: &Report) {
         sc.cells.len(),
         sc.package.len(),
         sc.cell_scale,
+        sc.cell_queue_ms
+            .map_or_else(|| "ack_timeout".to_string(), |q| q.to_string()),
         r.eligible,
         r.eligible_source,
         r.eligible_sim,
@@ -1710,6 +1721,7 @@ struct Args {
     server: Option<PathBuf>,
     profile: Option<PathBuf>,
     cell_scale: Option<f64>,
+    cell_queue_ms: Option<u64>,
     runs: Vec<Run>,
 }
 
@@ -1722,6 +1734,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         server: None,
         profile: None,
         cell_scale: None,
+        cell_queue_ms: None,
         runs: vec![Run::Naive, Run::Scheduled],
     };
     let mut it = args.iter();
@@ -1741,6 +1754,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     return Err("--cell-scale is a positive number".into());
                 }
                 a.cell_scale = Some(f);
+            }
+            "--cell-queue-ms" => {
+                a.cell_queue_ms = Some(n("--cell-queue-ms")?.clamp(1, 600_000));
             }
             "--only" => {
                 a.runs = match v.as_str() {
@@ -1886,13 +1902,32 @@ mod tests {
 
     #[test]
     fn the_profile_is_fitted_to_the_run_and_keeps_the_density() {
-        let (p, k) = fit_profile(PROFILE, 1000, 4, None).expect("profile");
+        let (p, k) = fit_profile(PROFILE, 1000, 4, None, None).expect("profile");
         // 250 devices a cell against the profile's 500.
         assert!((k - 0.5).abs() < 1e-9, "{k}");
         assert_eq!(p.count(), Some(1000));
         assert_eq!(p.cells(Duration::from_secs(2)).len(), 4);
-        let (_, k) = fit_profile(PROFILE, 60, 3, Some(1.0)).expect("profile");
+        let (_, k) = fit_profile(PROFILE, 60, 3, Some(1.0), None).expect("profile");
         assert_eq!(k, 1.0);
+    }
+
+    #[test]
+    fn a_deeper_cell_queue_holds_more_before_it_drops() {
+        // Datagrams one cell takes at one instant before the next would wait too long.
+        let taken = |queue_ms: Option<u64>| {
+            let (p, _) = fit_profile(PROFILE, 1000, 4, None, queue_ms).expect("profile");
+            let cell = &p.cells(Duration::from_secs(2))[0];
+            let t0 = Instant::now();
+            (0..100_000)
+                .take_while(|_| cell.pass(Direction::Down, t0, 1000).is_some())
+                .count()
+        };
+        let (short, deep) = (taken(None), taken(Some(10_000)));
+        assert!(short > 0);
+        assert!(
+            (4 * short..=6 * short).contains(&deep),
+            "2 s: {short} datagrams, 10 s: {deep}"
+        );
     }
 
     #[test]

@@ -142,6 +142,10 @@ fn each_kind_of_malformed_profile_gets_its_error() {
     bounds("[reboot]\nmean_between_s = 0", "reboot.mean_between_s");
     bounds("[network]\nhome_mcc = 1000", "network.home_mcc");
     bounds("count = 0", "count");
+    bounds(
+        "[[model]]\nmanufacturer = \"a\"\nmodel = \"b\"\ndownload_retries = 21",
+        "model[1].download_retries",
+    );
 
     assert!(matches!(
         err("[[schedule]]\nawake_s = 10"),
@@ -439,4 +443,27 @@ fn a_setup_lands_in_the_config() {
     let cell = link.cell.expect("in a cell");
     assert!(Arc::ptr_eq(&cell, &cells[d.cell.expect("cell")]));
     assert_eq!(c.reboot_mean, d.reboot_mean);
+}
+
+#[test]
+fn a_models_download_retries_reach_its_devices_only() {
+    let p = parse(
+        "[[model]]\nmanufacturer = \"Z\"\nmodel = \"zephyr-like\"\ndownload_retries = 0\n\
+         [[model]]\nmanufacturer = \"R\"\nmodel = \"resuming\"\n",
+    )
+    .expect("profile");
+    let retries_of = |model: &str| {
+        let i = (0..100)
+            .find(|i| p.device(*i).device.model == model)
+            .expect("a device of the model");
+        let mut c = Config::new("127.0.0.1:5683".parse().expect("addr"), "x");
+        p.device(i).apply(&mut c, &[]);
+        c.firmware.retries
+    };
+    assert_eq!(retries_of("zephyr-like"), 0);
+    assert_eq!(
+        retries_of("resuming"),
+        crate::FirmwareConfig::default().retries,
+        "a model without the key keeps the default"
+    );
 }
