@@ -40,7 +40,7 @@ pub use policy::{Policy, PolicyError, WaveSize};
 pub use progress::{Progress, StateCounts};
 pub use rules::{DeferReason, SkipReason};
 pub use scheduler::{
-    AddSummary, Campaign, CampaignError, Decision, DeviceView, PauseCause, Recovered, Resolution,
-    Status,
+    AddSummary, Campaign, CampaignError, Decision, DeviceView, Header, PauseCause, Recovered,
+    Resolution, Row, RowRef, Status,
 };
 pub use windows::{MaintenanceWindow, WindowError};

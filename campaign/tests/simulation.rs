@@ -1,14 +1,15 @@
 //! A seeded simulation of a fleet campaign through the public API: thousands of
 //! devices, random wakes, facts, joins, removals, outcomes, congestion, operator
 //! pauses and a restart half way, with the scheduler's invariants checked at every
-//! step.
+//! step. The campaign is saved at every step as the server saves it (its header and
+//! the rows that changed) and the restart reads it back from there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use lwm2m_campaign::policy::{ErrorThreshold, RetryPolicy, Rules, ThresholdScope, WakePolicy};
 use lwm2m_campaign::{
-    Campaign, CellStatus, CellTable, Decision, DeviceFacts, FailureKind, Outcome, Policy,
-    Recovered, Resolution, StateKind, Status, WaveSize,
+    Campaign, CellStatus, CellTable, Decision, DeviceFacts, FailureKind, Header, Outcome, Policy,
+    Recovered, Resolution, Row, StateKind, Status, WaveSize,
 };
 
 /// 2025-06-15T00:00:00Z.
@@ -43,6 +44,46 @@ impl Rng {
 }
 
 const CELLS: u64 = 40;
+
+/// What a store holds of a campaign: its header and a row per slot, written as the
+/// server writes them.
+#[derive(Default)]
+struct Saved {
+    header: String,
+    rows: BTreeMap<u32, String>,
+}
+
+impl Saved {
+    /// The header, and the rows that changed since the last write.
+    fn write(&mut self, c: &mut Campaign) {
+        self.header = serde_json::to_string(&*c).unwrap();
+        for slot in c.take_changed() {
+            match c.row(slot) {
+                Some(r) => {
+                    self.rows.insert(slot, serde_json::to_string(&r).unwrap());
+                }
+                None => {
+                    self.rows.remove(&slot);
+                }
+            }
+        }
+    }
+
+    /// The campaign read back; its rows are then replaced, since its slots were
+    /// numbered anew.
+    fn restore(&mut self) -> Campaign {
+        let header: Header = serde_json::from_str(&self.header).unwrap();
+        let rows: Vec<Row> = self
+            .rows
+            .values()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect();
+        let mut c = Campaign::restore(header, rows).unwrap();
+        self.rows.clear();
+        self.write(&mut c);
+        c
+    }
+}
 
 fn facts(rng: &mut Rng, i: usize) -> DeviceFacts {
     let has_wifi = rng.chance(0.2);
@@ -180,8 +221,10 @@ fn simulate(sc: Scenario) -> Summary {
     let mut now = T0;
     let mut completed = false;
     let mut threshold_pauses = 0;
+    let mut saved = Saved::default();
 
     for step in 0..200_000u64 {
+        saved.write(&mut c);
         now += rng.range(S, 2 * MIN);
 
         // The network changes.
@@ -275,9 +318,16 @@ fn simulate(sc: Scenario) -> Summary {
         // The server restarts once, mid-campaign.
         if !restarted && starts_total > devices / 3 {
             restarted = true;
-            let text = serde_json::to_string(&c).unwrap();
-            c = serde_json::from_str(&text).unwrap();
+            saved.write(&mut c);
+            let (header, rows) = (saved.header.clone(), saved.rows.clone());
+            c = saved.restore();
             c.audit().unwrap();
+            assert_eq!(saved.header, header, "the header read back as written");
+            assert_eq!(
+                saved.rows.values().collect::<Vec<_>>(),
+                rows.values().collect::<Vec<_>>(),
+                "every device read back as written, in order"
+            );
             let mut recovering = c.recover(now);
             recovering.sort();
             let mut expected: Vec<String> = running.keys().cloned().collect();

@@ -16,7 +16,7 @@ mod persist;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,8 @@ use crate::progress::{
 };
 use crate::rules::{self, Verdict};
 use crate::windows::{WindowState, Windows};
+
+pub use persist::{Header, Row, RowRef};
 
 /// Most devices in one campaign.
 pub const MAX_DEVICES: usize = 1_000_000;
@@ -232,6 +234,9 @@ pub struct Campaign {
     estimate_ms: u64,
     /// Something changed at this time that a poll should look at.
     poll_hint: Option<u64>,
+    /// Slots whose device row changed since it was last written (see
+    /// [`Campaign::take_changed`]).
+    changed: BTreeSet<u32>,
 }
 
 fn check_id(what: &'static str, value: &str) -> Result<(), CampaignError> {
@@ -330,6 +335,7 @@ impl Campaign {
             in_flight: 0,
             estimate_ms,
             poll_hint: None,
+            changed: BTreeSet::new(),
         }
     }
 
@@ -401,8 +407,11 @@ impl Campaign {
         self.devices.get(id as usize).and_then(Option::as_ref)
     }
 
+    /// The one way to change a device: it marks the device's row for the next save.
     fn record_mut(&mut self, id: u32) -> Option<&mut DeviceRecord> {
-        self.devices.get_mut(id as usize).and_then(Option::as_mut)
+        let rec = self.devices.get_mut(id as usize).and_then(Option::as_mut)?;
+        self.changed.insert(id);
+        Some(rec)
     }
 
     fn lookup(&self, endpoint: &str) -> Result<u32, CampaignError> {
@@ -679,6 +688,7 @@ impl Campaign {
                 None,
             )));
             self.by_endpoint.insert(f.endpoint, id);
+            self.changed.insert(id);
             self.account(id, true);
             summary.added += 1;
             if self.deadline_passed {
@@ -738,6 +748,7 @@ impl Campaign {
         }
         if let Some(slot) = self.devices.get_mut(id as usize) {
             *slot = None;
+            self.changed.insert(id);
         }
         self.by_endpoint.remove(endpoint);
         self.touch(now_unix_ms);

@@ -1,5 +1,10 @@
 //! The campaign's saved form: what cannot be recomputed, and nothing that can.
 //!
+//! Two parts: a header (the campaign as a whole: policy, status, waves, counters of
+//! bytes, the cell names) and one row per device, so that a save writes the header
+//! and the devices that changed since the last one, not every device of a campaign
+//! of a million. A slot is a device's index; rows are keyed by it.
+//!
 //! Counters, ready queues, timers and compiled windows are rebuilt on load from the
 //! devices, so a saved campaign cannot disagree with itself; what is loaded is
 //! checked (indexes in range, endpoints unique) because a damaged file must be an
@@ -7,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{
     check_id, Baselines, Campaign, CampaignError, Durations, Status, WaveRecord, MAX_DEVICES,
@@ -19,11 +24,12 @@ use crate::policy::Policy;
 use crate::progress::{FailureNote, StateCounts};
 use crate::windows::Windows;
 
-/// Version of the saved form; a loader refuses others rather than misread them.
-const FORMAT: u32 = 1;
+/// Version of the saved header; a loader refuses others rather than misread them.
+/// Format 1 held the devices in the header itself; it is still read.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize)]
-struct SnapshotRef<'a> {
+struct HeaderRef<'a> {
     v: u32,
     id: &'a str,
     package_id: &'a str,
@@ -42,16 +48,6 @@ struct SnapshotRef<'a> {
     recent_failures: &'a VecDeque<FailureNote>,
     /// Cell names by index from 1 (0 is the unknown bucket).
     cells: Vec<&'a str>,
-    devices: Devices<'a>,
-}
-
-/// The devices without the holes that removals leave.
-struct Devices<'a>(&'a [Option<DeviceRecord>]);
-
-impl Serialize for Devices<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().flatten())
-    }
 }
 
 #[derive(Deserialize)]
@@ -73,12 +69,34 @@ struct Snapshot {
     bytes_wasted: u64,
     recent_failures: VecDeque<FailureNote>,
     cells: Vec<String>,
+    /// Format 1 only.
+    #[serde(default)]
     devices: Vec<DeviceRecord>,
 }
 
+/// A saved header as read back, waiting for its rows ([`Campaign::restore`]).
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct Header(Snapshot);
+
+/// A saved device row as read back.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct Row(DeviceRecord);
+
+/// A device row to write ([`Campaign::row`]).
+pub struct RowRef<'a>(&'a DeviceRecord);
+
+impl Serialize for RowRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// The header: a campaign serializes without its devices, which are rows of their own.
 impl Serialize for Campaign {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        SnapshotRef {
+        HeaderRef {
             v: FORMAT,
             id: &self.id,
             package_id: &self.package_id,
@@ -95,16 +113,42 @@ impl Serialize for Campaign {
             bytes_wasted: self.bytes_wasted,
             recent_failures: &self.recent_failures,
             cells: self.cells.names().collect(),
-            devices: Devices(&self.devices),
         }
         .serialize(s)
     }
 }
 
-impl<'de> Deserialize<'de> for Campaign {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Campaign, D::Error> {
-        let snapshot = Snapshot::deserialize(d)?;
-        Campaign::from_snapshot(snapshot).map_err(serde::de::Error::custom)
+impl Campaign {
+    /// The campaign a header and its rows (in slot order) describe. Slots are numbered
+    /// anew without the holes that removals left, so every device is marked changed:
+    /// the caller replaces the stored rows with the ones [`Campaign::take_changed`]
+    /// now lists.
+    pub fn restore(header: Header, rows: Vec<Row>) -> Result<Campaign, CampaignError> {
+        let mut snapshot = header.0;
+        if snapshot.devices.len().saturating_add(rows.len()) > MAX_DEVICES {
+            return Err(bad("too many devices"));
+        }
+        snapshot.devices.extend(rows.into_iter().map(|r| r.0));
+        let mut c = Campaign::from_snapshot(snapshot)?;
+        c.changed = (0..c.devices.len() as u32).collect();
+        Ok(c)
+    }
+
+    /// The slots whose rows changed since the last call, in order; for each,
+    /// [`Campaign::row`] is what to write (`None`: delete the row). A save that fails
+    /// hands them back with [`Campaign::mark_unsaved`].
+    pub fn take_changed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.changed).into_iter().collect()
+    }
+
+    /// Marks slots changed again, after their save failed.
+    pub fn mark_unsaved(&mut self, slots: impl IntoIterator<Item = u32>) {
+        self.changed.extend(slots);
+    }
+
+    /// The row of a slot, `None` when it is empty (its device was removed).
+    pub fn row(&self, slot: u32) -> Option<RowRef<'_>> {
+        self.record(slot).map(RowRef)
     }
 }
 
@@ -114,8 +158,11 @@ fn bad(msg: impl Into<String>) -> CampaignError {
 
 impl Campaign {
     fn from_snapshot(s: Snapshot) -> Result<Campaign, CampaignError> {
-        if s.v != FORMAT {
-            return Err(bad(format!("format {} (this build reads {FORMAT})", s.v)));
+        if s.v != FORMAT && s.v != 1 {
+            return Err(bad(format!(
+                "format {} (this build reads 1 and {FORMAT})",
+                s.v
+            )));
         }
         check_id("campaign id", &s.id)?;
         check_id("package id", &s.package_id)?;

@@ -84,6 +84,30 @@ fn fail(c: &mut Campaign, ep: &str, kind: FailureKind, now: u64) -> StateKind {
     c.report(ep, Outcome::failed(kind, "test"), now).unwrap()
 }
 
+/// The campaign as the server saves it: its header and the rows of every device.
+fn saved(c: &Campaign) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let rows = (0..c.devices.len() as u32)
+        .filter_map(|s| c.row(s))
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    (serde_json::to_value(c).unwrap(), rows)
+}
+
+fn restored(header: serde_json::Value, rows: Vec<serde_json::Value>) -> Result<Campaign, String> {
+    let header: Header = serde_json::from_value(header).map_err(|e| e.to_string())?;
+    let rows = rows
+        .into_iter()
+        .map(serde_json::from_value::<Row>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Campaign::restore(header, rows).map_err(|e| e.to_string())
+}
+
+fn reload(c: &Campaign) -> Campaign {
+    let (header, rows) = saved(c);
+    restored(header, rows).unwrap()
+}
+
 fn kind(c: &Campaign, ep: &str) -> StateKind {
     c.device(ep).unwrap().kind
 }
@@ -1131,9 +1155,8 @@ fn save_restore_recover_never_dispatches_twice() {
     c.mark_installing("d1").unwrap();
     c.add_bytes_sent(1234);
 
-    let text = serde_json::to_string(&c).unwrap();
-    let mut back: Campaign = serde_json::from_str(&text).unwrap();
-    assert_eq!(serde_json::to_string(&back).unwrap(), text, "stable");
+    let mut back = reload(&c);
+    assert_eq!(saved(&back), saved(&c), "stable");
     back.audit().unwrap();
     assert_eq!(back.in_flight(), 4);
 
@@ -1204,7 +1227,7 @@ fn a_restored_campaign_keeps_its_timers_waves_and_pause() {
     fail(&mut c, "d0", FailureKind::ConnectionLost, T0 + S);
     ok(&mut c, "d1", T0 + S);
     c.pause("maintenance").unwrap();
-    let mut back: Campaign = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    let mut back = reload(&c);
     assert_eq!(back.status(), c.status());
     assert_eq!(kind(&back, "d2"), StateKind::WaitingForWave);
     assert!(back.poll(T0 + H, &t).is_empty(), "still paused");
@@ -1219,25 +1242,72 @@ fn a_damaged_snapshot_is_an_error_not_a_panic() {
     let mut c = campaign(open_policy());
     c.add_devices(devs("d", 2, Some("a")), T0).unwrap();
     c.poll(T0, &CellTable::new());
-    let good: serde_json::Value = serde_json::to_value(&c).unwrap();
-    let damage = |f: &dyn Fn(&mut serde_json::Value)| {
-        let mut v = good.clone();
-        f(&mut v);
-        serde_json::from_value::<Campaign>(v)
+    let good = saved(&c);
+    type Damage<'a> = &'a dyn Fn(&mut serde_json::Value, &mut Vec<serde_json::Value>);
+    let damage = |f: Damage| {
+        let (mut header, mut rows) = good.clone();
+        f(&mut header, &mut rows);
+        restored(header, rows)
     };
-    assert!(damage(&|_| {}).is_ok());
-    assert!(damage(&|v| v["v"] = 99.into()).is_err());
-    assert!(damage(&|v| v["devices"][1]["e"] = "d0".into()).is_err());
-    assert!(damage(&|v| v["devices"][0]["w"] = 7.into()).is_err());
-    assert!(damage(&|v| v["devices"][0]["f"][2] = 50.into()).is_err());
-    assert!(damage(&|v| v["devices"][0]["s"] = serde_json::json!({"I":{"t":1,"c":9}})).is_err());
-    assert!(damage(&|v| v["policy"]["max_concurrent"] = 0.into()).is_err());
-    assert!(damage(&|v| v["cells"] = serde_json::json!(["a", "a"])).is_err());
-    assert!(damage(&|v| {
-        v["devices"][0].as_object_mut().unwrap().remove("w");
-        v["devices"][0]["s"] = serde_json::json!({"F":{"r":"timeout"}});
+    assert!(damage(&|_, _| {}).is_ok());
+    assert!(damage(&|h, _| h["v"] = 99.into()).is_err());
+    assert!(damage(&|_, r| r[1]["e"] = "d0".into()).is_err());
+    assert!(damage(&|_, r| r[0]["w"] = 7.into()).is_err());
+    assert!(damage(&|_, r| r[0]["f"][2] = 50.into()).is_err());
+    assert!(damage(&|_, r| r[0]["s"] = serde_json::json!({"I":{"t":1,"c":9}})).is_err());
+    assert!(damage(&|h, _| h["policy"]["max_concurrent"] = 0.into()).is_err());
+    assert!(damage(&|h, _| h["cells"] = serde_json::json!(["a", "a"])).is_err());
+    assert!(damage(&|_, r| {
+        r[0].as_object_mut().unwrap().remove("w");
+        r[0]["s"] = serde_json::json!({"F":{"r":"timeout"}});
     })
     .is_err());
+    assert!(damage(&|_, r| r[0] = serde_json::json!("not a row")).is_err());
+}
+
+#[test]
+fn a_save_writes_only_the_devices_that_changed() {
+    let mut c = campaign(Policy {
+        max_concurrent: 3,
+        ..open_policy()
+    });
+    c.add_devices(devs("d", 10, Some("a")), T0).unwrap();
+    assert_eq!(c.take_changed(), (0..10).collect::<Vec<u32>>(), "all new");
+    assert!(c.take_changed().is_empty(), "taken");
+    let t = table(&[("a", 10_000_000)]);
+    assert_eq!(starts(&c.poll(T0, &t)).len(), 3);
+    assert_eq!(
+        c.take_changed(),
+        (0..10).collect::<Vec<u32>>(),
+        "the wave opened for all"
+    );
+    ok(&mut c, "d1", T0 + MIN);
+    c.add_bytes_sent(10);
+    assert_eq!(c.take_changed(), [1], "bytes are the header's");
+    assert_eq!(starts(&c.poll(T0 + MIN, &t)), ["d3"]);
+    assert_eq!(c.take_changed(), [3], "the one started");
+    c.remove_device("d5", T0 + MIN).unwrap();
+    assert_eq!(c.take_changed(), [5]);
+    assert!(c.row(5).is_none(), "a removed device's row is deleted");
+    c.mark_unsaved([5, 1]);
+    assert_eq!(c.take_changed(), [1, 5], "handed back after a failed save");
+    // Restored, the slots close up without the hole: every row is written anew.
+    let mut back = reload(&c);
+    assert_eq!(back.take_changed(), (0..9).collect::<Vec<u32>>());
+    assert_eq!(back.len(), 9);
+}
+
+#[test]
+fn a_format_1_record_with_its_devices_inside_is_still_read() {
+    let mut c = campaign(open_policy());
+    c.add_devices(devs("d", 3, Some("a")), T0).unwrap();
+    c.poll(T0, &CellTable::new());
+    let (mut header, rows) = saved(&c);
+    header["v"] = 1.into();
+    header["devices"] = serde_json::Value::Array(rows);
+    let back = restored(header, Vec::new()).unwrap();
+    back.audit().unwrap();
+    assert_eq!(saved(&back), saved(&c));
 }
 
 #[test]
@@ -1246,9 +1316,15 @@ fn a_saved_device_is_tens_of_bytes() {
     c.add_devices(devs("urn:imei:35693803564", 1000, Some("262-01-4711")), T0)
         .unwrap();
     c.poll(T0, &CellTable::new());
-    let text = serde_json::to_string(&c).unwrap();
-    let per_device = text.len() / 1000;
+    let (header, rows) = saved(&c);
+    assert_eq!(rows.len(), 1000);
+    let bytes: usize = rows.iter().map(|r| r.to_string().len()).sum();
+    let per_device = bytes / 1000;
     assert!(per_device < 90, "{per_device} bytes per device");
+    assert!(
+        header.to_string().len() < 2000,
+        "the header does not grow with the devices"
+    );
 }
 
 // ---- progress ----

@@ -3,24 +3,26 @@
 //! fleet learns (facts, wake-ups, new members, each update's outcome) and carries out its
 //! decisions through the firmware [`Updater`].
 //!
-//! Each campaign's whole state is written before the updates it decided are started
+//! Each campaign's state is written before the updates it decided are started
 //! (write-ahead), so a crash can at worst leave a device marked as started that never
 //! was; at the next start [`Campaign::recover`] puts those in doubt and each one is
 //! settled from the firmware store's record of its update: never updated twice, never
-//! forgotten.
+//! forgotten. A write is the campaign's header and the rows of the devices that changed
+//! since the last one, in one transaction: its cost follows what happened, not the size
+//! of the campaign.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lwm2m_campaign::{
-    Campaign, CampaignError, Decision, FailureKind, Outcome, Policy, Recovered, Resolution,
-    StateKind,
+    Campaign, CampaignError, Decision, FailureKind, Header, Outcome, Policy, Recovered, Resolution,
+    Row, StateKind,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
 
-use super::store::{FleetStoreError, Table};
+use super::store::{encode, FleetStoreError, RowChange, Table};
 use super::{Fleet, FleetEvent};
 use crate::firmware::update::{Phase, StartError, UpdateRecord, Updater};
 use crate::runtime::persist::unix_now_ms;
@@ -41,8 +43,9 @@ pub enum Target {
     Filter(String),
 }
 
-/// A campaign as stored: what the operator asked for and the scheduler's state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A campaign: what the operator asked for and the scheduler's state. It serializes as
+/// the stored header; the devices are rows of their own.
+#[derive(Debug, Clone, Serialize)]
 pub struct CampaignRecord {
     pub id: String,
     pub name: String,
@@ -50,6 +53,42 @@ pub struct CampaignRecord {
     pub target: Target,
     pub created_at_unix_ms: u64,
     pub campaign: Campaign,
+}
+
+/// A stored header as read back, before its rows join it.
+#[derive(Deserialize)]
+struct StoredHeader {
+    id: String,
+    name: String,
+    package_id: String,
+    target: Target,
+    created_at_unix_ms: u64,
+    campaign: Header,
+}
+
+/// The campaign stored under `id`, its header and rows put together.
+fn load(
+    store: &super::store::FleetStore,
+    id: &str,
+    header: StoredHeader,
+) -> Result<CampaignRecord, String> {
+    let rows = store
+        .campaign_rows(id, lwm2m_campaign::scheduler::MAX_DEVICES + 1)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(slot, bytes)| {
+            serde_json::from_slice::<Row>(&bytes).map_err(|e| format!("row {slot}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let campaign = Campaign::restore(header.campaign, rows).map_err(|e| e.to_string())?;
+    Ok(CampaignRecord {
+        id: header.id,
+        name: header.name,
+        package_id: header.package_id,
+        target: header.target,
+        created_at_unix_ms: header.created_at_unix_ms,
+        campaign,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +133,9 @@ struct Entry {
     filter: Option<lwm2m_fleet::Filter>,
     /// Changed since it was last written.
     dirty: bool,
+    /// The stored rows are to be replaced, not updated: the campaign was loaded and
+    /// its slots numbered anew.
+    replace_rows: bool,
 }
 
 struct Inner {
@@ -118,7 +160,14 @@ impl Campaigns {
         let fleet_events = fleet.subscribe();
         let now = unix_now_ms();
         let mut entries = BTreeMap::new();
-        for (id, mut record) in fleet.store().all::<CampaignRecord>(Table::Campaigns)? {
+        for (id, header) in fleet.store().all::<StoredHeader>(Table::Campaigns)? {
+            let mut record = match load(fleet.store(), &id, header) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(campaign = %id, error = %e, "campaign not loaded; its records are kept");
+                    continue;
+                }
+            };
             let doubtful = record.campaign.recover(now);
             for endpoint in doubtful {
                 let found = recovered(&updater, &record, &endpoint);
@@ -142,6 +191,7 @@ impl Campaigns {
                     record,
                     filter,
                     dirty: true,
+                    replace_rows: true,
                 },
             );
         }
@@ -214,18 +264,15 @@ impl Campaigns {
             if entries.len() >= MAX_CAMPAIGNS {
                 return Err(CampaignsError::TooMany);
             }
-            self.inner
-                .fleet
-                .store()
-                .put(Table::Campaigns, &id, &record)?;
-            entries.insert(
-                id.clone(),
-                Entry {
-                    record: record.clone(),
-                    filter,
-                    dirty: false,
-                },
-            );
+            let mut entry = Entry {
+                record: record.clone(),
+                filter,
+                dirty: true,
+                // Rows a deleted campaign of this id left behind go.
+                replace_rows: true,
+            };
+            self.save(&mut entry)?;
+            entries.insert(id.clone(), entry);
         }
         self.publish(&id, "created");
         self.inner.poke.notify_one();
@@ -274,11 +321,7 @@ impl Campaigns {
                 .get_mut(id)
                 .ok_or_else(|| CampaignsError::UnknownCampaign(id.to_string()))?;
             let out = f(&mut entry.record.campaign, now)?;
-            self.inner
-                .fleet
-                .store()
-                .put(Table::Campaigns, id, &entry.record)?;
-            entry.dirty = false;
+            self.save(entry)?;
             out
         };
         self.publish(id, what);
@@ -314,18 +357,19 @@ impl Campaigns {
         ) {
             return Err(CampaignsError::NotFinished(id.to_string()));
         }
-        self.inner.fleet.store().delete(Table::Campaigns, id)?;
+        self.inner.fleet.store().delete_campaign(id)?;
         entries.remove(id);
         Ok(true)
     }
 
     fn publish(&self, id: &str, what: &str) {
-        let Some(record) = self.get(id) else {
+        let cells = self.inner.fleet.cells();
+        let Some(progress) = lock(&self.inner.entries)
+            .get(id)
+            .map(|e| e.record.campaign.progress(unix_now_ms(), &cells))
+        else {
             return;
         };
-        let progress = record
-            .campaign
-            .progress(unix_now_ms(), &self.inner.fleet.cells());
         self.inner.fleet.handle().publish(ServerEvent::Campaign {
             id: id.to_string(),
             what: what.to_string(),
@@ -333,18 +377,43 @@ impl Campaigns {
         });
     }
 
+    /// Writes a campaign's header and the rows that changed since its last write; after
+    /// a failure they are marked again, for the next try.
+    fn save(&self, entry: &mut Entry) -> Result<(), FleetStoreError> {
+        let id = entry.record.id.clone();
+        let header = encode(&id, &entry.record)?;
+        let c = &mut entry.record.campaign;
+        let slots = c.take_changed();
+        let rows: Result<Vec<RowChange>, FleetStoreError> = slots
+            .iter()
+            .map(|&slot| Ok((slot, c.row(slot).map(|r| encode(&id, &r)).transpose()?)))
+            .collect();
+        let written = rows.and_then(|rows| {
+            self.inner
+                .fleet
+                .store()
+                .save_campaign(&id, &header, &rows, entry.replace_rows)
+        });
+        match written {
+            Ok(()) => {
+                entry.dirty = false;
+                entry.replace_rows = false;
+                Ok(())
+            }
+            Err(e) => {
+                c.mark_unsaved(slots);
+                entry.dirty = true;
+                Err(e)
+            }
+        }
+    }
+
     /// Writes the campaigns that changed.
     fn save_dirty(&self) {
         let mut entries = lock(&self.inner.entries);
         for (id, entry) in entries.iter_mut().filter(|(_, e)| e.dirty) {
-            match self
-                .inner
-                .fleet
-                .store()
-                .put(Table::Campaigns, id, &entry.record)
-            {
-                Ok(()) => entry.dirty = false,
-                Err(e) => tracing::error!(campaign = %id, error = %e, "campaign not written"),
+            if let Err(e) = self.save(entry) {
+                tracing::error!(campaign = %id, error = %e, "campaign not written");
             }
         }
     }

@@ -4,6 +4,10 @@
 //! Records are JSON, as in the firmware store: they grow by optional fields. A write of
 //! many records (the attributes that changed since the last flush, a campaign's state)
 //! is one durable transaction.
+//!
+//! A campaign is a header in [`Table::Campaigns`] and one row per device in a table
+//! of its own keyed by (campaign id, slot), so that saving a campaign of a million
+//! devices writes the ones that changed.
 
 use std::path::Path;
 
@@ -14,6 +18,13 @@ use serde::{de::DeserializeOwned, Serialize};
 const CACHE_BYTES: usize = 8 << 20;
 
 pub const FILE_NAME: &str = "fleet.redb";
+
+/// Campaigns' device rows, by campaign id and slot.
+const CAMPAIGN_ROWS: TableDefinition<'static, (&'static str, u32), &'static [u8]> =
+    TableDefinition::new("campaign_rows");
+
+/// A campaign's rows to write: a slot and its row, or `None` to delete it.
+pub type RowChange = (u32, Option<Vec<u8>>);
 
 /// The tables, each keyed by a name: an endpoint, a group id, a cell id, a campaign id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +120,7 @@ impl FleetStore {
             for t in Table::ALL {
                 txn.open_table(t.def())?;
             }
+            txn.open_table(CAMPAIGN_ROWS)?;
             Ok(())
         })?;
         Ok(store)
@@ -168,6 +180,64 @@ impl FleetStore {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// Writes a campaign's header and the rows that changed in one transaction;
+    /// `replace` first removes every row the campaign had (its slots were renumbered).
+    pub fn save_campaign(
+        &self,
+        id: &str,
+        header: &[u8],
+        rows: &[RowChange],
+        replace: bool,
+    ) -> Result<(), FleetStoreError> {
+        self.write(|txn| {
+            txn.open_table(Table::Campaigns.def())?.insert(id, header)?;
+            let mut t = txn.open_table(CAMPAIGN_ROWS)?;
+            if replace {
+                t.retain_in((id, 0u32)..=(id, u32::MAX), |_, _| false)?;
+            }
+            for (slot, row) in rows {
+                match row {
+                    Some(bytes) => {
+                        t.insert((id, *slot), bytes.as_slice())?;
+                    }
+                    None => {
+                        t.remove((id, *slot))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A campaign's rows in slot order, at most `limit` of them.
+    pub fn campaign_rows(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<(u32, Vec<u8>)>, FleetStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(CAMPAIGN_ROWS)?;
+        let mut out = Vec::new();
+        for entry in t.range((id, 0u32)..=(id, u32::MAX))?.take(limit) {
+            let (k, v) = entry?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes a campaign's header and rows; whether it was there.
+    pub fn delete_campaign(&self, id: &str) -> Result<bool, FleetStoreError> {
+        self.write(|txn| {
+            let removed = txn
+                .open_table(Table::Campaigns.def())?
+                .remove(id)?
+                .is_some();
+            txn.open_table(CAMPAIGN_ROWS)?
+                .retain_in((id, 0u32)..=(id, u32::MAX), |_, _| false)?;
+            Ok(removed)
         })
     }
 
@@ -231,6 +301,43 @@ mod tests {
         assert_eq!(g, Some(serde_json::json!({"filter": "true"})));
         assert!(s.delete(Table::Groups, "g1").unwrap());
         assert!(!s.delete(Table::Groups, "g1").unwrap());
+    }
+
+    #[test]
+    fn campaign_rows_are_kept_per_campaign_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = |s: &FleetStore, id: &str| -> Vec<(u32, String)> {
+            s.campaign_rows(id, 100)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+                .collect()
+        };
+        {
+            let s = FleetStore::open(dir.path()).unwrap();
+            let some = |v: &str| Some(v.as_bytes().to_vec());
+            s.save_campaign("c", b"1", &[(0, some("a")), (2, some("c"))], false)
+                .unwrap();
+            // A campaign whose id extends the other's keeps its rows apart.
+            s.save_campaign("c2", b"9", &[(0, some("z"))], false)
+                .unwrap();
+            s.save_campaign("c", b"2", &[(1, some("b")), (2, None)], false)
+                .unwrap();
+            assert_eq!(rows(&s, "c"), [(0, "a".into()), (1, "b".into())]);
+            assert_eq!(s.campaign_rows("c", 1).unwrap().len(), 1, "limited");
+        }
+        let s = FleetStore::open(dir.path()).unwrap();
+        assert_eq!(rows(&s, "c"), [(0, "a".into()), (1, "b".into())]);
+        s.save_campaign("c", b"3", &[(0, Some(b"n".to_vec()))], true)
+            .unwrap();
+        assert_eq!(rows(&s, "c"), [(0, "n".into())], "replaced");
+        assert_eq!(rows(&s, "c2"), [(0, "z".into())]);
+        let header: Option<u32> = s.get(Table::Campaigns, "c").unwrap();
+        assert_eq!(header, Some(3));
+        assert!(s.delete_campaign("c").unwrap());
+        assert!(rows(&s, "c").is_empty());
+        assert!(!s.delete_campaign("c").unwrap());
+        assert_eq!(rows(&s, "c2"), [(0, "z".into())]);
     }
 
     #[test]
