@@ -948,9 +948,11 @@ async fn cell_status(sc: &Scenario, api: &Api) -> Result<bool, BenchError> {
 
 /// Waits until the inventory knows what eligibility needs of every device, or at the
 /// bound of [`KNOWN_ENOUGH`] of them; false when the server cannot be asked. Queue-mode
-/// devices are read only while awake, so the last of them take a few of their wake cycles.
+/// devices are read only while awake, so the last of them take a few of their wake cycles,
+/// and in slow cells a read may go unanswered until the server's last try, after 330 s.
 async fn known(sc: &Scenario, api: &Api, run: &str) -> Result<bool, BenchError> {
-    let bound = Duration::from_secs(60) + Duration::from_millis(sc.count as u64 * 30);
+    let bound = (Duration::from_secs(60) + Duration::from_millis(sc.count as u64 * 30))
+        .max(Duration::from_secs(360));
     let until = Instant::now() + bound;
     let mut last = 0;
     loop {
