@@ -69,17 +69,18 @@ impl Saved {
         }
     }
 
-    /// The campaign read back; its rows are then replaced, since its slots were
-    /// numbered anew.
+    /// The campaign read back; its rows are replaced when its slots were numbered anew.
     fn restore(&mut self) -> Campaign {
         let header: Header = serde_json::from_str(&self.header).unwrap();
-        let rows: Vec<Row> = self
+        let rows: Vec<(u32, Row)> = self
             .rows
-            .values()
-            .map(|r| serde_json::from_str(r).unwrap())
+            .iter()
+            .map(|(s, r)| (*s, serde_json::from_str(r).unwrap()))
             .collect();
-        let mut c = Campaign::restore(header, rows).unwrap();
-        self.rows.clear();
+        let (mut c, renumbered) = Campaign::restore(header, rows).unwrap();
+        if renumbered {
+            self.rows.clear();
+        }
         self.write(&mut c);
         c
     }

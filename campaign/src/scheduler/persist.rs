@@ -119,19 +119,31 @@ impl Serialize for Campaign {
 }
 
 impl Campaign {
-    /// The campaign a header and its rows (in slot order) describe. Slots are numbered
-    /// anew without the holes that removals left, so every device is marked changed:
-    /// the caller replaces the stored rows with the ones [`Campaign::take_changed`]
-    /// now lists.
-    pub fn restore(header: Header, rows: Vec<Row>) -> Result<Campaign, CampaignError> {
+    /// The campaign a header and its rows (slot and row, in slot order) describe, and
+    /// whether the stored rows are to be replaced. Slots are numbered from 0 without
+    /// the holes that removals left: rows stored with holes (or inside a format-1
+    /// header) are therefore all marked changed, and the caller replaces the stored
+    /// rows with the ones [`Campaign::take_changed`] lists. Rows stored without holes
+    /// keep their slots, and nothing needs writing.
+    pub fn restore(
+        header: Header,
+        rows: Vec<(u32, Row)>,
+    ) -> Result<(Campaign, bool), CampaignError> {
         let mut snapshot = header.0;
         if snapshot.devices.len().saturating_add(rows.len()) > MAX_DEVICES {
             return Err(bad("too many devices"));
         }
-        snapshot.devices.extend(rows.into_iter().map(|r| r.0));
+        let renumbered = !snapshot.devices.is_empty()
+            || rows
+                .iter()
+                .enumerate()
+                .any(|(i, (slot, _))| *slot as usize != i);
+        snapshot.devices.extend(rows.into_iter().map(|(_, r)| r.0));
         let mut c = Campaign::from_snapshot(snapshot)?;
-        c.changed = (0..c.devices.len() as u32).collect();
-        Ok(c)
+        if renumbered {
+            c.changed = (0..c.devices.len() as u32).collect();
+        }
+        Ok((c, renumbered))
     }
 
     /// The slots whose rows changed since the last call, in order; for each,

@@ -84,23 +84,27 @@ fn fail(c: &mut Campaign, ep: &str, kind: FailureKind, now: u64) -> StateKind {
     c.report(ep, Outcome::failed(kind, "test"), now).unwrap()
 }
 
+/// A device's slot and saved row.
+type SavedRow = (u32, serde_json::Value);
+
 /// The campaign as the server saves it: its header and the rows of every device.
-fn saved(c: &Campaign) -> (serde_json::Value, Vec<serde_json::Value>) {
+fn saved(c: &Campaign) -> (serde_json::Value, Vec<SavedRow>) {
     let rows = (0..c.devices.len() as u32)
-        .filter_map(|s| c.row(s))
-        .map(|r| serde_json::to_value(r).unwrap())
+        .filter_map(|s| Some((s, serde_json::to_value(c.row(s)?).unwrap())))
         .collect();
     (serde_json::to_value(c).unwrap(), rows)
 }
 
-fn restored(header: serde_json::Value, rows: Vec<serde_json::Value>) -> Result<Campaign, String> {
+fn restored(header: serde_json::Value, rows: Vec<SavedRow>) -> Result<Campaign, String> {
     let header: Header = serde_json::from_value(header).map_err(|e| e.to_string())?;
     let rows = rows
         .into_iter()
-        .map(serde_json::from_value::<Row>)
-        .collect::<Result<Vec<_>, _>>()
+        .map(|(s, r)| Ok((s, serde_json::from_value::<Row>(r)?)))
+        .collect::<Result<Vec<_>, serde_json::Error>>()
         .map_err(|e| e.to_string())?;
-    Campaign::restore(header, rows).map_err(|e| e.to_string())
+    Campaign::restore(header, rows)
+        .map(|(c, _)| c)
+        .map_err(|e| e.to_string())
 }
 
 fn reload(c: &Campaign) -> Campaign {
@@ -1243,7 +1247,7 @@ fn a_damaged_snapshot_is_an_error_not_a_panic() {
     c.add_devices(devs("d", 2, Some("a")), T0).unwrap();
     c.poll(T0, &CellTable::new());
     let good = saved(&c);
-    type Damage<'a> = &'a dyn Fn(&mut serde_json::Value, &mut Vec<serde_json::Value>);
+    type Damage<'a> = &'a dyn Fn(&mut serde_json::Value, &mut Vec<SavedRow>);
     let damage = |f: Damage| {
         let (mut header, mut rows) = good.clone();
         f(&mut header, &mut rows);
@@ -1251,18 +1255,18 @@ fn a_damaged_snapshot_is_an_error_not_a_panic() {
     };
     assert!(damage(&|_, _| {}).is_ok());
     assert!(damage(&|h, _| h["v"] = 99.into()).is_err());
-    assert!(damage(&|_, r| r[1]["e"] = "d0".into()).is_err());
-    assert!(damage(&|_, r| r[0]["w"] = 7.into()).is_err());
-    assert!(damage(&|_, r| r[0]["f"][2] = 50.into()).is_err());
-    assert!(damage(&|_, r| r[0]["s"] = serde_json::json!({"I":{"t":1,"c":9}})).is_err());
+    assert!(damage(&|_, r| r[1].1["e"] = "d0".into()).is_err());
+    assert!(damage(&|_, r| r[0].1["w"] = 7.into()).is_err());
+    assert!(damage(&|_, r| r[0].1["f"][2] = 50.into()).is_err());
+    assert!(damage(&|_, r| r[0].1["s"] = serde_json::json!({"I":{"t":1,"c":9}})).is_err());
     assert!(damage(&|h, _| h["policy"]["max_concurrent"] = 0.into()).is_err());
     assert!(damage(&|h, _| h["cells"] = serde_json::json!(["a", "a"])).is_err());
     assert!(damage(&|_, r| {
-        r[0].as_object_mut().unwrap().remove("w");
-        r[0]["s"] = serde_json::json!({"F":{"r":"timeout"}});
+        r[0].1.as_object_mut().unwrap().remove("w");
+        r[0].1["s"] = serde_json::json!({"F":{"r":"timeout"}});
     })
     .is_err());
-    assert!(damage(&|_, r| r[0] = serde_json::json!("not a row")).is_err());
+    assert!(damage(&|_, r| r[0].1 = serde_json::json!("not a row")).is_err());
 }
 
 #[test]
@@ -1304,7 +1308,7 @@ fn a_format_1_record_with_its_devices_inside_is_still_read() {
     c.poll(T0, &CellTable::new());
     let (mut header, rows) = saved(&c);
     header["v"] = 1.into();
-    header["devices"] = serde_json::Value::Array(rows);
+    header["devices"] = rows.into_iter().map(|(_, r)| r).collect();
     let back = restored(header, Vec::new()).unwrap();
     back.audit().unwrap();
     assert_eq!(saved(&back), saved(&c));
@@ -1318,7 +1322,7 @@ fn a_saved_device_is_tens_of_bytes() {
     c.poll(T0, &CellTable::new());
     let (header, rows) = saved(&c);
     assert_eq!(rows.len(), 1000);
-    let bytes: usize = rows.iter().map(|r| r.to_string().len()).sum();
+    let bytes: usize = rows.iter().map(|(_, r)| r.to_string().len()).sum();
     let per_device = bytes / 1000;
     assert!(per_device < 90, "{per_device} bytes per device");
     assert!(
@@ -1370,4 +1374,21 @@ fn next_wakeup_is_none_when_only_events_can_change_anything() {
     assert_eq!(c.next_wakeup(), Some(T0), "added: poll now");
     c.poll(T0, &CellTable::new());
     assert_eq!(c.next_wakeup(), None, "waits for the wake");
+}
+
+#[test]
+fn a_restore_without_holes_keeps_its_slots_and_writes_nothing() {
+    let mut c = campaign(open_policy());
+    c.add_devices(devs("d", 4, Some("a")), T0).unwrap();
+    c.poll(T0, &CellTable::new());
+    let (header, rows) = saved(&c);
+    let header: Header = serde_json::from_value(header).unwrap();
+    let rows = rows
+        .into_iter()
+        .map(|(s, r)| (s, serde_json::from_value::<Row>(r).unwrap()))
+        .collect();
+    let (mut back, renumbered) = Campaign::restore(header, rows).unwrap();
+    assert!(!renumbered);
+    assert!(back.take_changed().is_empty());
+    assert_eq!(saved(&back), saved(&c));
 }

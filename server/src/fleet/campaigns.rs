@@ -22,7 +22,7 @@ use lwm2m_campaign::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
 
-use super::store::{encode, FleetStoreError, RowChange, Table};
+use super::store::{encode, FleetStore, FleetStoreError, RowChange, Table};
 use super::{Fleet, FleetEvent};
 use crate::firmware::update::{Phase, StartError, UpdateRecord, Updater};
 use crate::runtime::persist::unix_now_ms;
@@ -66,29 +66,34 @@ struct StoredHeader {
     campaign: Header,
 }
 
-/// The campaign stored under `id`, its header and rows put together.
+/// The campaign stored under `id`, its header and rows put together, and whether its
+/// stored rows are to be replaced (see [`Campaign::restore`]).
 fn load(
-    store: &super::store::FleetStore,
+    store: &FleetStore,
     id: &str,
     header: StoredHeader,
-) -> Result<CampaignRecord, String> {
+) -> Result<(CampaignRecord, bool), String> {
     let rows = store
         .campaign_rows(id, lwm2m_campaign::scheduler::MAX_DEVICES + 1)
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|(slot, bytes)| {
-            serde_json::from_slice::<Row>(&bytes).map_err(|e| format!("row {slot}: {e}"))
+            serde_json::from_slice::<Row>(&bytes)
+                .map(|row| (slot, row))
+                .map_err(|e| format!("row {slot}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let campaign = Campaign::restore(header.campaign, rows).map_err(|e| e.to_string())?;
-    Ok(CampaignRecord {
+    let (campaign, renumbered) =
+        Campaign::restore(header.campaign, rows).map_err(|e| e.to_string())?;
+    let record = CampaignRecord {
         id: header.id,
         name: header.name,
         package_id: header.package_id,
         target: header.target,
         created_at_unix_ms: header.created_at_unix_ms,
         campaign,
-    })
+    };
+    Ok((record, renumbered))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +139,7 @@ struct Entry {
     /// Changed since it was last written.
     dirty: bool,
     /// The stored rows are to be replaced, not updated: the campaign was loaded and
-    /// its slots numbered anew.
+    /// its slots numbered anew, or it is new (rows a lost campaign of its id left go).
     replace_rows: bool,
 }
 
@@ -161,7 +166,7 @@ impl Campaigns {
         let now = unix_now_ms();
         let mut entries = BTreeMap::new();
         for (id, header) in fleet.store().all::<StoredHeader>(Table::Campaigns)? {
-            let mut record = match load(fleet.store(), &id, header) {
+            let (mut record, renumbered) = match load(fleet.store(), &id, header) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(campaign = %id, error = %e, "campaign not loaded; its records are kept");
@@ -191,7 +196,7 @@ impl Campaigns {
                     record,
                     filter,
                     dirty: true,
-                    replace_rows: true,
+                    replace_rows: renumbered,
                 },
             );
         }
@@ -268,7 +273,6 @@ impl Campaigns {
                 record: record.clone(),
                 filter,
                 dirty: true,
-                // Rows a deleted campaign of this id left behind go.
                 replace_rows: true,
             };
             self.save(&mut entry)?;
