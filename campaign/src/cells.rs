@@ -206,11 +206,18 @@ impl CellBook {
     }
 
     /// Queues a ready device and makes its cell runnable unless it is known full.
-    pub fn push_ready(&mut self, cell: u32, device: u32, ticket: u32) {
+    /// A device that can be reached only for a while (`first`: a queue-mode device
+    /// awake now) goes ahead of those that can be reached on any later turn, or its
+    /// wake ends while it waits behind them and it starves until they are all done.
+    pub fn push_ready(&mut self, cell: u32, device: u32, ticket: u32, first: bool) {
         let Some(slot) = self.slots.get_mut(cell as usize) else {
             return;
         };
-        slot.queue.push_back((device, ticket));
+        if first {
+            slot.queue.push_front((device, ticket));
+        } else {
+            slot.queue.push_back((device, ticket));
+        }
         if slot.sched == Sched::Idle {
             slot.sched = Sched::Runnable;
             self.runnable.push_back(cell);
@@ -327,8 +334,8 @@ mod tests {
     fn a_released_slot_makes_a_full_cell_runnable_once() {
         let mut book = CellBook::default();
         let c = book.intern(Some("c"));
-        book.push_ready(c, 1, 1);
-        book.push_ready(c, 2, 1);
+        book.push_ready(c, 1, 1, false);
+        book.push_ready(c, 2, 1, true);
         assert_eq!(book.runnable.len(), 1, "a cell is queued once");
         book.runnable.clear();
         book.charge(c);
@@ -366,7 +373,7 @@ mod tests {
         // Out-of-range indexes are ignored, never a panic.
         book.charge(99);
         book.release(99);
-        book.push_ready(99, 0, 0);
+        book.push_ready(99, 0, 0, false);
         book.mark_saturated(99);
     }
 }

@@ -563,6 +563,7 @@ impl Campaign {
         let ready =
             rec.state == DeviceState::Pending && rec.wave.is_some() && Self::reachable(rec, now);
         let cell = rec.facts.cell();
+        let first = rec.facts.queue_mode() && now.is_some();
         let Some(rec) = self.record_mut(id) else {
             return;
         };
@@ -571,7 +572,7 @@ impl Campaign {
                 rec.ticket = rec.ticket.wrapping_add(1);
                 rec.queued = true;
                 let ticket = rec.ticket;
-                self.cells.push_ready(cell, id, ticket);
+                self.cells.push_ready(cell, id, ticket, first);
             }
             (false, true) => {
                 rec.ticket = rec.ticket.wrapping_add(1);

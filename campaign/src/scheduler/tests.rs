@@ -593,6 +593,30 @@ fn a_wake_that_ends_while_the_cell_is_full_is_not_used_afterwards() {
 }
 
 #[test]
+fn an_awake_queue_mode_device_takes_the_next_free_slot_before_always_on_ones() {
+    // One download at a time in the default cell; an always-on device can be reached
+    // on any later turn, a queue-mode device only until its wake ends.
+    let mut c = campaign(Policy {
+        default_cell_bps: 100_000,
+        ..open_policy()
+    });
+    c.add_devices(devs("on", 5, None), T0).unwrap();
+    c.add_devices([queue_dev("q")], T0).unwrap();
+    let t = CellTable::new();
+    assert_eq!(starts(&c.poll(T0, &t)), ["on0"]);
+    c.device_woke("q", T0 + 300 * S, T0 + S).unwrap();
+    assert!(starts(&c.poll(T0 + S, &t)).is_empty(), "cell full");
+    ok(&mut c, "on0", T0 + 2 * S);
+    assert_eq!(starts(&c.poll(T0 + 2 * S, &t)), ["q"], "ahead of on1..on4");
+    ok(&mut c, "q", T0 + 3 * S);
+    assert_eq!(
+        starts(&c.poll(T0 + 3 * S, &t)),
+        ["on1"],
+        "then the queue's order"
+    );
+}
+
+#[test]
 fn a_wake_reported_through_facts_counts_like_device_woke() {
     let mut c = campaign(open_policy());
     c.add_devices([queue_dev("q")], T0).unwrap();
