@@ -240,6 +240,7 @@ impl DtlsClient {
         if self.failure.is_some() {
             return;
         }
+        let was_established = self.established;
         if !self.established {
             match self.stream.connect() {
                 Ok(()) => {
@@ -263,17 +264,26 @@ impl DtlsClient {
             static BUFFER: std::cell::RefCell<Vec<u8>> =
                 std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
         }
-        BUFFER.with(|b| self.read_records(&mut b.borrow_mut()));
+        BUFFER.with(|b| self.read_records(&mut b.borrow_mut(), was_established));
     }
 
-    fn read_records(&mut self, buf: &mut [u8]) {
+    /// `settled`: the session was established before this datagram, so nothing OpenSSL
+    /// kept during the handshake can wait unseen (see the server's `Session::drive`).
+    fn read_records(&mut self, buf: &mut [u8], settled: bool) {
         // Bounded by the datagrams queued on the pipe.
         loop {
             match self.stream.ssl_read(buf) {
                 Ok(0) => break,
-                Ok(n) => self
-                    .received
-                    .push(buf.get(..n).unwrap_or_default().to_vec()),
+                Ok(n) => {
+                    self.received
+                        .push(buf.get(..n).unwrap_or_default().to_vec());
+                    if settled
+                        && !self.stream.get_ref().has_incoming()
+                        && !ffi::has_pending(self.stream.ssl())
+                    {
+                        break;
+                    }
+                }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                     // The server ended the session (idle, or replaced): it is over here
                     // too, and still resumable.

@@ -1,6 +1,7 @@
 //! The few OpenSSL calls the `openssl` crate does not wrap: the stateless cookie exchange
 //! (`DTLSv1_listen`), DTLS retransmission timers (macros over `SSL_ctrl`) and the initial
-//! retransmission timeout (`DTLS_set_timer_cb`).
+//! retransmission timeout (`DTLS_set_timer_cb`), and whether records wait unread
+//! (`SSL_has_pending`).
 //!
 //! Each wrapper takes a live `SslRef`, so the pointers handed to OpenSSL are valid for the
 //! call; nothing here keeps a pointer past it. A shared reference suffices, as for the
@@ -28,6 +29,14 @@ extern "C" {
     fn DTLS_set_timer_cb(ssl: *mut openssl_sys::SSL, cb: Option<DTLS_timer_cb>);
     fn SSL_CTX_set_timeout(ctx: *mut openssl_sys::SSL_CTX, t: c_long) -> c_long;
     fn SSL_CTX_flush_sessions(ctx: *mut openssl_sys::SSL_CTX, t: c_long);
+    fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
+}
+
+/// Whether OpenSSL holds bytes of the last datagram it read that no read has returned
+/// yet: another record of the same datagram, or the rest of a record.
+pub fn has_pending(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is live; the call only reads the record layer's counters.
+    unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
 }
 
 /// How long a cached session may be resumed.

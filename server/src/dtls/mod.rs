@@ -191,6 +191,122 @@ struct Session {
     deadline: Option<Instant>,
 }
 
+/// What sessions produce besides their own state, kept apart from the session map so
+/// that one lookup of the peer serves all the work of a datagram or of a send (a lookup
+/// hashes the address: several per exchange were a visible share of a round trip).
+struct Outbox {
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<DtlsEvent>,
+    deadlines: BTreeSet<(Instant, SocketAddr)>,
+    /// Handshakes past the cookie exchange and not finished.
+    half_open: usize,
+    /// Where records are opened: one buffer for all, not 16 KiB zeroed per datagram.
+    read_buf: Box<[u8]>,
+}
+
+impl Session {
+    /// Queues what OpenSSL wrote for this session.
+    fn flush(&mut self, peer: SocketAddr, out: &mut Outbox) {
+        for d in self.stream.get_mut().drain_outgoing() {
+            out.transmits.push_back((peer, d));
+        }
+    }
+
+    /// Lets OpenSSL consume what the peer sent (handshake progress, or records of data)
+    /// and queues what it wrote. Says why the session must end, if it must.
+    fn drive(&mut self, peer: SocketAddr, out: &mut Outbox) -> Option<CloseReason> {
+        let was_established = self.established;
+        if !self.established {
+            match self.stream.accept() {
+                Ok(()) => {
+                    self.established = true;
+                    out.half_open = out.half_open.saturating_sub(1);
+                    let identity = identity_of(self.stream.ssl());
+                    let resumed = self.stream.ssl().session_reused();
+                    tracing::debug!(%peer, resumed, "DTLS session established");
+                    out.events.push_back(DtlsEvent::Established {
+                        peer,
+                        identity,
+                        resumed,
+                    });
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "DTLS handshake failed");
+                    self.flush(peer, out);
+                    return Some(CloseReason::Failed);
+                }
+            }
+        }
+        let mut closed = None;
+        // Bounded by the datagrams queued on the pipe.
+        while self.established {
+            match self.stream.ssl_read(&mut out.read_buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    out.events.push_back(DtlsEvent::Data {
+                        peer,
+                        payload: out.read_buf.get(..n).unwrap_or_default().to_vec(),
+                    });
+                    // A read that finds nothing costs about what one that opens a record
+                    // does: none is made when nothing can be left. Right after the
+                    // handshake, records OpenSSL kept during it may wait where neither
+                    // check sees them, so there reads go on until one finds nothing.
+                    if was_established
+                        && !self.stream.get_ref().has_incoming()
+                        && !ffi::has_pending(self.stream.ssl())
+                    {
+                        break;
+                    }
+                }
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    closed = Some(CloseReason::Closed);
+                    break;
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "DTLS record refused");
+                    // A record that fails its MAC is dropped by OpenSSL without an
+                    // error; anything else is fatal.
+                    closed = Some(CloseReason::Failed);
+                    break;
+                }
+            }
+        }
+        self.flush(peer, out);
+        closed
+    }
+
+    /// Files the session under its next deadline: a retransmission, the end of its
+    /// handshake time, or its idle limit. A session already filed no later keeps its
+    /// place: the early deadline fires, finds the session not due (`handle_timeout`
+    /// checks the real limits) and files it again, so a busy session's records cost no
+    /// index change each (the idle limit moves with every record).
+    fn reschedule(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        config: &DtlsConfig,
+        deadlines: &mut BTreeSet<(Instant, SocketAddr)>,
+    ) {
+        let limit = if self.established {
+            self.last_seen + config.idle_timeout
+        } else {
+            self.created + config.handshake_timeout
+        };
+        let retransmit = ffi::timeout(self.stream.ssl()).map(|d| now + d);
+        let next = retransmit.map_or(limit, |r| r.min(limit));
+        if self.deadline.is_some_and(|filed| filed <= next) {
+            return;
+        }
+        if let Some(old) = self.deadline.take() {
+            deadlines.remove(&(old, peer));
+        }
+        self.deadline = Some(next);
+        deadlines.insert((next, peer));
+    }
+}
+
 /// The per-process secret the cookies are keyed with.
 struct CookieKey(PKey<openssl::pkey::Private>);
 
@@ -246,19 +362,14 @@ pub struct DtlsServer {
     ctx: SslContext,
     sessions: HashMap<SocketAddr, Session>,
     per_ip: HashMap<IpAddr, usize>,
-    half_open: usize,
-    deadlines: BTreeSet<(Instant, SocketAddr)>,
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
-    events: VecDeque<DtlsEvent>,
-    /// Where records are opened: one buffer for all, not 16 KiB zeroed per datagram.
-    read_buf: Box<[u8]>,
+    out: Outbox,
 }
 
 impl std::fmt::Debug for DtlsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DtlsServer")
             .field("sessions", &self.sessions.len())
-            .field("half_open", &self.half_open)
+            .field("half_open", &self.out.half_open)
             .finish_non_exhaustive()
     }
 }
@@ -330,11 +441,13 @@ impl DtlsServer {
             ctx,
             sessions: HashMap::new(),
             per_ip: HashMap::new(),
-            half_open: 0,
-            deadlines: BTreeSet::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
-            read_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            out: Outbox {
+                transmits: VecDeque::new(),
+                events: VecDeque::new(),
+                deadlines: BTreeSet::new(),
+                half_open: 0,
+                read_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            },
         })
     }
 
@@ -345,8 +458,8 @@ impl DtlsServer {
     pub fn sizes(&self) -> DtlsSizes {
         DtlsSizes {
             sessions: self.sessions.len(),
-            half_open: self.half_open,
-            deadlines: self.deadlines.len(),
+            half_open: self.out.half_open,
+            deadlines: self.out.deadlines.len(),
             addresses: self.per_ip.len(),
         }
     }
@@ -363,16 +476,16 @@ impl DtlsServer {
     }
 
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<DtlsEvent> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(t, _)| *t)
+        self.out.deadlines.first().map(|(t, _)| *t)
     }
 
     /// A datagram from `peer`.
@@ -390,7 +503,10 @@ impl DtlsServer {
             if !fresh_hello {
                 s.last_seen = now;
                 s.stream.get_mut().push(data);
-                self.drive(now, peer);
+                match s.drive(peer, &mut self.out) {
+                    Some(reason) => self.close(peer, reason),
+                    None => s.reschedule(now, peer, &self.config, &mut self.out.deadlines),
+                }
                 return;
             }
         }
@@ -415,8 +531,8 @@ impl DtlsServer {
         s.stream
             .ssl_write(payload)
             .map_err(|e| DtlsError::Write(e.to_string()))?;
-        self.flush(peer);
-        self.reschedule(now, peer);
+        s.flush(peer, &mut self.out);
+        s.reschedule(now, peer, &self.config, &mut self.out.deadlines);
         Ok(())
     }
 
@@ -424,11 +540,11 @@ impl DtlsServer {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Bounded: each turn removes one deadline, and a session re-inserts its own only
         // at a later instant.
-        while let Some((at, peer)) = self.deadlines.first().copied() {
+        while let Some((at, peer)) = self.out.deadlines.first().copied() {
             if at > now {
                 break;
             }
-            self.deadlines.remove(&(at, peer));
+            self.out.deadlines.remove(&(at, peer));
             let Some(s) = self.sessions.get_mut(&peer) else {
                 continue;
             };
@@ -444,9 +560,9 @@ impl DtlsServer {
             }
             if ffi::timeout(s.stream.ssl()).is_some_and(|d| d.is_zero()) {
                 ffi::handle_timeout(s.stream.ssl());
-                self.flush(peer);
+                s.flush(peer, &mut self.out);
             }
-            self.reschedule(now, peer);
+            s.reschedule(now, peer, &self.config, &mut self.out.deadlines);
         }
     }
 
@@ -456,21 +572,21 @@ impl DtlsServer {
             return;
         };
         if let Some(d) = s.deadline {
-            self.deadlines.remove(&(d, peer));
+            self.out.deadlines.remove(&(d, peer));
         }
         if !s.established {
-            self.half_open = self.half_open.saturating_sub(1);
+            self.out.half_open = self.out.half_open.saturating_sub(1);
         } else {
             if reason == CloseReason::Closed {
                 // The peer said goodbye: nothing to send, and the session stays resumable.
                 ffi::quiet_shutdown(s.stream.ssl());
             } else {
                 let _ = s.stream.shutdown();
-                for d in s.stream.get_mut().take_outgoing() {
-                    self.transmits.push_back((peer, d));
-                }
+                s.flush(peer, &mut self.out);
             }
-            self.events.push_back(DtlsEvent::Closed { peer, reason });
+            self.out
+                .events
+                .push_back(DtlsEvent::Closed { peer, reason });
         }
         if let Some(n) = self.per_ip.get_mut(&peer.ip()) {
             *n -= 1;
@@ -490,7 +606,7 @@ impl DtlsServer {
             .copied()
             .unwrap_or(0)
             .saturating_sub(replacing);
-        if self.half_open >= self.config.max_half_open
+        if self.out.half_open >= self.config.max_half_open
             || self.sessions.len().saturating_sub(replacing) >= self.config.max_sessions
             || per_ip >= self.config.max_sessions_per_ip
         {
@@ -519,13 +635,13 @@ impl DtlsServer {
             ffi::Listen::NotYet => {
                 // A HelloVerifyRequest at most; the Ssl is dropped with everything it held.
                 for d in stream.get_mut().take_outgoing() {
-                    self.transmits.push_back((peer, d));
+                    self.out.transmits.push_back((peer, d));
                 }
                 return;
             }
             ffi::Listen::Failed => return,
         }
-        self.half_open += 1;
+        self.out.half_open += 1;
         *self.per_ip.entry(peer.ip()).or_default() += 1;
         self.sessions.insert(
             peer,
@@ -540,100 +656,14 @@ impl DtlsServer {
         self.drive(now, peer);
     }
 
-    /// Lets OpenSSL consume what the peer sent: handshake progress, or records of data.
+    /// [`Session::drive`] for a session just set up, and what follows from it.
     fn drive(&mut self, now: Instant, peer: SocketAddr) {
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
         };
-        if !s.established {
-            match s.stream.accept() {
-                Ok(()) => {
-                    s.established = true;
-                    self.half_open = self.half_open.saturating_sub(1);
-                    let identity = identity_of(s.stream.ssl());
-                    let resumed = s.stream.ssl().session_reused();
-                    tracing::debug!(%peer, resumed, "DTLS session established");
-                    self.events.push_back(DtlsEvent::Established {
-                        peer,
-                        identity,
-                        resumed,
-                    });
-                }
-                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "DTLS handshake failed");
-                    self.flush(peer);
-                    self.close(peer, CloseReason::Failed);
-                    return;
-                }
-            }
-        }
-        let mut closed = None;
-        if let Some(s) = self.sessions.get_mut(&peer).filter(|s| s.established) {
-            let buf = &mut self.read_buf;
-            // Bounded by the datagrams queued on the pipe.
-            loop {
-                match s.stream.ssl_read(buf) {
-                    Ok(0) => break,
-                    Ok(n) => self.events.push_back(DtlsEvent::Data {
-                        peer,
-                        payload: buf.get(..n).unwrap_or_default().to_vec(),
-                    }),
-                    Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                        closed = Some(CloseReason::Closed);
-                        break;
-                    }
-                    Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
-                        break
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "DTLS record refused");
-                        // A record that fails its MAC is dropped by OpenSSL without an
-                        // error; anything else is fatal.
-                        closed = Some(CloseReason::Failed);
-                        break;
-                    }
-                }
-            }
-        }
-        self.flush(peer);
-        match closed {
+        match s.drive(peer, &mut self.out) {
             Some(reason) => self.close(peer, reason),
-            None => self.reschedule(now, peer),
+            None => s.reschedule(now, peer, &self.config, &mut self.out.deadlines),
         }
-    }
-
-    fn flush(&mut self, peer: SocketAddr) {
-        if let Some(s) = self.sessions.get_mut(&peer) {
-            for d in s.stream.get_mut().take_outgoing() {
-                self.transmits.push_back((peer, d));
-            }
-        }
-    }
-
-    /// Files the session under its next deadline: a retransmission, the end of its
-    /// handshake time, or its idle limit. A session already filed no later keeps its
-    /// place: the early deadline fires, finds the session not due (`handle_timeout`
-    /// checks the real limits) and files it again, so a busy session's records cost no
-    /// index change each (the idle limit moves with every record).
-    fn reschedule(&mut self, now: Instant, peer: SocketAddr) {
-        let Some(s) = self.sessions.get_mut(&peer) else {
-            return;
-        };
-        let limit = if s.established {
-            s.last_seen + self.config.idle_timeout
-        } else {
-            s.created + self.config.handshake_timeout
-        };
-        let retransmit = ffi::timeout(s.stream.ssl()).map(|d| now + d);
-        let next = retransmit.map_or(limit, |r| r.min(limit));
-        if s.deadline.is_some_and(|filed| filed <= next) {
-            return;
-        }
-        if let Some(old) = s.deadline.take() {
-            self.deadlines.remove(&(old, peer));
-        }
-        s.deadline = Some(next);
-        self.deadlines.insert((next, peer));
     }
 }

@@ -37,6 +37,17 @@ impl Pipe {
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.outgoing)
     }
+
+    /// [`take_outgoing`](Self::take_outgoing) keeping the list's allocation for the next
+    /// record, which a busy session writes on every exchange.
+    pub fn drain_outgoing(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.outgoing.drain(..)
+    }
+
+    /// Whether a datagram from the peer waits to be read.
+    pub fn has_incoming(&self) -> bool {
+        !self.incoming.is_empty()
+    }
 }
 
 impl Read for Pipe {

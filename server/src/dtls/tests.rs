@@ -177,6 +177,38 @@ fn a_psk_handshake_then_data_both_ways() {
     );
 }
 
+/// RFC 6347 §4.1.1 lets a sender put several records in one datagram: every one of them
+/// is opened, not only the first (the server stops reading once nothing can be left).
+#[test]
+fn every_record_of_a_datagram_is_opened() {
+    let mut s = server(config());
+    let mut c = [client(40_002, "dev-1", KEY)];
+    assert!(pump(&mut s, &mut c, 0.0, Duration::from_secs(5), |s, c| {
+        c[0].connected && s.is_established(&c[0].addr)
+    }));
+    events(&mut s);
+    for text in [&b"first"[..], b"second", b"third"] {
+        c[0].stream.ssl_write(text).expect("write");
+    }
+    let records = c[0].stream.get_mut().take_outgoing();
+    assert_eq!(records.len(), 3, "one record a write");
+    let (one, alone) = records.split_at(2);
+    s.handle_datagram(Instant::now(), c[0].addr, &one.concat());
+    s.handle_datagram(Instant::now(), c[0].addr, &alone[0]);
+    let payloads: Vec<Vec<u8>> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            DtlsEvent::Data { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
+    );
+    assert!(s.is_established(&c[0].addr));
+}
+
 #[test]
 fn a_wrong_key_or_unknown_identity_never_establishes_and_leaves_nothing() {
     let mut s = server(config());
@@ -469,4 +501,24 @@ fn a_device_back_from_sleep_resumes_its_session_until_credentials_change() {
         Duration::from_secs(5)
     ));
     assert!(!third.resumed());
+}
+
+/// The client side of [`every_record_of_a_datagram_is_opened`].
+#[test]
+fn the_client_opens_every_record_of_a_datagram() {
+    let mut s = server(config());
+    let mut c = DtlsClient::psk(b"dev-2", KEY, None, Duration::from_millis(50)).expect("client");
+    let from = addr(40_060);
+    assert!(pump_client(&mut s, &mut c, from, Duration::from_secs(5)));
+    let now = Instant::now();
+    s.send(now, from, b"one").expect("send");
+    s.send(now, from, b"two").expect("send");
+    let datagrams: Vec<Vec<u8>> = std::iter::from_fn(|| s.poll_transmit())
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(datagrams.len(), 2);
+    assert_eq!(
+        c.handle_datagram(&datagrams.concat()),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
 }
