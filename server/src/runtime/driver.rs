@@ -76,6 +76,12 @@ struct Pending {
     to: Option<SocketAddr>,
 }
 
+/// An outcome a caller hears only once what the pass wrote is committed.
+enum Completion {
+    Reply(ReplyTx, Result<Reply, RequestError>),
+    Event(ServerEvent),
+}
+
 /// The metrics code of a request's outcome: the device's CoAP code, or why there was none.
 fn outcome_code(outcome: &Result<Packet, RequestError>) -> String {
     match outcome {
@@ -116,6 +122,8 @@ pub(super) struct Driver {
     /// Packages served at `/fw/{token}`.
     firmware: Arc<crate::firmware::Firmware>,
     formatted: persist::FormattedObjects,
+    /// What completed in this pass, told after the pass's commit.
+    completed: Vec<Completion>,
 }
 
 impl Driver {
@@ -148,6 +156,7 @@ impl Driver {
             retransmissions_counted: 0,
             formatted: persist::FormattedObjects::default(),
             firmware,
+            completed: Vec::new(),
         }
     }
 
@@ -397,6 +406,7 @@ impl Driver {
             if let Err(e) = self.store.sync() {
                 tracing::error!(error = %e, "store commit failed: what the last answers confirm is not stored");
             }
+            self.tell_completed();
             flush_plain(&mut self.ep, Some(&socket)).await;
             flush_secure(&mut self.sep, self.dtls.as_mut(), secure.as_ref()).await;
             self.update_gauges();
@@ -1197,31 +1207,38 @@ impl Driver {
     }
 
     /// Hands the outcome to the waiting caller or, for a request restored after a restart
-    /// whose caller is gone, announces it.
+    /// whose caller is gone, announces it, once the pass is committed: a caller told
+    /// "done" must find it stored (an observation persisted on its first answer, a queued
+    /// request removed). Committing here instead ended the pass's group, and every write
+    /// after it in the pass became a commit of its own.
     fn complete(
-        &self,
+        &mut self,
         reply: Option<ReplyTx>,
         endpoint: String,
         label: RequestLabel,
         outcome: Result<Packet, RequestError>,
         token: Vec<u8>,
     ) {
-        // A caller told "done" must find it stored (an observation persisted on its first
-        // answer, a queued request removed): the pass's group is committed first, and
-        // what the pass writes after this is committed as it goes.
-        if let Err(e) = self.store.sync() {
-            tracing::error!(error = %e, "store commit failed before an answer to a caller");
-        }
-        match reply {
-            Some(tx) => {
-                let _ = tx.send(outcome.map(|packet| Reply { packet, token }));
-            }
-            None => self.emit(ServerEvent::QueuedRequestCompleted {
+        self.completed.push(match reply {
+            Some(tx) => Completion::Reply(tx, outcome.map(|packet| Reply { packet, token })),
+            None => Completion::Event(ServerEvent::QueuedRequestCompleted {
                 endpoint,
                 label,
                 token,
                 outcome,
             }),
+        });
+    }
+
+    /// Tells what [`complete`](Self::complete) kept; called after the pass's commit.
+    fn tell_completed(&mut self) {
+        for c in std::mem::take(&mut self.completed) {
+            match c {
+                Completion::Reply(tx, outcome) => {
+                    let _ = tx.send(outcome);
+                }
+                Completion::Event(e) => self.emit(e),
+            }
         }
     }
 

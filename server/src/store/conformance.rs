@@ -43,7 +43,7 @@ pub(crate) fn register_and_look_up(f: Fixture) {
     assert_eq!(s.list_registrations().ok(), Some(vec![a, b]));
 }
 
-pub(crate) fn update_overwrites_and_moves_expiry(f: Fixture) {
+pub(crate) fn update_overwrites(f: Fixture) {
     let s = f.store;
     let mut a = registration("a", "ep-a");
     a.last_update_unix_ms = 1_000;
@@ -53,16 +53,11 @@ pub(crate) fn update_overwrites_and_moves_expiry(f: Fixture) {
     a.objects_link_format = "</3/0>".into();
     s.put_registration(&a).expect("update");
     assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
-    // The old expiry (11_000) no longer applies, the new one (15_000) does.
     assert_eq!(
-        s.delete_expired_registrations(11_000).ok().map(|v| v.len()),
-        Some(0)
+        s.find_registration_by_endpoint("ep-a").ok(),
+        Some(Some(a.clone()))
     );
-    assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
-    let gone = s.delete_expired_registrations(15_000).expect("sweep");
-    assert_eq!(gone, vec![a]);
-    assert_eq!(s.list_registrations().ok(), Some(vec![]));
-    assert_eq!(s.find_registration_by_endpoint("ep-a").ok(), Some(None));
+    assert_eq!(s.list_registrations().ok(), Some(vec![a]));
 }
 
 pub(crate) fn update_may_change_endpoint_index(f: Fixture) {
@@ -147,39 +142,6 @@ pub(crate) fn deregister_drops_observations_only_of_that_registration(f: Fixture
     assert_eq!(
         tokens(&s.list_all_observations().expect("all")),
         vec![vec![2]]
-    );
-}
-
-pub(crate) fn expiry_boundary_and_order(f: Fixture) {
-    let s = f.store;
-    let mut early = registration("z-early", "ep-1");
-    early.last_update_unix_ms = 1_000;
-    early.lifetime_s = 10; // expires at 11_000
-    let mut late = registration("a-late", "ep-2");
-    late.last_update_unix_ms = 2_000;
-    late.lifetime_s = 10; // expires at 12_000
-    let mut forever = registration("m-forever", "ep-3");
-    forever.last_update_unix_ms = u64::MAX - 5;
-    forever.lifetime_s = u32::MAX; // saturates, never expires
-    for r in [&early, &late, &forever] {
-        s.put_registration(r).expect("put");
-    }
-    s.put_observation(&observation(&[7], "z-early", "ep-1"))
-        .expect("obs");
-    assert_eq!(s.delete_expired_registrations(10_999).ok(), Some(vec![]));
-    assert_eq!(
-        s.delete_expired_registrations(12_000).ok(),
-        Some(vec![early, late])
-    );
-    assert_eq!(s.get_observation(&[7]).ok(), Some(None));
-    assert_eq!(
-        s.delete_expired_registrations(u64::MAX - 1).ok(),
-        Some(vec![])
-    );
-    assert_eq!(s.list_registrations().ok(), Some(vec![forever.clone()]));
-    assert_eq!(
-        s.delete_expired_registrations(u64::MAX).ok(),
-        Some(vec![forever])
     );
 }
 
@@ -401,13 +363,12 @@ macro_rules! conformance_suite {
     ($make:expr) => {
         conformance_suite!(@cases $make,
             register_and_look_up: default,
-            update_overwrites_and_moves_expiry: default,
+            update_overwrites: default,
             update_may_change_endpoint_index: default,
             second_id_for_endpoint_is_refused_and_changes_nothing: default,
             replace_drops_old_registration_and_its_observations: default,
             replace_with_same_id_keeps_one_record: default,
             deregister_drops_observations_only_of_that_registration: default,
-            expiry_boundary_and_order: default,
             registration_cap: small,
             observations_by_token: default,
             observation_needs_registration_and_valid_token: default,

@@ -173,24 +173,6 @@ impl Store for MemoryStore {
         Ok(self.lock().remove_registration(id))
     }
 
-    fn delete_expired_registrations(
-        &self,
-        now_unix_ms: u64,
-    ) -> Result<Vec<StoredRegistration>, StoreError> {
-        let mut g = self.lock();
-        let mut expired: Vec<(u64, String)> = g
-            .registrations
-            .values()
-            .filter(|r| r.is_expired(now_unix_ms))
-            .map(|r| (r.expires_at_unix_ms(), r.id.clone()))
-            .collect();
-        expired.sort();
-        Ok(expired
-            .iter()
-            .filter_map(|(_, id)| g.remove_registration(id))
-            .collect())
-    }
-
     fn put_observation(&self, obs: &StoredObservation) -> Result<(), StoreError> {
         check_observation(obs)?;
         let mut g = self.lock();

@@ -17,7 +17,6 @@
 //! | `meta` | `&str` | `u64` | `schema_version` (refuse to open a file written by an incompatible build) and `queue_next_seq` (one global counter, so seqs are never reused even after a queue empties, and no per-endpoint counter is left behind) |
 //! | `registrations` | id `&str` | record | the primary copy; lookups by `/rd/{id}` on every Update/De-register |
 //! | `registrations_by_endpoint` | endpoint `&str` | id `&str` | a Register must find and replace the endpoint's previous registration; unique by construction |
-//! | `registrations_by_expiry` | `(expires_at_ms u64, id &str)` | `()` | expiry sweeps read only what has expired, in order, instead of scanning the fleet |
 //! | `observations` | token `&[u8]` | record | notifications are matched by token, the hot path |
 //! | `observations_by_registration` | `(registration id &str, token &[u8])` | `()` | a new Register or a De-register drops all observations of the old registration by a prefix range |
 //! | `queue` | `(endpoint &str, seq u64)` | record | one ordered range per endpoint: peek/pop in order, count for the cap |
@@ -27,6 +26,11 @@
 //! Records are versioned CBOR arrays (see [`records`]); a record that fails to decode
 //! surfaces as [`StoreError::Corrupt`] naming table and key. Secondary indexes are written in
 //! the same transaction as the primary record, so they cannot diverge.
+//!
+//! No index by expiry: the registry keeps each registration's deadline in memory and
+//! removes an expired one by id, and a start reads every registration anyway. Such an
+//! index cost two of the few B-tree writes of each Update (its key is the expiry, which
+//! every Update moves) and nothing read it.
 //!
 //! Queued requests are kept per endpoint, not per registration: a device that re-registers
 //! (new registration id) still gets what was queued for it; they leave by delivery, by
@@ -142,13 +146,6 @@ pub trait Store: Send + Sync {
 
     /// De-register: removes the registration and its observations. Returns what was removed.
     fn delete_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError>;
-
-    /// Removes every registration whose lifetime has run out at `now_unix_ms` (see
-    /// [`StoredRegistration::is_expired`]) with its observations; returns them.
-    fn delete_expired_registrations(
-        &self,
-        now_unix_ms: u64,
-    ) -> Result<Vec<StoredRegistration>, StoreError>;
 
     /// Inserts or overwrites (e.g. to advance `last_sequence`) an observation. Its
     /// registration must exist, so that dropping a registration drops all its observations.

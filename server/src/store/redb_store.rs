@@ -40,7 +40,9 @@ const SEC_NAME: &str = "security";
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REGS: TableDefinition<&str, &[u8]> = TableDefinition::new(REGS_NAME);
 const REGS_BY_EP: TableDefinition<&str, &str> = TableDefinition::new("registrations_by_endpoint");
-const REGS_BY_EXPIRY: TableDefinition<(u64, &str), ()> =
+/// An index by expiry that files written before it was dropped still hold (see the
+/// module's documentation of the store); deleted when such a file is opened.
+const DROPPED_REGS_BY_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("registrations_by_expiry");
 const OBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(OBS_NAME);
 const OBS_BY_REG: TableDefinition<(&str, &[u8]), ()> =
@@ -121,6 +123,7 @@ impl RedbStore {
                     })
                 }
             }
+            t.txn.delete_table(DROPPED_REGS_BY_EXPIRY)?;
             // Writes open their tables lazily and readers expect every table to exist:
             // each one is created here.
             t.open_all()
@@ -200,7 +203,6 @@ struct Tables<'txn> {
     meta: Option<Table<'txn, &'static str, u64>>,
     regs: Option<Table<'txn, &'static str, &'static [u8]>>,
     regs_by_ep: Option<Table<'txn, &'static str, &'static str>>,
-    regs_by_expiry: Option<Table<'txn, (u64, &'static str), ()>>,
     obs: Option<Table<'txn, &'static [u8], &'static [u8]>>,
     obs_by_reg: Option<Table<'txn, (&'static str, &'static [u8]), ()>>,
     queue: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
@@ -230,7 +232,6 @@ impl<'txn> Tables<'txn> {
             meta: None,
             regs: None,
             regs_by_ep: None,
-            regs_by_expiry: None,
             obs: None,
             obs_by_reg: None,
             queue: None,
@@ -243,7 +244,6 @@ impl<'txn> Tables<'txn> {
         self.meta()?;
         self.regs()?;
         self.regs_by_ep()?;
-        self.regs_by_expiry()?;
         self.obs()?;
         self.obs_by_reg()?;
         self.queue()?;
@@ -256,7 +256,6 @@ impl<'txn> Tables<'txn> {
         meta: META => &'static str, u64;
         regs: REGS => &'static str, &'static [u8];
         regs_by_ep: REGS_BY_EP => &'static str, &'static str;
-        regs_by_expiry: REGS_BY_EXPIRY => (u64, &'static str), ();
         obs: OBS => &'static [u8], &'static [u8];
         obs_by_reg: OBS_BY_REG => (&'static str, &'static [u8]), ();
         queue: QUEUE => (&'static str, u64), &'static [u8];
@@ -290,8 +289,6 @@ impl<'txn> Tables<'txn> {
             .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
         self.regs_by_ep()?
             .insert(reg.endpoint.as_str(), reg.id.as_str())?;
-        self.regs_by_expiry()?
-            .insert((reg.expires_at_unix_ms(), reg.id.as_str()), ())?;
         Ok(())
     }
 
@@ -301,8 +298,6 @@ impl<'txn> Tables<'txn> {
             return Ok(None);
         };
         self.regs()?.remove(id)?;
-        self.regs_by_expiry()?
-            .remove((old.expires_at_unix_ms(), id))?;
         let points_here = self
             .regs_by_ep()?
             .get(old.endpoint.as_str())?
@@ -454,14 +449,23 @@ impl Store for RedbStore {
         check_registration(reg)?;
         let max = self.limits.max_registrations;
         self.write(|t| {
-            if let Some(existing) = t.regs_by_ep()?.get(reg.endpoint.as_str())? {
-                let existing = existing.value();
-                if existing != reg.id {
+            let points_here = match t.regs_by_ep()?.get(reg.endpoint.as_str())? {
+                Some(existing) if existing.value() != reg.id => {
                     return Err(StoreError::EndpointTaken {
                         endpoint: reg.endpoint.clone(),
-                        existing_id: existing.to_owned(),
-                    });
+                        existing_id: existing.value().to_owned(),
+                    })
                 }
+                Some(_) => true,
+                None => false,
+            };
+            if points_here {
+                // An Update: the endpoint's entry names this id, so the record holds this
+                // endpoint already and is overwritten in place (one B-tree write, where
+                // unlinking and linking again took five).
+                t.regs()?
+                    .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
+                return Ok(());
             }
             let known = t.regs()?.get(reg.id.as_str())?.is_some();
             if !known && t.regs()?.len()? >= max {
@@ -544,31 +548,6 @@ impl Store for RedbStore {
 
     fn delete_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
         self.write(|t| t.remove_registration(id))
-    }
-
-    fn delete_expired_registrations(
-        &self,
-        now_unix_ms: u64,
-    ) -> Result<Vec<StoredRegistration>, StoreError> {
-        self.write(|t| {
-            // Expired means expires_at <= now: every index key below (now + 1, "").
-            let range = match now_unix_ms.checked_add(1) {
-                Some(end) => t.regs_by_expiry()?.range(..(end, ""))?,
-                None => t.regs_by_expiry()?.iter()?,
-            };
-            let mut ids = Vec::new();
-            for item in range {
-                let (k, _) = item?;
-                ids.push(k.value().1.to_owned());
-            }
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(r) = t.remove_registration(&id)? {
-                    out.push(r);
-                }
-            }
-            Ok(out)
-        })
     }
 
     fn put_observation(&self, obs: &StoredObservation) -> Result<(), StoreError> {
@@ -900,6 +879,28 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_file_with_the_old_expiry_index_loses_it_and_keeps_its_registrations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let s = RedbStore::open(dir.path()).expect("open");
+            s.put_registration(&registration("a", "ep")).expect("put");
+            let txn = s.db.begin_write().expect("txn");
+            txn.open_table(DROPPED_REGS_BY_EXPIRY)
+                .expect("table")
+                .insert((11_000, "a"), ())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let s = RedbStore::open(dir.path()).expect("reopen");
+        let txn = s.db.begin_read().expect("read");
+        assert!(
+            txn.open_table(DROPPED_REGS_BY_EXPIRY).is_err(),
+            "the index is gone"
+        );
+        assert_eq!(s.list_registrations().map(|v| v.len()).ok(), Some(1));
     }
 
     #[test]
