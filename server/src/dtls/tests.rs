@@ -134,6 +134,17 @@ fn events(s: &mut DtlsServer) -> Vec<DtlsEvent> {
     std::iter::from_fn(|| s.poll_event()).collect()
 }
 
+/// A server with one client of "dev-1" established on it, its events taken.
+fn established(port: u16) -> (DtlsServer, [Client; 1]) {
+    let mut s = server(config());
+    let mut c = [client(port, "dev-1", KEY)];
+    assert!(pump(&mut s, &mut c, 0.0, Duration::from_secs(5), |s, c| {
+        c[0].connected && s.is_established(&c[0].addr)
+    }));
+    events(&mut s);
+    (s, c)
+}
+
 #[test]
 fn a_psk_handshake_then_data_both_ways() {
     let mut s = server(config());
@@ -181,12 +192,7 @@ fn a_psk_handshake_then_data_both_ways() {
 /// is opened, not only the first (the server stops reading once nothing can be left).
 #[test]
 fn every_record_of_a_datagram_is_opened() {
-    let mut s = server(config());
-    let mut c = [client(40_002, "dev-1", KEY)];
-    assert!(pump(&mut s, &mut c, 0.0, Duration::from_secs(5), |s, c| {
-        c[0].connected && s.is_established(&c[0].addr)
-    }));
-    events(&mut s);
+    let (mut s, mut c) = established(40_002);
     for text in [&b"first"[..], b"second", b"third"] {
         c[0].stream.ssl_write(text).expect("write");
     }
@@ -372,12 +378,7 @@ fn idle_and_closed_sessions_end_with_an_event() {
 
 #[test]
 fn a_spoofed_client_hello_does_not_end_an_established_session() {
-    let mut s = server(config());
-    let mut c = [client(40_060, "dev-1", KEY)];
-    assert!(pump(&mut s, &mut c, 0.0, Duration::from_secs(5), |s, c| {
-        c[0].connected && s.is_established(&c[0].addr)
-    }));
-    events(&mut s);
+    let (mut s, mut c) = established(40_060);
     // Someone else sends a ClientHello with the device's address; the cookie answer goes
     // to the device, which ignores it, so the hello never comes back with it.
     let mut other = client(1, "dev-2", KEY);
@@ -397,12 +398,7 @@ fn a_spoofed_client_hello_does_not_end_an_established_session() {
 
 #[test]
 fn a_new_client_hello_on_an_established_session_starts_over() {
-    let mut s = server(config());
-    let mut c = [client(40_040, "dev-1", KEY)];
-    assert!(pump(&mut s, &mut c, 0.0, Duration::from_secs(5), |s, c| {
-        c[0].connected && s.is_established(&c[0].addr)
-    }));
-    events(&mut s);
+    let (mut s, c) = established(40_040);
     // The device rebooted: same address, a new handshake.
     let port = c[0].addr.port();
     let mut again = [client(port, "dev-2", KEY)];
