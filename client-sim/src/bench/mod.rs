@@ -51,8 +51,45 @@ pub enum BenchError {
 /// Progress callback: jobs done so far and the time since the phase started.
 pub type ProgressFn<'a> = &'a mut (dyn FnMut(&str, usize, Duration) + Send);
 
+/// Device `i`'s name: `prefix` and a 64-bit mix of `i`. Devices that register in index
+/// order thus come in no order of name, as a fleet's IMEIs do after an outage; names in
+/// sorted order would let the server's endpoint index grow at its edge, which no fleet does.
 fn endpoint(prefix: &str, i: usize) -> String {
-    format!("{prefix}{i:07}")
+    format!("{prefix}{:016x}", mix(i as u64))
+}
+
+/// splitmix64's finaliser: a bijection of `u64` (each step is invertible), so distinct
+/// devices keep distinct names.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A permutation of `0..n` that spreads neighbours far apart: `j` goes to `j * step mod n`
+/// for a step near `n / φ` with no factor in common with `n`. Devices then send their
+/// Updates in an order unrelated to the one they registered in, as in the field (each on
+/// its own lifetime), instead of replaying the registrations' order.
+fn scattered(n: usize) -> impl Fn(usize) -> usize {
+    fn gcd(mut a: usize, mut b: usize) -> usize {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+    let mut step = (n as f64 * 0.618_033_988_7) as usize | 1;
+    // Bounded: 1 is coprime with every n, and the step stays below n + 2.
+    while n > 1 && gcd(step, n) != 1 {
+        step += 1;
+    }
+    move |j| {
+        if n == 0 {
+            0
+        } else {
+            ((j as u128 * step as u128) % n as u128) as usize
+        }
+    }
 }
 
 /// Registers devices `0..count` as `prefix{i}` at `coap`, paced by `pace`; answers the
@@ -212,11 +249,13 @@ pub async fn rate_registrations(
     )
     .await;
     let coap = child.coap;
+    let order = scattered(count);
     let update = loadgen::run(
         count,
         window,
         Pace::Closed,
-        move |i| {
+        move |j| {
+            let i = order(j);
             let loc = locations.get(i).and_then(|l| l.get().cloned());
             async move {
                 let loc = loc.ok_or(loadgen::Lost::Timeout)?;
@@ -310,4 +349,35 @@ pub async fn herd(
         idle_api,
         herd_api,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scattered_orders_are_permutations_that_part_neighbours() {
+        for n in [0usize, 1, 2, 3, 10, 64, 1000, 20_000] {
+            let order = scattered(n);
+            let mut seen = vec![false; n];
+            for j in 0..n {
+                let i = order(j);
+                assert!(!seen[i], "n={n}: {i} twice");
+                seen[i] = true;
+            }
+            if n >= 1000 {
+                let far = (0..n - 1).filter(|&j| order(j).abs_diff(order(j + 1)) > n / 10);
+                assert!(far.count() > n * 9 / 10, "n={n}: neighbours stay close");
+            }
+        }
+    }
+
+    #[test]
+    fn device_names_are_distinct_and_not_in_index_order() {
+        let names: Vec<String> = (0..1000).map(|i| endpoint("d-", i)).collect();
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        let ascending = names.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!((300..700).contains(&ascending), "{ascending} of 999 ascend");
+    }
 }
