@@ -31,4 +31,6 @@ pub use table::{
 };
 
 #[cfg(test)]
+use table::encode_id;
+#[cfg(test)]
 mod tests;

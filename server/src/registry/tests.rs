@@ -56,7 +56,7 @@ struct Counter(u64, u64);
 impl IdSource for Counter {
     fn next_bytes(&mut self) -> Option<[u8; ID_BYTES]> {
         let mut b = [0u8; ID_BYTES];
-        b[1..].copy_from_slice(&(self.0 / self.1).to_be_bytes());
+        b[ID_BYTES - 8..].copy_from_slice(&(self.0 / self.1).to_be_bytes());
         self.0 += 1;
         Some(b)
     }
@@ -453,6 +453,35 @@ fn the_table_is_capped_with_5_03_but_re_register_still_works() {
     assert_eq!(reg.len(), 4);
     let r = register(&mut reg, &["ep=d2"], t0);
     assert!(r.replaced.is_some());
+}
+
+#[test]
+fn ids_sort_in_the_order_they_were_issued_and_differ_in_their_random_tail() {
+    // Many in one millisecond, then some later: each sorts after the one before.
+    let mut ids = OsIds::default();
+    let drawn: Vec<String> = (0..2_000)
+        .map(|_| encode_id(&ids.next_bytes().unwrap()))
+        .collect();
+    for pair in drawn.windows(2) {
+        assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+    }
+    for id in &drawn {
+        assert_eq!(id.len(), ID_LEN);
+        assert!(id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+    let tails: std::collections::HashSet<&str> = drawn.iter().map(|id| &id[7..]).collect();
+    assert!(
+        tails.len() > 1_990,
+        "random tails repeat: {} distinct",
+        tails.len()
+    );
+    // The alphabet is in ASCII order, so the encoding keeps the bytes' order.
+    let (mut low, mut high) = ([0u8; ID_BYTES], [0u8; ID_BYTES]);
+    low[ID_BYTES - 1] = 63;
+    high[ID_BYTES - 2] = 1;
+    assert!(encode_id(&low) < encode_id(&high));
 }
 
 #[test]
