@@ -238,3 +238,54 @@ async fn send_and_observation_notifications_survive_a_restart() {
     assert_eq!(payload, b"v2");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_register_again_replaces_the_stored_registration_and_a_start_keeps_the_later_one() {
+    use lwm2m_server::store::{RedbStore, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(config(dir.path())).expect("start");
+    let addr = server.coap_addr();
+    let (first, second) = blocking(move || {
+        let mut c = Client::new(addr);
+        let a = c.call(register("twice", 600, &[]));
+        let b = c.call(register("twice", 600, &[]));
+        assert_eq!((code(&a), code(&b)), ("2.01".into(), "2.01".into()));
+        (location(&a)[1].clone(), location(&b)[1].clone())
+    })
+    .await;
+    assert_ne!(first, second);
+    server.shutdown().await;
+    // The store holds the second alone: the driver named the first as the one replaced.
+    let stored = {
+        let store = RedbStore::open(dir.path()).expect("open the store");
+        let ids: Vec<String> = store
+            .list_registrations()
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![second.clone()]);
+        // Two records of one endpoint, as only a bug could leave them: a start keeps
+        // the later id (the later Register) and deletes the other.
+        let mut earlier = store
+            .get_registration(&second)
+            .expect("get")
+            .expect("stored");
+        earlier.id = "--earlier--0".into();
+        store.put_registration(&earlier).expect("put");
+        assert_eq!(store.list_registrations().expect("list").len(), 2);
+        second
+    };
+    let server = Server::start(config(dir.path())).expect("restart");
+    let reg = server.registration("twice").await.expect("restored");
+    assert_eq!(reg.id, stored);
+    server.shutdown().await;
+    let store = RedbStore::open(dir.path()).expect("open the store");
+    let ids: Vec<String> = store
+        .list_registrations()
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![stored]);
+}

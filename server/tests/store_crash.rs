@@ -66,8 +66,10 @@ fn apply(store: &dyn Store, i: u64) {
     let base = i - i % 4;
     match i % 4 {
         0 => {
+            // The endpoint's previous registration came 4 * ENDPOINTS ops before.
+            let previous = i.checked_sub(4 * ENDPOINTS).map(|p| format!("r{p}"));
             store
-                .replace_registration(&registration(i))
+                .replace_registration(&registration(i), previous.as_deref())
                 .expect("replace_registration");
         }
         1 => {

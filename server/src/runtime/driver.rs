@@ -209,9 +209,21 @@ impl Driver {
                         reg.peer,
                         reg.transport,
                     );
-                    if let Err(e) = self.registry.restore(reg) {
-                        tracing::warn!(%id, error = %e, "registration not restored");
-                        continue;
+                    match self.registry.restore(reg) {
+                        Ok(None) => {}
+                        // Two of one endpoint: the later id, the later Register, wins
+                        // (the list is in id order), and the earlier one goes.
+                        Ok(Some(earlier)) => {
+                            tracing::warn!(%endpoint, kept = %id, dropped = %earlier.id, "two stored registrations of one endpoint");
+                            self.by_peer.remove(&(earlier.transport, earlier.peer));
+                            if let Err(e) = self.store.delete_registration(&earlier.id) {
+                                tracing::warn!(error = %e, "cannot delete the earlier registration");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%id, error = %e, "registration not restored");
+                            continue;
+                        }
                     }
                     if let Some(shared) = self.registry.shared_id(&id) {
                         self.by_peer.insert((transport, peer), shared);
@@ -778,11 +790,11 @@ impl Driver {
                 let Some(reg) = self.registry.get(&r.id).cloned() else {
                     return;
                 };
-                if let Err(e) = self.store.replace_registration(&persist::to_stored(
-                    &reg,
-                    &self.clock,
-                    &mut self.formatted,
-                )) {
+                let previous = r.replaced.as_ref().map(|old| old.id.as_str());
+                if let Err(e) = self.store.replace_registration(
+                    &persist::to_stored(&reg, &self.clock, &mut self.formatted),
+                    previous,
+                ) {
                     tracing::error!(error = %e, endpoint = %reg.endpoint, "registration not persisted");
                     if let Ok(removed) = self.registry.deregister(&reg.id, now) {
                         self.fail_all(removed.dropped, RequestError::Store(e.to_string()));

@@ -35,11 +35,8 @@ pub(crate) fn register_and_look_up(f: Fixture) {
     s.put_registration(&b).expect("put b");
     s.put_registration(&a).expect("put a");
     assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
-    assert_eq!(
-        s.find_registration_by_endpoint("ep-b").ok(),
-        Some(Some(b.clone()))
-    );
-    assert_eq!(s.find_registration_by_endpoint("ep-c").ok(), Some(None));
+    assert_eq!(s.get_registration("b").ok(), Some(Some(b.clone())));
+    assert_eq!(s.get_registration("c").ok(), Some(None));
     assert_eq!(s.list_registrations().ok(), Some(vec![a, b]));
 }
 
@@ -53,34 +50,7 @@ pub(crate) fn update_overwrites(f: Fixture) {
     a.objects_link_format = "</3/0>".into();
     s.put_registration(&a).expect("update");
     assert_eq!(s.get_registration("a").ok(), Some(Some(a.clone())));
-    assert_eq!(
-        s.find_registration_by_endpoint("ep-a").ok(),
-        Some(Some(a.clone()))
-    );
     assert_eq!(s.list_registrations().ok(), Some(vec![a]));
-}
-
-pub(crate) fn update_may_change_endpoint_index(f: Fixture) {
-    let s = f.store;
-    let mut a = registration("a", "ep-1");
-    s.put_registration(&a).expect("put");
-    a.endpoint = "ep-2".into();
-    s.put_registration(&a).expect("rename");
-    assert_eq!(s.find_registration_by_endpoint("ep-1").ok(), Some(None));
-    assert_eq!(s.find_registration_by_endpoint("ep-2").ok(), Some(Some(a)));
-}
-
-pub(crate) fn second_id_for_endpoint_is_refused_and_changes_nothing(f: Fixture) {
-    let s = f.store;
-    let a = registration("a", "ep");
-    s.put_registration(&a).expect("put");
-    let err = s.put_registration(&registration("b", "ep"));
-    assert!(
-        matches!(&err, Err(StoreError::EndpointTaken { existing_id, .. }) if existing_id == "a"),
-        "{err:?}"
-    );
-    assert_eq!(s.list_registrations().ok(), Some(vec![a.clone()]));
-    assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(a)));
 }
 
 pub(crate) fn replace_drops_old_registration_and_its_observations(f: Fixture) {
@@ -96,9 +66,12 @@ pub(crate) fn replace_drops_old_registration_and_its_observations(f: Fixture) {
     s.put_observation(&observation(&[3], "other", "ep-2"))
         .expect("obs");
     let new = registration("new", "ep");
-    assert_eq!(s.replace_registration(&new).ok(), Some(Some(old)));
+    assert_eq!(
+        s.replace_registration(&new, Some("old")).ok(),
+        Some(Some(old))
+    );
     assert_eq!(s.get_registration("old").ok(), Some(None));
-    assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(new)));
+    assert_eq!(s.get_registration("new").ok(), Some(Some(new)));
     assert_eq!(s.get_observation(&[1]).ok(), Some(None));
     assert_eq!(s.list_observations("old").ok(), Some(vec![]));
     assert_eq!(
@@ -107,10 +80,16 @@ pub(crate) fn replace_drops_old_registration_and_its_observations(f: Fixture) {
     );
     // Without a previous registration it is a plain insert.
     let fresh = registration("fresh", "ep-3");
-    assert_eq!(s.replace_registration(&fresh).ok(), Some(None));
+    assert_eq!(s.replace_registration(&fresh, None).ok(), Some(None));
+    // A previous one already gone (or never stored) is no error.
+    let again = registration("again", "ep-4");
+    assert_eq!(
+        s.replace_registration(&again, Some("gone")).ok(),
+        Some(None)
+    );
     assert_eq!(
         ids(&s.list_registrations().expect("list")),
-        vec!["fresh", "new", "other"]
+        vec!["again", "fresh", "new", "other"]
     );
 }
 
@@ -122,7 +101,7 @@ pub(crate) fn replace_with_same_id_keeps_one_record(f: Fixture) {
         .expect("obs");
     let mut a2 = a.clone();
     a2.lifetime_s = 60;
-    assert_eq!(s.replace_registration(&a2).ok(), Some(Some(a)));
+    assert_eq!(s.replace_registration(&a2, None).ok(), Some(Some(a)));
     assert_eq!(s.list_registrations().ok(), Some(vec![a2]));
     assert_eq!(s.list_all_observations().ok(), Some(vec![]));
 }
@@ -138,7 +117,7 @@ pub(crate) fn deregister_drops_observations_only_of_that_registration(f: Fixture
         .expect("obs");
     assert_eq!(s.delete_registration("a").ok(), Some(Some(a)));
     assert_eq!(s.delete_registration("a").ok(), Some(None));
-    assert_eq!(s.find_registration_by_endpoint("ep-a").ok(), Some(None));
+    assert_eq!(s.get_registration("a").ok(), Some(None));
     assert_eq!(
         tokens(&s.list_all_observations().expect("all")),
         vec![vec![2]]
@@ -156,7 +135,7 @@ pub(crate) fn registration_cap(f: Fixture) {
         matches!(err, Err(StoreError::Full { limit: 3, .. })),
         "{err:?}"
     );
-    let err = s.replace_registration(&registration("r3", "ep3"));
+    let err = s.replace_registration(&registration("r3", "ep3"), None);
     assert!(
         matches!(err, Err(StoreError::Full { limit: 3, .. })),
         "{err:?}"
@@ -164,8 +143,13 @@ pub(crate) fn registration_cap(f: Fixture) {
     // Updating or replacing an existing one needs no room.
     s.put_registration(&registration("r0", "ep0"))
         .expect("update at cap");
-    s.replace_registration(&registration("r9", "ep1"))
+    s.replace_registration(&registration("r9", "ep1"), Some("r1"))
         .expect("replace at cap");
+    let err = s.replace_registration(&registration("r8", "ep8"), Some("gone"));
+    assert!(
+        matches!(err, Err(StoreError::Full { limit: 3, .. })),
+        "a previous one not stored makes no room: {err:?}"
+    );
     assert_eq!(s.list_registrations().map(|v| v.len()).ok(), Some(3));
 }
 
@@ -346,7 +330,7 @@ pub(crate) fn keys_are_validated(f: Fixture) {
     for (id, ep) in [("", "ep"), ("id", ""), ("id", long.as_str())] {
         let err = s.put_registration(&registration(id, ep));
         assert!(matches!(err, Err(StoreError::InvalidKey { .. })), "{err:?}");
-        let err = s.replace_registration(&registration(id, ep));
+        let err = s.replace_registration(&registration(id, ep), None);
         assert!(matches!(err, Err(StoreError::InvalidKey { .. })), "{err:?}");
     }
     let err = s.enqueue(&queued("", 1));
@@ -364,8 +348,6 @@ macro_rules! conformance_suite {
         conformance_suite!(@cases $make,
             register_and_look_up: default,
             update_overwrites: default,
-            update_may_change_endpoint_index: default,
-            second_id_for_endpoint_is_refused_and_changes_nothing: default,
             replace_drops_old_registration_and_its_observations: default,
             replace_with_same_id_keeps_one_record: default,
             deregister_drops_observations_only_of_that_registration: default,

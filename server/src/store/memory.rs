@@ -13,7 +13,6 @@ use super::{
 #[derive(Default)]
 struct Inner {
     registrations: BTreeMap<String, StoredRegistration>,
-    by_endpoint: BTreeMap<String, String>,
     observations: BTreeMap<Vec<u8>, StoredObservation>,
     queue: BTreeMap<(String, u64), QueuedRequest>,
     next_seq: u64,
@@ -24,9 +23,6 @@ struct Inner {
 impl Inner {
     fn remove_registration(&mut self, id: &str) -> Option<StoredRegistration> {
         let reg = self.registrations.remove(id)?;
-        if self.by_endpoint.get(&reg.endpoint).map(String::as_str) == Some(id) {
-            self.by_endpoint.remove(&reg.endpoint);
-        }
         self.remove_observations_of(id);
         Some(reg)
     }
@@ -103,27 +99,13 @@ impl Store for MemoryStore {
     fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError> {
         check_registration(reg)?;
         let mut g = self.lock();
-        if let Some(existing) = g.by_endpoint.get(&reg.endpoint) {
-            if existing != &reg.id {
-                return Err(StoreError::EndpointTaken {
-                    endpoint: reg.endpoint.clone(),
-                    existing_id: existing.clone(),
-                });
-            }
-        }
-        let old = g.registrations.get(&reg.id).cloned();
-        if old.is_none() && g.registrations.len() as u64 >= self.limits.max_registrations {
+        let known = g.registrations.contains_key(&reg.id);
+        if !known && g.registrations.len() as u64 >= self.limits.max_registrations {
             return Err(StoreError::Full {
                 table: "registrations",
                 limit: self.limits.max_registrations,
             });
         }
-        if let Some(old) = old {
-            if g.by_endpoint.get(&old.endpoint) == Some(&reg.id) {
-                g.by_endpoint.remove(&old.endpoint);
-            }
-        }
-        g.by_endpoint.insert(reg.endpoint.clone(), reg.id.clone());
         g.registrations.insert(reg.id.clone(), reg.clone());
         Ok(())
     }
@@ -131,38 +113,27 @@ impl Store for MemoryStore {
     fn replace_registration(
         &self,
         reg: &StoredRegistration,
+        previous: Option<&str>,
     ) -> Result<Option<StoredRegistration>, StoreError> {
         check_registration(reg)?;
         let mut g = self.lock();
-        let old_id = g.by_endpoint.get(&reg.endpoint).cloned();
-        let replaced = old_id.is_some() || g.registrations.contains_key(&reg.id);
+        let replaced = previous.is_some_and(|p| g.registrations.contains_key(p))
+            || g.registrations.contains_key(&reg.id);
         if !replaced && g.registrations.len() as u64 >= self.limits.max_registrations {
             return Err(StoreError::Full {
                 table: "registrations",
                 limit: self.limits.max_registrations,
             });
         }
-        let old = old_id.and_then(|id| g.remove_registration(&id));
-        // The same id under another endpoint is replaced too: ids are unique.
+        let old = previous.and_then(|id| g.remove_registration(id));
+        // Ids are unique: a record with this id goes too.
         let same_id = g.remove_registration(&reg.id);
-        g.by_endpoint.insert(reg.endpoint.clone(), reg.id.clone());
         g.registrations.insert(reg.id.clone(), reg.clone());
         Ok(old.or(same_id))
     }
 
     fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
         Ok(self.lock().registrations.get(id).cloned())
-    }
-
-    fn find_registration_by_endpoint(
-        &self,
-        endpoint: &str,
-    ) -> Result<Option<StoredRegistration>, StoreError> {
-        let g = self.lock();
-        Ok(g.by_endpoint
-            .get(endpoint)
-            .and_then(|id| g.registrations.get(id))
-            .cloned())
     }
 
     fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {

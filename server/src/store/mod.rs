@@ -15,8 +15,7 @@
 //! | table | key | value | why |
 //! |---|---|---|---|
 //! | `meta` | `&str` | `u64` | `schema_version` (refuse to open a file written by an incompatible build) and `queue_next_seq` (one global counter, so seqs are never reused even after a queue empties, and no per-endpoint counter is left behind) |
-//! | `registrations` | id `&str` | record | the primary copy; lookups by `/rd/{id}` on every Update/De-register |
-//! | `registrations_by_endpoint` | endpoint `&str` | id `&str` | a Register must find and replace the endpoint's previous registration; unique by construction |
+//! | `registrations` | id `&str` | record | the primary copy, by `/rd/{id}` as every Update and De-register names it; ids sort in the order they were issued, so a burst of Registers appends at the tree's edge |
 //! | `observations` | token `&[u8]` | record | notifications are matched by token, the hot path |
 //! | `observations_by_registration` | `(registration id &str, token &[u8])` | `()` | a new Register or a De-register drops all observations of the old registration by a prefix range |
 //! | `queue` | `(endpoint &str, seq u64)` | record | one ordered range per endpoint: peek/pop in order, count for the cap |
@@ -27,10 +26,13 @@
 //! surfaces as [`StoreError::Corrupt`] naming table and key. Secondary indexes are written in
 //! the same transaction as the primary record, so they cannot diverge.
 //!
-//! No index by expiry: the registry keeps each registration's deadline in memory and
-//! removes an expired one by id, and a start reads every registration anyway. Such an
-//! index cost two of the few B-tree writes of each Update (its key is the expiry, which
-//! every Update moves) and nothing read it.
+//! No index by expiry and none by endpoint: the registry keeps each registration's
+//! deadline and endpoint in memory, removes an expired one by id and tells a Register
+//! which registration it replaces; a start reads every registration anyway. An index by
+//! expiry cost two of the few B-tree writes of each Update (its key is the expiry, which
+//! every Update moves) and nothing read it; one by endpoint cost each Register a page of
+//! its own, since endpoints arrive in no order. At start, two records of one endpoint
+//! (which only a bug could leave) resolve to the later id, the later registration.
 //!
 //! Queued requests are kept per endpoint, not per registration: a device that re-registers
 //! (new registration id) still gets what was queued for it; they leave by delivery, by
@@ -85,11 +87,6 @@ pub enum StoreError {
     Full { table: &'static str, limit: u64 },
     #[error("queue of endpoint {endpoint:?} is full ({limit} requests)")]
     QueueFull { endpoint: String, limit: u64 },
-    #[error("endpoint {endpoint:?} is already registered as {existing_id:?}")]
-    EndpointTaken {
-        endpoint: String,
-        existing_id: String,
-    },
     #[error("no registration {0:?}")]
     UnknownRegistration(String),
     #[error("PSK identity is already the identity of endpoint {0:?}")]
@@ -122,24 +119,24 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
-    /// Inserts a registration, or overwrites the one with the same id (an Update). Fails with
-    /// [`StoreError::EndpointTaken`] if another id holds the endpoint: replacing is
-    /// [`Store::replace_registration`]'s job.
+    /// Inserts a registration, or overwrites the one with the same id (an Update).
+    ///
+    /// The store keeps no index of endpoints: that an endpoint has one registration is
+    /// the registry's to keep, which holds every registration in memory and says which
+    /// one a Register replaces. An index on disk cost each Register a B-tree page of its
+    /// own (endpoints arrive in no order), about as much as everything else it writes.
     fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError>;
 
-    /// A new Register: removes any registration of the same endpoint together with its
-    /// observations and inserts `reg`, atomically. Returns the replaced registration.
+    /// A new Register: removes registration `previous` (the one of the same endpoint the
+    /// registry replaces) and any registration with `reg`'s id, each with its
+    /// observations, and inserts `reg`, atomically. Returns what was removed.
     fn replace_registration(
         &self,
         reg: &StoredRegistration,
+        previous: Option<&str>,
     ) -> Result<Option<StoredRegistration>, StoreError>;
 
     fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError>;
-
-    fn find_registration_by_endpoint(
-        &self,
-        endpoint: &str,
-    ) -> Result<Option<StoredRegistration>, StoreError>;
 
     /// All registrations, ordered by id; for rebuilding state at start.
     fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError>;

@@ -39,11 +39,12 @@ const SEC_NAME: &str = "security";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REGS: TableDefinition<&str, &[u8]> = TableDefinition::new(REGS_NAME);
-const REGS_BY_EP: TableDefinition<&str, &str> = TableDefinition::new("registrations_by_endpoint");
-/// An index by expiry that files written before it was dropped still hold (see the
-/// module's documentation of the store); deleted when such a file is opened.
+/// Indexes that files written before they were dropped still hold (see the module's
+/// documentation of the store); deleted when such a file is opened.
 const DROPPED_REGS_BY_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("registrations_by_expiry");
+const DROPPED_REGS_BY_EP: TableDefinition<&str, &str> =
+    TableDefinition::new("registrations_by_endpoint");
 const OBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(OBS_NAME);
 const OBS_BY_REG: TableDefinition<(&str, &[u8]), ()> =
     TableDefinition::new("observations_by_registration");
@@ -124,6 +125,7 @@ impl RedbStore {
                 }
             }
             t.txn.delete_table(DROPPED_REGS_BY_EXPIRY)?;
+            t.txn.delete_table(DROPPED_REGS_BY_EP)?;
             // Writes open their tables lazily and readers expect every table to exist:
             // each one is created here.
             t.open_all()
@@ -202,7 +204,6 @@ struct Tables<'txn> {
     txn: &'txn WriteTransaction,
     meta: Option<Table<'txn, &'static str, u64>>,
     regs: Option<Table<'txn, &'static str, &'static [u8]>>,
-    regs_by_ep: Option<Table<'txn, &'static str, &'static str>>,
     obs: Option<Table<'txn, &'static [u8], &'static [u8]>>,
     obs_by_reg: Option<Table<'txn, (&'static str, &'static [u8]), ()>>,
     queue: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
@@ -231,7 +232,6 @@ impl<'txn> Tables<'txn> {
             txn,
             meta: None,
             regs: None,
-            regs_by_ep: None,
             obs: None,
             obs_by_reg: None,
             queue: None,
@@ -243,7 +243,6 @@ impl<'txn> Tables<'txn> {
     fn open_all(&mut self) -> Result<(), StoreError> {
         self.meta()?;
         self.regs()?;
-        self.regs_by_ep()?;
         self.obs()?;
         self.obs_by_reg()?;
         self.queue()?;
@@ -255,7 +254,6 @@ impl<'txn> Tables<'txn> {
     table_accessors! {
         meta: META => &'static str, u64;
         regs: REGS => &'static str, &'static [u8];
-        regs_by_ep: REGS_BY_EP => &'static str, &'static str;
         obs: OBS => &'static [u8], &'static [u8];
         obs_by_reg: OBS_BY_REG => (&'static str, &'static [u8]), ();
         queue: QUEUE => (&'static str, u64), &'static [u8];
@@ -287,30 +285,14 @@ impl<'txn> Tables<'txn> {
     fn insert_registration(&mut self, reg: &StoredRegistration) -> Result<(), StoreError> {
         self.regs()?
             .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
-        self.regs_by_ep()?
-            .insert(reg.endpoint.as_str(), reg.id.as_str())?;
         Ok(())
     }
 
     /// Removes the registration and its index entries, but not its observations.
-    fn unlink_registration(&mut self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
-        let Some(old) = get_registration(&*self.regs()?, id)? else {
-            return Ok(None);
-        };
-        self.regs()?.remove(id)?;
-        let points_here = self
-            .regs_by_ep()?
-            .get(old.endpoint.as_str())?
-            .is_some_and(|v| v.value() == id);
-        if points_here {
-            self.regs_by_ep()?.remove(old.endpoint.as_str())?;
-        }
-        Ok(Some(old))
-    }
-
     fn remove_registration(&mut self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
-        let old = self.unlink_registration(id)?;
+        let old = get_registration(&*self.regs()?, id)?;
         if old.is_some() {
+            self.regs()?.remove(id)?;
             self.remove_observations_of(id)?;
         }
         Ok(old)
@@ -449,24 +431,6 @@ impl Store for RedbStore {
         check_registration(reg)?;
         let max = self.limits.max_registrations;
         self.write(|t| {
-            let points_here = match t.regs_by_ep()?.get(reg.endpoint.as_str())? {
-                Some(existing) if existing.value() != reg.id => {
-                    return Err(StoreError::EndpointTaken {
-                        endpoint: reg.endpoint.clone(),
-                        existing_id: existing.value().to_owned(),
-                    })
-                }
-                Some(_) => true,
-                None => false,
-            };
-            if points_here {
-                // An Update: the endpoint's entry names this id, so the record holds this
-                // endpoint already and is overwritten in place (one B-tree write, where
-                // unlinking and linking again took five).
-                t.regs()?
-                    .insert(reg.id.as_str(), encode_registration(reg).as_slice())?;
-                return Ok(());
-            }
             let known = t.regs()?.get(reg.id.as_str())?.is_some();
             if !known && t.regs()?.len()? >= max {
                 return Err(StoreError::Full {
@@ -474,7 +438,6 @@ impl Store for RedbStore {
                     limit: max,
                 });
             }
-            t.unlink_registration(&reg.id)?;
             t.insert_registration(reg)
         })
     }
@@ -482,31 +445,31 @@ impl Store for RedbStore {
     fn replace_registration(
         &self,
         reg: &StoredRegistration,
+        previous: Option<&str>,
     ) -> Result<Option<StoredRegistration>, StoreError> {
         check_registration(reg)?;
         let max = self.limits.max_registrations;
         self.write(|t| {
-            let old_id = t
-                .regs_by_ep()?
-                .get(reg.endpoint.as_str())?
-                .map(|v| v.value().to_owned());
-            let old_known = match &old_id {
-                Some(id) => t.regs()?.get(id.as_str())?.is_some(),
+            let previous_known = match previous {
+                Some(id) => t.regs()?.get(id)?.is_some(),
                 None => false,
             };
             let same_known = t.regs()?.get(reg.id.as_str())?.is_some();
-            if !old_known && !same_known && t.regs()?.len()? >= max {
+            if !previous_known && !same_known && t.regs()?.len()? >= max {
                 return Err(StoreError::Full {
                     table: REGS_NAME,
                     limit: max,
                 });
             }
-            let old = match old_id {
-                Some(id) => t.remove_registration(&id)?,
-                None => None,
+            let old = match previous {
+                Some(id) if previous_known => t.remove_registration(id)?,
+                _ => None,
             };
-            // Ids are unique: one held by another endpoint is replaced too.
-            let same_id = t.remove_registration(&reg.id)?;
+            // Ids are unique: a record with this id goes too.
+            let same_id = match same_known {
+                true => t.remove_registration(&reg.id)?,
+                false => None,
+            };
             t.insert_registration(reg)?;
             Ok(old.or(same_id))
         })
@@ -515,18 +478,6 @@ impl Store for RedbStore {
     fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
         let txn = self.db.begin_read()?;
         get_registration(&txn.open_table(REGS)?, id)
-    }
-
-    fn find_registration_by_endpoint(
-        &self,
-        endpoint: &str,
-    ) -> Result<Option<StoredRegistration>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let by_ep = txn.open_table(REGS_BY_EP)?;
-        let Some(id) = by_ep.get(endpoint)? else {
-            return Ok(None);
-        };
-        get_registration(&txn.open_table(REGS)?, id.value())
     }
 
     fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
@@ -853,11 +804,6 @@ mod tests {
             matches!(refused, Err(StoreError::Full { .. })),
             "{refused:?}"
         );
-        let taken = group.put_registration(&registration("x", "ep-b"));
-        assert!(
-            matches!(taken, Err(StoreError::EndpointTaken { .. })),
-            "{taken:?}"
-        );
         group.sync().expect("sync");
         for id in ["a", "b", "c"] {
             assert!(plain.get_registration(id).expect("get").is_some(), "{id}");
@@ -882,7 +828,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_with_the_old_expiry_index_loses_it_and_keeps_its_registrations() {
+    fn a_file_with_the_old_indexes_loses_them_and_keeps_its_registrations() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let s = RedbStore::open(dir.path()).expect("open");
@@ -892,13 +838,21 @@ mod tests {
                 .expect("table")
                 .insert((11_000, "a"), ())
                 .expect("insert");
+            txn.open_table(DROPPED_REGS_BY_EP)
+                .expect("table")
+                .insert("ep", "a")
+                .expect("insert");
             txn.commit().expect("commit");
         }
         let s = RedbStore::open(dir.path()).expect("reopen");
         let txn = s.db.begin_read().expect("read");
         assert!(
             txn.open_table(DROPPED_REGS_BY_EXPIRY).is_err(),
-            "the index is gone"
+            "the expiry index is gone"
+        );
+        assert!(
+            txn.open_table(DROPPED_REGS_BY_EP).is_err(),
+            "the endpoint index is gone"
         );
         assert_eq!(s.list_registrations().map(|v| v.len()).ok(), Some(1));
     }
@@ -917,7 +871,7 @@ mod tests {
         }
         assert!(dir.path().join(FILE_NAME).is_file());
         let s = RedbStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.find_registration_by_endpoint("ep").ok(), Some(Some(reg)));
+        assert_eq!(s.get_registration("a").ok(), Some(Some(reg)));
         assert_eq!(s.get_observation(&[1, 2, 3]).ok(), Some(Some(obs)));
         let q = s.peek_queue("ep", 10).expect("peek");
         assert_eq!(q.iter().map(|q| q.seq).collect::<Vec<_>>(), vec![seq]);
@@ -953,11 +907,6 @@ mod tests {
         };
         is_corrupt(s.get_registration("a").map(drop), "registrations", "a");
         is_corrupt(s.list_registrations().map(drop), "registrations", "a");
-        is_corrupt(
-            s.find_registration_by_endpoint("ep").map(drop),
-            "registrations",
-            "a",
-        );
         is_corrupt(
             s.get_observation(&[0xab, 0xcd]).map(drop),
             "observations",
