@@ -469,7 +469,7 @@ impl<R> Registry<R> {
     /// client registers again as the specification requires.
     pub fn update(
         &mut self,
-        req: UpdateRequest,
+        mut req: UpdateRequest,
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Updated, RegistrationError> {
@@ -480,7 +480,26 @@ impl<R> Registry<R> {
         if !live {
             return Err(unknown(&req.id));
         }
-        let Some(mut entry) = self.remove_entry(&req.id) else {
+        // The new object list, shared with other devices' if one is the same; taken
+        // before the entry is borrowed, since sharing needs the registry.
+        let objects = match req.objects.take() {
+            Some(objects) => {
+                let current = self.by_id.get(req.id.as_str()).map(|e| &e.reg.objects);
+                match current.is_some_and(|c| **c == objects) {
+                    true => None,
+                    false => Some(self.share_objects(Arc::new(objects))),
+                }
+            }
+            None => None,
+        };
+        // In place: an Update moves the expiry and the awake window only, so the entry
+        // keeps its slot and its place by endpoint (removing and inserting it again was
+        // most of the registry's cost of an Update).
+        let key = self
+            .by_id
+            .get_key_value(req.id.as_str())
+            .map(|(k, _)| k.clone());
+        let (Some(key), Some(entry)) = (key, self.by_id.get_mut(req.id.as_str())) else {
             return Err(unknown(&req.id));
         };
         let reg = &mut entry.reg;
@@ -504,17 +523,44 @@ impl<R> Registry<R> {
             c.profile_id = reg.profile_id.as_ref() != Some(&pid);
             reg.profile_id = Some(pid);
         }
-        if let Some(objects) = req.objects {
-            c.objects = objects != *reg.objects;
-            if c.objects {
-                reg.objects = Arc::new(objects);
-            }
+        if let Some(objects) = objects {
+            c.objects = true;
+            reg.objects = objects;
         }
         c.peer = peer != reg.peer;
         reg.peer = peer;
         reg.refreshed_at = now;
-        let reg = entry.reg;
-        self.insert_entry(reg, entry.queue, now);
+        if c.queue_mode {
+            if queue_mode {
+                self.queue_mode_count += 1;
+            } else {
+                self.queue_mode_count -= 1;
+            }
+        }
+        if let Some(t) = entry.expires_at {
+            self.expiries.remove(&(t, key.clone()));
+        }
+        entry.expires_at = match reg.lifetime_s {
+            0 => None,
+            lt => now
+                .checked_add(Duration::from_secs(u64::from(lt)))
+                .and_then(|t| t.checked_add(self.config.expiry_grace)),
+        };
+        if let Some(t) = entry.expires_at {
+            self.expiries.insert((t, key.clone()));
+        }
+        if let (true, Some(t)) = (entry.marked_awake, entry.awake_until) {
+            self.awake_index.remove(&(t, key.clone()));
+        }
+        entry.awake_until = match queue_mode {
+            true => now.checked_add(self.config.awake_window),
+            false => None,
+        };
+        entry.marked_awake = entry.awake_until.is_some();
+        if let Some(t) = entry.awake_until {
+            self.awake_index.insert((t, key.clone()));
+        }
+        entry.last_seen = now;
         Ok(Updated {
             id: req.id,
             changes: c,
@@ -815,19 +861,21 @@ impl<R> Registry<R> {
     }
 
     fn remove_entry(&mut self, id: &str) -> Option<Entry<R>> {
-        let e = *self.by_id.remove(id)?;
+        // The stored key, to look the indexes up without a copy of the id.
+        let (key, e) = self.by_id.remove_entry(id)?;
+        let e = *e;
         if let Some(t) = e.expires_at {
-            self.expiries.remove(&(t, Id::from(id)));
+            self.expiries.remove(&(t, key.clone()));
         }
         if let (true, Some(t)) = (e.marked_awake, e.awake_until) {
-            self.awake_index.remove(&(t, Id::from(id)));
+            self.awake_index.remove(&(t, key.clone()));
         }
         if e.reg.queue_mode {
             self.queue_mode_count -= 1;
         }
         self.queued_total = self.queued_total.saturating_sub(e.queue.len());
         if let Some(t) = e.queue_deadline {
-            self.queue_expiries.remove(&(t, Id::from(id)));
+            self.queue_expiries.remove(&(t, key));
         }
         if self
             .by_endpoint

@@ -619,6 +619,25 @@ fn update_can_switch_queue_mode() {
     };
     assert!(u.changes.queue_mode && !reg.get(&r.id).unwrap().queue_mode);
     assert!(reg.is_awake(&r.id, t0 + Duration::from_secs(1000)));
+    assert_eq!(
+        reg.awake_count(),
+        1,
+        "a device not in queue mode counts as awake"
+    );
+    // Q again: on, awake for its window from this Update, asleep after it.
+    let t1 = t0 + Duration::from_secs(10);
+    let RdOutcome::Updated(u) = reg
+        .handle(update_req(&r.id, &["b=U", "Q"], b""), peer(5683), t1)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(u.changes.queue_mode && reg.get(&r.id).unwrap().queue_mode);
+    assert_eq!(reg.awake_until(&r.id), Some(t1 + config().awake_window));
+    assert!(!reg.is_awake(&r.id, t1 + config().awake_window + Duration::from_secs(1)));
+    assert_eq!(reg.awake_count(), 1);
+    reg.fall_asleep(t1 + config().awake_window + Duration::from_secs(1));
+    assert_eq!(reg.awake_count(), 0, "{:?}", reg.awake_until(&r.id));
 }
 
 #[test]
