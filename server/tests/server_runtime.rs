@@ -289,3 +289,33 @@ async fn a_register_again_replaces_the_stored_registration_and_a_start_keeps_the
         .collect();
     assert_eq!(ids, vec![stored]);
 }
+
+#[tokio::test]
+async fn an_update_from_a_new_port_is_stored_through_the_refresh_log() {
+    use lwm2m_server::store::{RedbStore, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(config(dir.path())).expect("start");
+    let addr = server.coap_addr();
+    let (id, new_peer) = blocking(move || {
+        let mut c = Client::new(addr);
+        let r = c.call(register("mover", 600, &[]));
+        assert_eq!(code(&r), "2.01");
+        let id = location(&r)[1].clone();
+        // Behind a NAT the device comes back from another port, and updates.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut moved = Client::new(addr);
+        let u = moved.call(request(RequestType::Post, &["rd", &id], &[], b""));
+        assert_eq!(code(&u), "2.04");
+        (id, moved.socket.local_addr().expect("addr"))
+    })
+    .await;
+    server.shutdown().await;
+    let store = RedbStore::open(dir.path()).expect("open the store");
+    let regs = store.list_registrations().expect("list");
+    assert_eq!(regs.len(), 1);
+    assert_eq!((regs[0].id.as_str(), regs[0].peer), (id.as_str(), new_peer));
+    assert!(
+        regs[0].last_update_unix_ms > regs[0].registered_at_unix_ms,
+        "the Update's time is stored: {regs:?}"
+    );
+}

@@ -125,7 +125,7 @@ async fn devices_stay_registered_across_sigkill_of_the_binary() {
     }
 
     drop(first); // SIGKILL and wait
-    let (_second, again) = start(&addr.to_string(), dir.path());
+    let (second, again) = start(&addr.to_string(), dir.path());
     assert_eq!(again, addr);
 
     for (device, events) in &mut devices {
@@ -135,6 +135,19 @@ async fn devices_stay_registered_across_sigkill_of_the_binary() {
         assert!(
             matches!(outcome, ClientEvent::Updated),
             "after the restart the Update got {outcome:?}: the registration was lost"
+        );
+    }
+    // Those Updates went to the store's refresh log, which a start reads on top of the
+    // records: a second SIGKILL must not cost the registrations they refreshed.
+    drop(second);
+    let (_third, again) = start(&addr.to_string(), dir.path());
+    assert_eq!(again, addr);
+    for (device, events) in &mut devices {
+        device.update().await.unwrap();
+        let outcome = next_update_outcome(events).await;
+        assert!(
+            matches!(outcome, ClientEvent::Updated),
+            "after the second restart the Update got {outcome:?}"
         );
     }
     for (device, events) in &mut devices {

@@ -30,7 +30,7 @@ use crate::registry::{
     Transport,
 };
 use crate::security::Credentials;
-use crate::store::Store;
+use crate::store::{Store, StoredRefresh};
 
 /// Largest datagram read; anything up to the UDP maximum arrives whole, so a truncated
 /// read cannot turn into a different, valid message.
@@ -836,11 +836,28 @@ impl Driver {
                 let Some(reg) = self.registry.get(&u.id).cloned() else {
                     return;
                 };
-                if let Err(e) = self.store.put_registration(&persist::to_stored(
-                    &reg,
-                    &self.clock,
-                    &mut self.formatted,
-                )) {
+                let c = &u.changes;
+                let only_refreshed = !(c.lifetime
+                    || c.binding
+                    || c.queue_mode
+                    || c.sms
+                    || c.profile_id
+                    || c.objects);
+                let stored = if only_refreshed {
+                    // Most Updates: the time, perhaps the address, for the refresh log.
+                    self.store.refresh_registration(&StoredRefresh {
+                        id: reg.id.clone(),
+                        last_update_unix_ms: self.clock.unix_ms(reg.refreshed_at),
+                        peer: reg.peer,
+                    })
+                } else {
+                    self.store.put_registration(&persist::to_stored(
+                        &reg,
+                        &self.clock,
+                        &mut self.formatted,
+                    ))
+                };
+                if let Err(e) = stored {
                     // The Update holds in memory; a crash before the next one costs
                     // at most the lifetime refresh.
                     tracing::error!(error = %e, id = %reg.id, "update not persisted");

@@ -53,6 +53,60 @@ pub(crate) fn update_overwrites(f: Fixture) {
     assert_eq!(s.list_registrations().ok(), Some(vec![a]));
 }
 
+pub(crate) fn refresh_moves_time_and_address_and_never_back(f: Fixture) {
+    let s = f.store;
+    let mut a = registration("a", "ep-a");
+    a.last_update_unix_ms = 5_000;
+    s.put_registration(&a).expect("put");
+    s.put_registration(&registration("b", "ep-b")).expect("put");
+    let moved: std::net::SocketAddr = "192.0.2.99:40001".parse().expect("literal address");
+    let refresh = |ms: u64, peer: std::net::SocketAddr| StoredRefresh {
+        id: "a".into(),
+        last_update_unix_ms: ms,
+        peer,
+    };
+    s.refresh_registration(&refresh(7_000, moved))
+        .expect("refresh");
+    let mut want = a.clone();
+    (want.last_update_unix_ms, want.peer) = (7_000, moved);
+    assert_eq!(s.get_registration("a").ok(), Some(Some(want.clone())));
+    // An older refresh (one that lost a race with a full write) changes nothing.
+    s.refresh_registration(&refresh(6_000, a.peer))
+        .expect("refresh");
+    assert_eq!(s.get_registration("a").ok(), Some(Some(want.clone())));
+    assert_eq!(
+        s.list_registrations().ok().map(|v| v[0].clone()),
+        Some(want.clone())
+    );
+    // A full write after the refresh wins over it.
+    let mut full = want.clone();
+    full.last_update_unix_ms = 9_000;
+    full.lifetime_s = 77;
+    s.put_registration(&full).expect("put");
+    assert_eq!(s.get_registration("a").ok(), Some(Some(full.clone())));
+    assert_eq!(
+        s.list_registrations().ok().map(|v| v[0].clone()),
+        Some(full)
+    );
+    let err = s.refresh_registration(&StoredRefresh {
+        id: "nobody".into(),
+        ..refresh(10_000, moved)
+    });
+    assert!(
+        matches!(err, Err(StoreError::UnknownRegistration(_))),
+        "{err:?}"
+    );
+    let err = s.refresh_registration(&StoredRefresh {
+        id: String::new(),
+        ..refresh(10_000, moved)
+    });
+    assert!(matches!(err, Err(StoreError::InvalidKey { .. })), "{err:?}");
+    // After a De-register and a Register under a new id, the old refreshes are no one's.
+    s.delete_registration("a").expect("delete");
+    s.put_registration(&registration("c", "ep-a")).expect("put");
+    assert_eq!(ids(&s.list_registrations().expect("list")), vec!["b", "c"]);
+}
+
 pub(crate) fn replace_drops_old_registration_and_its_observations(f: Fixture) {
     let s = f.store;
     let old = registration("old", "ep");
@@ -348,6 +402,7 @@ macro_rules! conformance_suite {
         conformance_suite!(@cases $make,
             register_and_look_up: default,
             update_overwrites: default,
+            refresh_moves_time_and_address_and_never_back: default,
             replace_drops_old_registration_and_its_observations: default,
             replace_with_same_id_keeps_one_record: default,
             deregister_drops_observations_only_of_that_registration: default,
@@ -448,6 +503,22 @@ mod redb_backend {
     conformance_suite!(|limits| {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = RedbStore::open_with_limits(dir.path(), limits).expect("open");
+        Fixture {
+            store: Box::new(store),
+            _keep: Some(Box::new(dir)),
+        }
+    });
+}
+
+/// The driver's handle: refreshes go to the log, which every reader applies.
+mod redb_group_handle {
+    use super::*;
+    conformance_suite!(|limits| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open_with_limits(dir.path(), limits)
+            .expect("open")
+            .fold_refreshes_at(2)
+            .group_commit();
         Fixture {
             store: Box::new(store),
             _keep: Some(Box::new(dir)),

@@ -7,7 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     check_key, check_observation, check_registration, check_security, check_token, QueuedRequest,
-    Store, StoreError, StoreLimits, StoredObservation, StoredRegistration, StoredSecurity,
+    Store, StoreError, StoreLimits, StoredObservation, StoredRefresh, StoredRegistration,
+    StoredSecurity,
 };
 
 #[derive(Default)]
@@ -130,6 +131,17 @@ impl Store for MemoryStore {
         let same_id = g.remove_registration(&reg.id);
         g.registrations.insert(reg.id.clone(), reg.clone());
         Ok(old.or(same_id))
+    }
+
+    fn refresh_registration(&self, refresh: &StoredRefresh) -> Result<(), StoreError> {
+        check_key("registration id", &refresh.id)?;
+        let mut g = self.lock();
+        let reg = g
+            .registrations
+            .get_mut(&refresh.id)
+            .ok_or_else(|| StoreError::UnknownRegistration(refresh.id.clone()))?;
+        reg.apply(refresh);
+        Ok(())
     }
 
     fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {

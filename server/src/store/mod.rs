@@ -16,6 +16,7 @@
 //! |---|---|---|---|
 //! | `meta` | `&str` | `u64` | `schema_version` (refuse to open a file written by an incompatible build) and `queue_next_seq` (one global counter, so seqs are never reused even after a queue empties, and no per-endpoint counter is left behind) |
 //! | `registrations` | id `&str` | record | the primary copy, by `/rd/{id}` as every Update and De-register names it; ids sort in the order they were issued, so a burst of Registers appends at the tree's edge |
+//! | `registration_refreshes` | seq `u64` | refresh record | the refresh log: an Update that moved only a registration's time and address, appended in arrival order so that a pass's Updates share a page where each would dirty one of `registrations` |
 //! | `observations` | token `&[u8]` | record | notifications are matched by token, the hot path |
 //! | `observations_by_registration` | `(registration id &str, token &[u8])` | `()` | a new Register or a De-register drops all observations of the old registration by a prefix range |
 //! | `queue` | `(endpoint &str, seq u64)` | record | one ordered range per endpoint: peek/pop in order, count for the cap |
@@ -34,6 +35,14 @@
 //! its own, since endpoints arrive in no order. At start, two records of one endpoint
 //! (which only a bug could leave) resolve to the later id, the later registration.
 //!
+//! The refresh log is folded into `registrations` once it holds a quarter as many refreshes
+//! as there are registrations (and at least [`FOLD_AT_LEAST`]): the latest
+//! refresh of each id, in id order, a few thousand at each group sync, so that each leaf
+//! page is written once for all the refreshes it gets; the log's folded range goes when
+//! the fold ends. Readers apply the log on top of the records (a refresh never moves a
+//! record back in time), so a stop at any point of a fold loses nothing. Only the
+//! driver's group-commit handle logs; any other handle writes a refresh into the record.
+//!
 //! Queued requests are kept per endpoint, not per registration: a device that re-registers
 //! (new registration id) still gets what was queued for it; they leave by delivery, by
 //! [`Store::clear_queue`] or by their own expiry.
@@ -47,10 +56,10 @@ mod conformance;
 
 pub use memory::MemoryStore;
 pub use records::{
-    QueuedRequest, QueuedTracking, RecordError, StoredObservation, StoredRegistration,
-    StoredSecurity,
+    QueuedRequest, QueuedTracking, RecordError, StoredObservation, StoredRefresh,
+    StoredRegistration, StoredSecurity,
 };
-pub use redb_store::{RedbStore, DEFAULT_CACHE_BYTES};
+pub use redb_store::{RedbStore, DEFAULT_CACHE_BYTES, FOLD_AT_LEAST};
 
 /// Longest registration id or endpoint name the store accepts. Endpoint names come from the
 /// network; the registry should reject longer ones earlier, this is the last line.
@@ -135,6 +144,11 @@ pub trait Store: Send + Sync {
         reg: &StoredRegistration,
         previous: Option<&str>,
     ) -> Result<Option<StoredRegistration>, StoreError>;
+
+    /// An Update that moved only the registration's time and perhaps its address
+    /// ([`StoredRefresh`]): a record newer than it stays as it is. Fails with
+    /// [`StoreError::UnknownRegistration`] for an id not stored.
+    fn refresh_registration(&self, refresh: &StoredRefresh) -> Result<(), StoreError>;
 
     fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError>;
 

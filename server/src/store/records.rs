@@ -51,6 +51,30 @@ impl StoredRegistration {
     }
 }
 
+/// An Update that changed a registration's time and perhaps its address, nothing else:
+/// the common Update, which the store may keep apart from the record (see [`RedbStore`]'s
+/// refresh log).
+///
+/// [`RedbStore`]: super::RedbStore
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRefresh {
+    pub id: String,
+    pub last_update_unix_ms: u64,
+    pub peer: SocketAddr,
+}
+
+impl StoredRegistration {
+    /// Takes a refresh's time and address unless the record is newer (a full write after
+    /// the refresh). At the same millisecond the refresh wins: both came from the device
+    /// within one, so its address is the same either way.
+    pub fn apply(&mut self, r: &StoredRefresh) {
+        if r.last_update_unix_ms >= self.last_update_unix_ms {
+            self.last_update_unix_ms = r.last_update_unix_ms;
+            self.peer = r.peer;
+        }
+    }
+}
+
 /// An observation relation, kept so notifications arriving after a restart still match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObservation {
@@ -379,6 +403,37 @@ pub fn decode_registration(bytes: &[u8]) -> Result<StoredRegistration, RecordErr
     })
 }
 
+const REFRESH_FIELDS: u64 = 4;
+
+pub fn encode_refresh(r: &StoredRefresh) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(48);
+    let mut e = Encoder::new(&mut buf);
+    let res: EncResult = (|| {
+        e.array(REFRESH_FIELDS)?
+            .u32(RECORD_VERSION)?
+            .str(&r.id)?
+            .u64(r.last_update_unix_ms)?
+            .encode_with(PeerAddr(r.peer), &mut ())?;
+        Ok(())
+    })();
+    finish(res);
+    buf
+}
+
+pub fn decode_refresh(bytes: &[u8]) -> Result<StoredRefresh, RecordError> {
+    let mut d = Decoder::new(bytes);
+    let len = open_record(&mut d, REFRESH_FIELDS)?;
+    let id = dec_str(&mut d, "id")?;
+    let last_update_unix_ms = field("last_update_unix_ms", d.u64())?;
+    let peer = dec_peer(&mut d)?;
+    close_record(&mut d, len, REFRESH_FIELDS)?;
+    Ok(StoredRefresh {
+        id,
+        last_update_unix_ms,
+        peer,
+    })
+}
+
 /// Fields written now; records of earlier writers have at least `_MIN`.
 const OBSERVATION_FIELDS: u64 = 10;
 const OBSERVATION_FIELDS_MIN: u64 = 9;
@@ -670,6 +725,31 @@ mod tests {
     }
 
     #[test]
+    fn refresh_round_trips_and_applies_only_when_not_older() {
+        let r = StoredRefresh {
+            id: "r1".into(),
+            last_update_unix_ms: 7_000,
+            peer: "[2001:db8::1]:40000".parse().expect("literal address"),
+        };
+        let bytes = encode_refresh(&r);
+        assert_eq!(decode_refresh(&bytes), Ok(r.clone()));
+        for cut in 0..bytes.len() {
+            assert!(decode_refresh(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut reg = registration("r1", "ep1");
+        reg.last_update_unix_ms = 5_000;
+        reg.apply(&r);
+        assert_eq!((reg.last_update_unix_ms, reg.peer), (7_000, r.peer));
+        let older = StoredRefresh {
+            last_update_unix_ms: 6_000,
+            peer: "192.0.2.9:1".parse().expect("literal address"),
+            ..r.clone()
+        };
+        reg.apply(&older);
+        assert_eq!((reg.last_update_unix_ms, reg.peer), (7_000, r.peer));
+    }
+
+    #[test]
     fn newer_writer_trailing_fields_are_ignored() {
         let o = observation(&[9], "r", "e");
         let mut bytes = encode_observation(&o);
@@ -894,6 +974,7 @@ mod properties {
             let _ = decode_registration(&bytes);
             let _ = decode_observation(&bytes);
             let _ = decode_queued(&bytes);
+            let _ = decode_refresh(&bytes);
         }
 
         #[test]
@@ -904,6 +985,7 @@ mod properties {
             let _ = decode_queued(&bytes);
             let _ = decode_registration(&bytes);
             let _ = decode_observation(&bytes);
+            let _ = decode_refresh(&bytes);
         }
     }
 }

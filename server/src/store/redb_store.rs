@@ -11,13 +11,13 @@ use redb::{
 };
 
 use super::records::{
-    decode_observation, decode_queued, decode_registration, decode_security, encode_observation,
-    encode_queued, encode_registration, encode_security,
+    decode_observation, decode_queued, decode_refresh, decode_registration, decode_security,
+    encode_observation, encode_queued, encode_refresh, encode_registration, encode_security,
 };
 use super::{
     check_key, check_observation, check_registration, check_security, check_token, hex,
-    QueuedRequest, Store, StoreError, StoreLimits, StoredObservation, StoredRegistration,
-    StoredSecurity,
+    QueuedRequest, Store, StoreError, StoreLimits, StoredObservation, StoredRefresh,
+    StoredRegistration, StoredSecurity,
 };
 
 /// File name inside the data directory.
@@ -34,6 +34,7 @@ const NEXT_SEQ_KEY: &str = "queue_next_seq";
 
 const REGS_NAME: &str = "registrations";
 const OBS_NAME: &str = "observations";
+const REFRESHES_NAME: &str = "registration_refreshes";
 const QUEUE_NAME: &str = "queue";
 const SEC_NAME: &str = "security";
 
@@ -45,6 +46,7 @@ const DROPPED_REGS_BY_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("registrations_by_expiry");
 const DROPPED_REGS_BY_EP: TableDefinition<&str, &str> =
     TableDefinition::new("registrations_by_endpoint");
+const REFRESHES: TableDefinition<u64, &[u8]> = TableDefinition::new(REFRESHES_NAME);
 const OBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(OBS_NAME);
 const OBS_BY_REG: TableDefinition<(&str, &[u8]), ()> =
     TableDefinition::new("observations_by_registration");
@@ -81,6 +83,40 @@ pub struct RedbStore {
     grouped: bool,
     grouping: AtomicBool,
     open: Mutex<Option<WriteTransaction>>,
+    /// Shared by the handles on one file; only a group-commit handle appends (it folds
+    /// at its syncs).
+    log: Arc<Mutex<RefreshLog>>,
+}
+
+/// Refreshes the log holds before a fold starts: this many at least, and a quarter as
+/// many as there are registrations. A fold rewrites each leaf page of `registrations`
+/// that a refresh in the log touches once; with fewer refreshes than pages it would
+/// save little over writing each record at its Update.
+pub const FOLD_AT_LEAST: u64 = 4_096;
+/// Refreshes folded into their records at each sync while a fold runs: more than a
+/// pass adds, so a fold ends, and few enough to keep a pass short.
+const FOLD_STEP: usize = 2_048;
+
+/// What the store knows of its refresh log without reading it.
+#[derive(Debug)]
+struct RefreshLog {
+    next_seq: u64,
+    /// Entries in the table (at most; a group that failed to commit counted its own).
+    len: u64,
+    /// The length from which a sync looks at starting a fold.
+    fold_from: u64,
+    fold_at_least: u64,
+    fold: Option<Fold>,
+}
+
+/// A fold under way: the log's entries up to `through_seq`, the latest of each id,
+/// sorted by id so that each step's records lie side by side.
+#[derive(Debug)]
+struct Fold {
+    refreshes: Vec<StoredRefresh>,
+    next: usize,
+    through_seq: u64,
+    loaded: u64,
 }
 
 impl RedbStore {
@@ -109,6 +145,13 @@ impl RedbStore {
             grouped: false,
             grouping: AtomicBool::new(false),
             open: Mutex::new(None),
+            log: Arc::new(Mutex::new(RefreshLog {
+                next_seq: 0,
+                len: 0,
+                fold_from: FOLD_AT_LEAST,
+                fold_at_least: FOLD_AT_LEAST,
+                fold: None,
+            })),
         };
         store.write(|t| {
             let found = t.meta()?.get(SCHEMA_KEY)?.map(|v| v.value());
@@ -128,9 +171,95 @@ impl RedbStore {
             t.txn.delete_table(DROPPED_REGS_BY_EP)?;
             // Writes open their tables lazily and readers expect every table to exist:
             // each one is created here.
-            t.open_all()
+            t.open_all()?;
+            let refreshes = t.refreshes()?;
+            let last = refreshes.last()?.map(|(k, _)| k.value());
+            let mut log = store.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.next_seq = last.map_or(0, |k| k.saturating_add(1));
+            log.len = refreshes.len()?;
+            Ok(())
         })?;
         Ok(store)
+    }
+
+    /// Starts folding once the log holds `n` refreshes (or a quarter as many as there
+    /// are registrations), for tests of the fold with a few records.
+    pub fn fold_refreshes_at(self, n: u64) -> RedbStore {
+        {
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.fold_at_least = n;
+            log.fold_from = n;
+        }
+        self
+    }
+
+    /// One step of the fold, in the transaction a sync is about to commit; starts one
+    /// if the log is long enough. A fold that fails is dropped (the log keeps every
+    /// refresh, readers apply them) and tried again once the log has grown as much.
+    fn fold_step(&self, txn: &WriteTransaction) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = Self::fold_step_in(&mut log, txn) {
+            tracing::error!(error = %e, "folding the refresh log failed; it stays as it is");
+            log.fold = None;
+            log.fold_from = log.len.saturating_add(log.fold_at_least);
+        }
+    }
+
+    fn fold_step_in(log: &mut RefreshLog, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut t = Tables::open(txn)?;
+        let fold = match &mut log.fold {
+            Some(fold) => fold,
+            None => {
+                let threshold = log.fold_at_least.max(t.regs()?.len()? / 4);
+                if log.len < threshold {
+                    log.fold_from = threshold;
+                    return Ok(());
+                }
+                let mut refreshes = Vec::new();
+                let mut through_seq = 0;
+                for item in t.refreshes()?.iter()? {
+                    let (k, v) = item?;
+                    through_seq = k.value();
+                    refreshes.push(decode_refresh_at(through_seq, v.value())?);
+                }
+                let loaded = refreshes.len() as u64;
+                // The latest of each id: a stable sort keeps each id's refreshes in log
+                // order, reversed so that dedup keeps the last.
+                refreshes.sort_by(|a, b| a.id.cmp(&b.id));
+                refreshes.reverse();
+                refreshes.dedup_by(|a, b| a.id == b.id);
+                refreshes.reverse();
+                log.fold.insert(Fold {
+                    refreshes,
+                    next: 0,
+                    through_seq,
+                    loaded,
+                })
+            }
+        };
+        let end = fold
+            .refreshes
+            .len()
+            .min(fold.next.saturating_add(FOLD_STEP));
+        for r in fold.refreshes.get(fold.next..end).unwrap_or_default() {
+            // Gone (de-registered, replaced, expired) or newer than the refresh: as is.
+            let Some(mut reg) = get_registration(&*t.regs()?, &r.id)? else {
+                continue;
+            };
+            if r.last_update_unix_ms >= reg.last_update_unix_ms {
+                reg.apply(r);
+                t.insert_registration(&reg)?;
+            }
+        }
+        fold.next = end;
+        if end == fold.refreshes.len() {
+            let (through, loaded) = (fold.through_seq, fold.loaded);
+            t.refreshes()?.retain_in(..=through, |_, _| false)?;
+            log.len = log.len.saturating_sub(loaded);
+            log.fold = None;
+            log.fold_from = log.fold_at_least;
+        }
+        Ok(())
     }
 
     /// A second handle on the same database for one writer that commits in groups: from
@@ -146,6 +275,7 @@ impl RedbStore {
             grouped: true,
             grouping: AtomicBool::new(false),
             open: Mutex::new(None),
+            log: self.log.clone(),
         }
     }
 
@@ -204,6 +334,7 @@ struct Tables<'txn> {
     txn: &'txn WriteTransaction,
     meta: Option<Table<'txn, &'static str, u64>>,
     regs: Option<Table<'txn, &'static str, &'static [u8]>>,
+    refreshes: Option<Table<'txn, u64, &'static [u8]>>,
     obs: Option<Table<'txn, &'static [u8], &'static [u8]>>,
     obs_by_reg: Option<Table<'txn, (&'static str, &'static [u8]), ()>>,
     queue: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
@@ -232,6 +363,7 @@ impl<'txn> Tables<'txn> {
             txn,
             meta: None,
             regs: None,
+            refreshes: None,
             obs: None,
             obs_by_reg: None,
             queue: None,
@@ -243,6 +375,7 @@ impl<'txn> Tables<'txn> {
     fn open_all(&mut self) -> Result<(), StoreError> {
         self.meta()?;
         self.regs()?;
+        self.refreshes()?;
         self.obs()?;
         self.obs_by_reg()?;
         self.queue()?;
@@ -254,6 +387,7 @@ impl<'txn> Tables<'txn> {
     table_accessors! {
         meta: META => &'static str, u64;
         regs: REGS => &'static str, &'static [u8];
+        refreshes: REFRESHES => u64, &'static [u8];
         obs: OBS => &'static [u8], &'static [u8];
         obs_by_reg: OBS_BY_REG => (&'static str, &'static [u8]), ();
         queue: QUEUE => (&'static str, u64), &'static [u8];
@@ -326,6 +460,14 @@ fn get_security(
                 source,
             }),
     }
+}
+
+fn decode_refresh_at(seq: u64, bytes: &[u8]) -> Result<StoredRefresh, StoreError> {
+    decode_refresh(bytes).map_err(|source| StoreError::Corrupt {
+        table: REFRESHES_NAME,
+        key: seq.to_string(),
+        source,
+    })
 }
 
 fn get_registration(
@@ -421,10 +563,28 @@ impl Store for RedbStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        match open {
-            Some(txn) => Ok(txn.commit()?),
-            None => Ok(()),
+        let folding = self.grouped && {
+            let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.fold.is_some() || log.len >= log.fold_from
+        };
+        let txn = match (open, folding) {
+            (Some(txn), _) => txn,
+            (None, true) => {
+                let mut txn = self.db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn
+            }
+            (None, false) => return Ok(()),
+        };
+        if folding {
+            self.fold_step(&txn);
         }
+        let committed = txn.commit();
+        if committed.is_err() {
+            // The step's records are not written: the fold must not drop the log.
+            self.log.lock().unwrap_or_else(PoisonError::into_inner).fold = None;
+        }
+        Ok(committed?)
     }
 
     fn put_registration(&self, reg: &StoredRegistration) -> Result<(), StoreError> {
@@ -475,9 +635,44 @@ impl Store for RedbStore {
         })
     }
 
+    /// A group-commit handle logs the refresh (see the module's documentation of the
+    /// store); any other handle writes it into the record.
+    fn refresh_registration(&self, refresh: &StoredRefresh) -> Result<(), StoreError> {
+        check_key("registration id", &refresh.id)?;
+        let unknown = || StoreError::UnknownRegistration(refresh.id.clone());
+        self.write(|t| {
+            if !self.grouped {
+                let mut reg = get_registration(&*t.regs()?, &refresh.id)?.ok_or_else(unknown)?;
+                reg.apply(refresh);
+                return t.insert_registration(&reg);
+            }
+            if t.regs()?.get(refresh.id.as_str())?.is_none() {
+                return Err(unknown());
+            }
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            t.refreshes()?
+                .insert(log.next_seq, encode_refresh(refresh).as_slice())?;
+            log.next_seq = log.next_seq.saturating_add(1);
+            log.len = log.len.saturating_add(1);
+            Ok(())
+        })
+    }
+
+    /// Reads the whole refresh log for the id's refreshes: the server reads registrations
+    /// back only at start, through [`Store::list_registrations`].
     fn get_registration(&self, id: &str) -> Result<Option<StoredRegistration>, StoreError> {
         let txn = self.db.begin_read()?;
-        get_registration(&txn.open_table(REGS)?, id)
+        let Some(mut reg) = get_registration(&txn.open_table(REGS)?, id)? else {
+            return Ok(None);
+        };
+        for item in txn.open_table(REFRESHES)?.iter()? {
+            let (k, v) = item?;
+            let r = decode_refresh_at(k.value(), v.value())?;
+            if r.id == id {
+                reg.apply(&r);
+            }
+        }
+        Ok(Some(reg))
     }
 
     fn list_registrations(&self) -> Result<Vec<StoredRegistration>, StoreError> {
@@ -493,6 +688,16 @@ impl Store for RedbStore {
                     source,
                 })?,
             );
+        }
+        // In id order, as the table is: each refresh finds its record by bisection.
+        for item in txn.open_table(REFRESHES)?.iter()? {
+            let (k, v) = item?;
+            let r = decode_refresh_at(k.value(), v.value())?;
+            if let Ok(i) = out.binary_search_by(|reg| reg.id.as_str().cmp(&r.id)) {
+                if let Some(reg) = out.get_mut(i) {
+                    reg.apply(&r);
+                }
+            }
         }
         Ok(out)
     }
@@ -768,6 +973,133 @@ mod tests {
             .insert(key, value)
             .expect("insert");
         txn.commit().expect("commit");
+    }
+
+    /// What the tables hold, without the log applied: the records and the log's length.
+    fn raw(s: &RedbStore) -> (Vec<StoredRegistration>, u64) {
+        let txn = s.db.begin_read().expect("read");
+        let regs = txn.open_table(REGS).expect("table");
+        let records = regs
+            .iter()
+            .expect("iter")
+            .map(|item| decode_registration(item.expect("item").1.value()).expect("record"))
+            .collect();
+        let log = txn
+            .open_table(REFRESHES)
+            .expect("table")
+            .len()
+            .expect("len");
+        (records, log)
+    }
+
+    fn refresh(id: &str, ms: u64) -> StoredRefresh {
+        StoredRefresh {
+            id: id.into(),
+            last_update_unix_ms: ms,
+            peer: "192.0.2.1:9".parse().expect("literal address"),
+        }
+    }
+
+    #[test]
+    fn refreshes_are_folded_into_their_records_a_step_a_sync_and_survive_a_stop_mid_fold() {
+        // Later than the sample records' own time.
+        const T1: u64 = 1_700_000_050_000;
+        const T2: u64 = 1_700_000_060_000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let n = FOLD_STEP + FOLD_STEP / 2;
+        let ids: Vec<String> = (0..n).map(|i| format!("r{i:05}")).collect();
+        let open = || {
+            RedbStore::open(dir.path())
+                .expect("open")
+                .fold_refreshes_at(4)
+                .group_commit()
+        };
+        {
+            let s = open();
+            s.begin_group();
+            for id in &ids {
+                s.put_registration(&registration(id, &format!("ep-{id}")))
+                    .expect("put");
+            }
+            s.sync().expect("sync");
+            s.begin_group();
+            for id in &ids {
+                s.refresh_registration(&refresh(id, T1)).expect("refresh");
+            }
+            // The log reached its threshold: this sync folds the first step.
+            s.sync().expect("sync");
+            let (records, log) = raw(&s);
+            let folded = records.iter().filter(|r| r.last_update_unix_ms == T1);
+            assert_eq!(folded.count(), FOLD_STEP);
+            assert_eq!(log, n as u64, "the log stays until the fold ends");
+            // Stopped here, as a kill would stop it: every step is one commit.
+        }
+        let s = open();
+        let all = s.list_registrations().expect("list");
+        assert_eq!(all.len(), n);
+        assert!(all.iter().all(|r| r.last_update_unix_ms == T1));
+        assert_eq!(
+            s.get_registration(&ids[n - 1])
+                .expect("get")
+                .map(|r| r.last_update_unix_ms),
+            Some(T1)
+        );
+        // The reopened handle starts the fold again at its syncs and ends it.
+        for _ in 0..3 {
+            s.begin_group();
+            s.sync().expect("sync");
+        }
+        let (records, log) = raw(&s);
+        assert_eq!(log, 0, "a fold that ended empties the log");
+        assert!(records.iter().all(|r| r.last_update_unix_ms == T1));
+        // Below a quarter of the registrations the log waits; readers apply it, and a
+        // refresh of a registration gone since is no one's.
+        s.begin_group();
+        for id in ids.iter().take(4) {
+            s.refresh_registration(&refresh(id, T2)).expect("refresh");
+        }
+        s.delete_registration(&ids[0]).expect("delete");
+        s.sync().expect("sync");
+        let (records, log) = raw(&s);
+        assert_eq!((records.len(), log), (n - 1, 4));
+        assert!(records.iter().all(|r| r.last_update_unix_ms == T1));
+        let all = s.list_registrations().expect("list");
+        let newer = all.iter().filter(|r| r.last_update_unix_ms == T2);
+        assert_eq!(newer.count(), 3);
+    }
+
+    #[test]
+    fn an_undecodable_refresh_names_its_table_and_seq_and_a_fold_leaves_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = || {
+            RedbStore::open(dir.path())
+                .expect("open")
+                .fold_refreshes_at(1)
+                .group_commit()
+        };
+        {
+            let s = open();
+            s.put_registration(&registration("a", "ep")).expect("put");
+            write_raw(&s, REFRESHES, 7, &[0x84, 0x01]);
+        }
+        let s = open();
+        for r in [
+            s.list_registrations().map(drop),
+            s.get_registration("a").map(drop),
+        ] {
+            match r {
+                Err(StoreError::Corrupt { table, key, .. }) => {
+                    assert_eq!((table, key.as_str()), (REFRESHES_NAME, "7"))
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        }
+        // The fold fails on it and is dropped; the pass's own writes still commit.
+        s.begin_group();
+        s.put_registration(&registration("b", "ep-b")).expect("put");
+        s.sync().expect("the pass commits");
+        assert_eq!(raw(&s).1, 1, "the log is left as it was");
+        assert_eq!(raw(&s).0.len(), 2);
     }
 
     #[test]
