@@ -35,13 +35,12 @@ pub trait IdSource: Send {
 /// [`IdSource`] of ids that sort in the order they were issued: a millisecond stamp that
 /// only counts up, then 32 random bits. The store keys registrations by id, and a B-tree
 /// takes keys that arrive in order into the few pages at its right edge, where random
-/// ones dirty a page each (a burst of Registers wrote 5.9 KB to disk a device with fully
-/// random ids).
+/// ones dirty a page each (about 5 KB more written to disk a Register, measured).
 ///
 /// An id is not a secret that guards its registration: over DTLS a request speaks only
 /// for the endpoint of its session's identity, and over plain CoAP any peer may register
-/// any endpoint name anyway. The random tail keeps ids of one millisecond on different
-/// servers apart and makes them no easier to guess than needed.
+/// any endpoint name anyway. The random tail keeps ids of different servers apart and
+/// leaves 2^32 candidates for the id of a known millisecond.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsIds {
     last_stamp: u64,
@@ -53,8 +52,8 @@ impl IdSource for OsIds {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         // Strictly after the last one, so ids drawn in one millisecond keep their order
-        // too. 40 bits of milliseconds wrap every 35 years: ids then start again from the
-        // left of the tree, which costs one burst of dirty pages, not correctness.
+        // too, and a clock set back (or the 40 bits of milliseconds wrapping, every 35
+        // years) lets the stamp count on from the last one, still in order.
         const MASK: u64 = (1 << (8 * STAMP_BYTES)) - 1;
         let stamp = (now_ms & MASK).max(self.last_stamp.saturating_add(1) & MASK);
         self.last_stamp = stamp;
