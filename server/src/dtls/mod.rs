@@ -9,8 +9,9 @@
 //! are real time.
 //!
 //! - Sessions are keyed by peer address. Only a ClientHello may open one, and only after
-//!   the stateless cookie exchange (`DTLSv1_listen`, RFC 6347 §4.2.1): a spoofed source
-//!   gets one HelloVerifyRequest, no larger than its ClientHello, and costs no memory.
+//!   the stateless cookie exchange (RFC 6347 §4.2.1; the first hello answered by `hello`,
+//!   the second checked by `DTLSv1_listen`): a spoofed source gets one
+//!   HelloVerifyRequest, no larger than its ClientHello, and costs no memory.
 //! - Bounds: half-open handshakes in all, sessions per source address and in all; a
 //!   handshake that does not finish in time and a session idle too long are dropped.
 //!   (A wrong PSK produces no alert the server sees: OpenSSL drops the records that fail
@@ -20,9 +21,11 @@
 //!
 //! - [`DtlsClient`]: the client side, for the simulated devices and the tests.
 //! - `ffi`: the OpenSSL calls the crate does not wrap. [`pipe`]: the in-memory transport.
+//!   `hello`: the first ClientHello's HelloVerifyRequest, written without OpenSSL.
 
 mod client;
 mod ffi;
+mod hello;
 pub mod pipe;
 #[cfg(test)]
 mod tests;
@@ -323,8 +326,13 @@ fn peer_index() -> &'static openssl::ex_data::Index<Ssl, SocketAddr> {
 /// make, for this address only.
 fn cookie(key: &CookieKey, peer: Option<&SocketAddr>, out: &mut [u8]) -> Result<usize, ErrorStack> {
     let mut signer = Signer::new(MessageDigest::sha256(), &key.0)?;
+    match peer.map(SocketAddr::ip) {
+        Some(IpAddr::V4(ip)) => signer.update(&ip.octets())?,
+        Some(IpAddr::V6(ip)) => signer.update(&ip.octets())?,
+        None => {}
+    }
     if let Some(p) = peer {
-        signer.update(p.to_string().as_bytes())?;
+        signer.update(&p.port().to_be_bytes())?;
     }
     let mac = signer.sign_to_vec()?;
     let n = out.len().min(16).min(mac.len());
@@ -360,6 +368,7 @@ fn is_client_hello(d: &[u8]) -> bool {
 pub struct DtlsServer {
     config: DtlsConfig,
     ctx: SslContext,
+    cookie_key: Arc<CookieKey>,
     sessions: HashMap<SocketAddr, Session>,
     per_ip: HashMap<IpAddr, usize>,
     out: Outbox,
@@ -425,6 +434,7 @@ impl DtlsServer {
         getrandom::fill(&mut secret)
             .map_err(|_| DtlsError::Write("no random source for the cookie secret".into()))?;
         let key = Arc::new(CookieKey(PKey::hmac(&secret)?));
+        let cookie_key = key.clone();
         let k = key.clone();
         b.set_cookie_generate_cb(move |ssl, out| cookie(&k, ssl.ex_data(*peer_index()), out));
         b.set_cookie_verify_cb(move |ssl, presented| {
@@ -439,6 +449,7 @@ impl DtlsServer {
         Ok(DtlsServer {
             config,
             ctx,
+            cookie_key,
             sessions: HashMap::new(),
             per_ip: HashMap::new(),
             out: Outbox {
@@ -611,6 +622,17 @@ impl DtlsServer {
             || per_ip >= self.config.max_sessions_per_ip
         {
             tracing::debug!(%peer, "DTLS handshake refused: limits reached");
+            return;
+        }
+        // The first hello of a handshake is answered here, with no SSL made for it.
+        if let Some(first) = hello::FirstHello::parse(data) {
+            let mut c = [0u8; 16];
+            let answer = cookie(&self.cookie_key, Some(&peer), &mut c)
+                .ok()
+                .and_then(|n| first.verify_request(c.get(..n)?));
+            if let Some(d) = answer {
+                self.out.transmits.push_back((peer, d));
+            }
             return;
         }
         let stream = Ssl::new(&self.ctx).and_then(|mut ssl| {

@@ -518,3 +518,77 @@ fn the_client_opens_every_record_of_a_datagram() {
         vec![b"one".to_vec(), b"two".to_vec()]
     );
 }
+
+/// A client's first ClientHello, as OpenSSL's client sends it.
+fn first_hello(port: u16) -> Vec<u8> {
+    let mut c = client(port, "dev-1", KEY);
+    let _ = c.stream.connect();
+    c.stream
+        .get_mut()
+        .take_outgoing()
+        .pop()
+        .expect("ClientHello")
+}
+
+#[test]
+fn the_first_hello_gets_the_very_bytes_openssl_would_answer() {
+    let peer = addr(40_010);
+    let hello = first_hello(40_010);
+    let mut s = server(config());
+    // OpenSSL's answer: DTLSv1_listen on an SSL of the server's own context.
+    let mut ssl = Ssl::new(&s.ctx).expect("ssl");
+    ssl.set_ex_data(*peer_index(), peer);
+    ssl.set_mtu(s.config.mtu).expect("mtu");
+    let mut stream = SslStream::new(ssl, Pipe::with(&hello)).expect("stream");
+    assert_eq!(ffi::listen(stream.ssl()), ffi::Listen::NotYet);
+    let theirs = stream.get_mut().take_outgoing();
+    assert_eq!(theirs.len(), 1);
+    s.handle_datagram(Instant::now(), peer, &hello);
+    let (to, ours) = s.poll_transmit().expect("a HelloVerifyRequest");
+    assert_eq!(to, peer);
+    assert_eq!(ours, theirs[0]);
+    assert!(s.poll_transmit().is_none());
+    assert_eq!(s.sizes(), DtlsSizes::default(), "and no state kept");
+}
+
+#[test]
+fn only_a_plain_first_hello_is_answered_without_openssl() {
+    use super::hello::FirstHello;
+    let hello = first_hello(40_011);
+    assert!(FirstHello::parse(&hello).is_some());
+    // Every shorter prefix, a byte more, a second record: not a plain first hello.
+    for cut in 0..hello.len() {
+        assert_eq!(FirstHello::parse(&hello[..cut]), None, "cut at {cut}");
+    }
+    let mut longer = hello.clone();
+    longer.push(0);
+    assert_eq!(FirstHello::parse(&longer), None);
+    let mut two = hello.clone();
+    two.extend_from_slice(&hello);
+    assert_eq!(FirstHello::parse(&two), None);
+    // A fragment (its fragment length short of the message's length).
+    let mut fragment = hello.clone();
+    fragment[13 + 11] = fragment[13 + 11].wrapping_sub(1);
+    assert_eq!(FirstHello::parse(&fragment), None);
+    // A hello with a cookie: the second of a handshake, OpenSSL's to verify.
+    let first = FirstHello::parse(&hello).expect("first");
+    let answer = first.verify_request(&[7; 16]).expect("answer");
+    assert!(answer.len() <= hello.len());
+    let sid = usize::from(hello[13 + 12 + 34]);
+    let mut with_cookie = hello.clone();
+    with_cookie[13 + 12 + 35 + sid] = 1;
+    assert_eq!(FirstHello::parse(&with_cookie), None);
+    // Any single byte changed: parsed or not, never a panic, never a larger answer.
+    for at in 0..hello.len() {
+        for to in [0u8, 1, 0x20, 0xfe, 0xff] {
+            let mut d = hello.clone();
+            d[at] = to;
+            if let Some(f) = FirstHello::parse(&d) {
+                let a = f.verify_request(&[7; 16]).expect("answer");
+                assert!(a.len() <= d.len());
+            }
+        }
+    }
+    // A cookie too long for the hello it answers gets no answer at all.
+    assert_eq!(first.verify_request(&vec![7; hello.len()]), None);
+}
