@@ -8,6 +8,7 @@ use std::time::Duration;
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use lwm2m_server::config::ServerConfig;
 use lwm2m_server::runtime::{RequestError, Server, ServerEvent, ServerHandle};
+use lwm2m_server::store::{RedbStore, Store};
 use server_support::{code, location, register, request, Client};
 use tokio::sync::broadcast;
 
@@ -53,6 +54,13 @@ fn answer(c: &Client, req: &Packet, payload: &[u8], observe: Option<u32>) {
     }
     r.payload = payload.to_vec();
     c.send_raw(&r);
+}
+
+/// The ids of the registrations stored in `dir`, read with the server stopped.
+fn stored_ids(dir: &std::path::Path) -> Vec<String> {
+    let store = RedbStore::open(dir).expect("open the store");
+    let regs = store.list_registrations().expect("list");
+    regs.into_iter().map(|r| r.id).collect()
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -241,7 +249,6 @@ async fn send_and_observation_notifications_survive_a_restart() {
 
 #[tokio::test]
 async fn a_register_again_replaces_the_stored_registration_and_a_start_keeps_the_later_one() {
-    use lwm2m_server::store::{RedbStore, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(config(dir.path())).expect("start");
     let addr = server.coap_addr();
@@ -256,15 +263,9 @@ async fn a_register_again_replaces_the_stored_registration_and_a_start_keeps_the
     assert_ne!(first, second);
     server.shutdown().await;
     // The store holds the second alone: the driver named the first as the one replaced.
+    assert_eq!(stored_ids(dir.path()), vec![second.clone()]);
     let stored = {
         let store = RedbStore::open(dir.path()).expect("open the store");
-        let ids: Vec<String> = store
-            .list_registrations()
-            .expect("list")
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, vec![second.clone()]);
         // Two records of one endpoint, as only a bug could leave them: a start keeps
         // the later id (the later Register) and deletes the other.
         let mut earlier = store
@@ -280,19 +281,11 @@ async fn a_register_again_replaces_the_stored_registration_and_a_start_keeps_the
     let reg = server.registration("twice").await.expect("restored");
     assert_eq!(reg.id, stored);
     server.shutdown().await;
-    let store = RedbStore::open(dir.path()).expect("open the store");
-    let ids: Vec<String> = store
-        .list_registrations()
-        .expect("list")
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(ids, vec![stored]);
+    assert_eq!(stored_ids(dir.path()), vec![stored]);
 }
 
 #[tokio::test]
 async fn an_update_from_a_new_port_is_stored_through_the_refresh_log() {
-    use lwm2m_server::store::{RedbStore, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(config(dir.path())).expect("start");
     let addr = server.coap_addr();

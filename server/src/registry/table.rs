@@ -160,6 +160,19 @@ pub struct Changes {
     pub peer: bool,
 }
 
+impl Changes {
+    /// Nothing changed but the time and perhaps the address: what the store keeps as a
+    /// refresh rather than a whole record.
+    pub fn is_refresh_only(&self) -> bool {
+        !(self.lifetime
+            || self.binding
+            || self.queue_mode
+            || self.sms
+            || self.profile_id
+            || self.objects)
+    }
+}
+
 /// An Update that succeeded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Updated {
@@ -472,24 +485,22 @@ impl<R> Registry<R> {
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Updated, RegistrationError> {
-        let live = self
+        let Some(current) = self
             .by_id
             .get(req.id.as_str())
-            .is_some_and(|e| e.expires_at.is_none_or(|t| now < t));
-        if !live {
+            .filter(|e| e.expires_at.is_none_or(|t| now < t))
+        else {
             return Err(unknown(&req.id));
-        }
-        // The new object list, shared with other devices' if one is the same; taken
-        // before the entry is borrowed, since sharing needs the registry.
+        };
+        // A new object list, shared with other devices' if one is the same; shared before
+        // the entry is borrowed mutably, since sharing needs the registry.
+        let same_objects = req
+            .objects
+            .as_ref()
+            .is_some_and(|o| *o == *current.reg.objects);
         let objects = match req.objects.take() {
-            Some(objects) => {
-                let current = self.by_id.get(req.id.as_str()).map(|e| &e.reg.objects);
-                match current.is_some_and(|c| **c == objects) {
-                    true => None,
-                    false => Some(self.share_objects(Arc::new(objects))),
-                }
-            }
-            None => None,
+            Some(objects) if !same_objects => Some(self.share_objects(Arc::new(objects))),
+            _ => None,
         };
         // In place: an Update moves the expiry and the awake window only, so the entry
         // keeps its slot and its place by endpoint (removing and inserting it again was

@@ -836,14 +836,7 @@ impl Driver {
                 let Some(reg) = self.registry.get(&u.id).cloned() else {
                     return;
                 };
-                let c = &u.changes;
-                let only_refreshed = !(c.lifetime
-                    || c.binding
-                    || c.queue_mode
-                    || c.sms
-                    || c.profile_id
-                    || c.objects);
-                let stored = if only_refreshed {
+                let stored = if u.changes.is_refresh_only() {
                     // Most Updates: the time, perhaps the address, for the refresh log.
                     self.store.refresh_registration(&StoredRefresh {
                         id: reg.id.clone(),

@@ -992,6 +992,14 @@ mod tests {
         (records, log)
     }
 
+    /// The driver's kind of handle on `dir`, folding from `n` refreshes.
+    fn group_handle(dir: &Path, n: u64) -> RedbStore {
+        RedbStore::open(dir)
+            .expect("open")
+            .fold_refreshes_at(n)
+            .group_commit()
+    }
+
     fn refresh(id: &str, ms: u64) -> StoredRefresh {
         StoredRefresh {
             id: id.into(),
@@ -1008,12 +1016,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let n = FOLD_STEP + FOLD_STEP / 2;
         let ids: Vec<String> = (0..n).map(|i| format!("r{i:05}")).collect();
-        let open = || {
-            RedbStore::open(dir.path())
-                .expect("open")
-                .fold_refreshes_at(4)
-                .group_commit()
-        };
+        let open = || group_handle(dir.path(), 4);
         {
             let s = open();
             s.begin_group();
@@ -1071,12 +1074,7 @@ mod tests {
     #[test]
     fn an_undecodable_refresh_names_its_table_and_seq_and_a_fold_leaves_the_log() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let open = || {
-            RedbStore::open(dir.path())
-                .expect("open")
-                .fold_refreshes_at(1)
-                .group_commit()
-        };
+        let open = || group_handle(dir.path(), 1);
         {
             let s = open();
             s.put_registration(&registration("a", "ep")).expect("put");
