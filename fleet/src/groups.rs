@@ -4,13 +4,13 @@
 //! scanned once, when the group is defined; after that a device's change is
 //! evaluated only against the groups whose filter reads an attribute that
 //! changed, so a million devices reporting their signal strength cost nothing
-//! to a group on `model`. A device seen for the first time is evaluated
-//! against every group.
+//! to a group on `model`.
 //!
 //! The contract that keeps memberships exact: every device is reported to
-//! [`Groups::device_changed`] when it appears and whenever it changes (with
-//! the attributes that changed), and to [`Groups::device_removed`] when it
-//! goes; and a group is defined with every device known at that moment.
+//! [`Groups::device_changed`] when it appears (with [`Changed::all`]) and
+//! whenever it changes (with the attributes that changed), and to
+//! [`Groups::device_removed`] when it goes; and a group is defined with every
+//! device known at that moment.
 //! [`crate::Inventory`] does all of this.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -95,7 +95,9 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct Groups {
     groups: BTreeMap<Arc<str>, Group>,
-    /// Every device seen, with the ids of its groups, sorted.
+    /// The devices in at least one group, with the ids of their groups, sorted. Only
+    /// those: a fleet is mostly in no group while it has none defined, and an entry of
+    /// each would cost about 40 bytes a device.
     devices: HashMap<Arc<str>, Box<[Arc<str>]>>,
     evaluations: u64,
 }
@@ -218,22 +220,21 @@ impl Groups {
     }
 
     /// Brings memberships up to date after `attrs` changed in `changed`
-    /// (anything, for a device not seen before).
+    /// ([`Changed::all`] for a device not seen before).
     pub fn device_changed(
         &mut self,
         attrs: &Attributes,
         changed: Changed,
     ) -> Vec<MembershipChange> {
-        let ep = attrs.shared_endpoint();
-        let current = self.devices.get(&**ep);
-        let seen = current.is_some();
-        if seen && changed.is_empty() {
+        if changed.is_empty() {
             return Vec::new();
         }
-        let mut now: Vec<Arc<str>> = current.map(|c| c.to_vec()).unwrap_or_default();
+        let ep = attrs.shared_endpoint();
+        // A new device meets every group, those whose filter reads nothing too.
+        let new = changed == Changed::all();
         let mut changes = Vec::new();
         for group in self.groups.values_mut() {
-            if seen && !group.filter.reads().intersects(changed) {
+            if !new && !group.filter.reads().intersects(changed) {
                 continue;
             }
             self.evaluations += 1;
@@ -243,10 +244,8 @@ impl Groups {
             }
             if is {
                 group.members.insert(Arc::clone(ep));
-                now.push(Arc::clone(&group.id));
             } else {
                 group.members.remove(&**ep);
-                now.retain(|g| *g != group.id);
             }
             changes.push(MembershipChange {
                 group: Arc::clone(&group.id),
@@ -254,9 +253,12 @@ impl Groups {
                 joined: is,
             });
         }
-        if !seen || !changes.is_empty() {
-            now.sort();
-            self.devices.insert(Arc::clone(ep), now.into_boxed_slice());
+        for c in &changes {
+            if c.joined {
+                self.index_add(ep, &c.group);
+            } else {
+                self.index_remove(ep, &c.group);
+            }
         }
         changes
     }
@@ -360,6 +362,21 @@ impl Groups {
         members
     }
 
+    /// Holds `name`'s allocation for that device in every group it is in.
+    pub(crate) fn share_name(&mut self, name: &Arc<str>) {
+        let Some(ids) = self.devices.remove(&**name) else {
+            return;
+        };
+        for id in ids.iter() {
+            if let Some(g) = self.groups.get_mut(id) {
+                if g.members.remove(&**name) {
+                    g.members.insert(Arc::clone(name));
+                }
+            }
+        }
+        self.devices.insert(Arc::clone(name), ids);
+    }
+
     fn index_add(&mut self, ep: &Arc<str>, id: &Arc<str>) {
         let entry = self.devices.entry(Arc::clone(ep)).or_default();
         if let Err(at) = entry.binary_search(id) {
@@ -373,6 +390,9 @@ impl Groups {
         if let Some(entry) = self.devices.get_mut(ep) {
             if entry.iter().any(|g| &**g == id) {
                 *entry = entry.iter().filter(|g| &***g != id).cloned().collect();
+            }
+            if entry.is_empty() {
+                self.devices.remove(ep);
             }
         }
     }
@@ -412,6 +432,8 @@ mod tests {
         for d in &fleet {
             g.device_changed(d, Changed::all());
         }
+        // In no group, a device takes no room in the index.
+        assert!(g.devices.is_empty());
         assert_eq!(
             g.define("bg95", "BG95 modules", f("model == 'BG95'"), &fleet),
             Ok(2)
@@ -446,7 +468,7 @@ mod tests {
 
         // A new device is evaluated against every group.
         let d = dev("d", "BG95", 50);
-        let changes = g.device_changed(&d, Changed::NONE);
+        let changes = g.device_changed(&d, Changed::all());
         assert_eq!(g.evaluations(), before + 3);
         assert_eq!(changes.len(), 1);
         assert!(g.is_member("bg95", "d"));
@@ -577,6 +599,14 @@ mod tests {
                 g.define(id, id, f(src), fleet.iter().flatten()).unwrap();
             }
             let path = |s: &str| s.parse::<Path>().unwrap();
+            // A device appears with everything changed, as the contract says.
+            let known = |fleet: &mut Vec<Option<Attributes>>, g: &mut Groups, d: usize| {
+                if fleet[d].is_none() {
+                    let a = Attributes::new(&format!("d{d}")).unwrap();
+                    g.device_changed(&a, Changed::all());
+                    fleet[d] = Some(a);
+                }
+            };
             for op in ops {
                 let (d, change) = match op {
                     Op::Remove(d) => {
@@ -588,13 +618,15 @@ mod tests {
                     Op::Model(d, m) => (d, (path("/3/0/1"), Value::String(format!("M{m}")))),
                     Op::Signal(d, s) => (d, (path("/4/0/2"), Value::Integer(s))),
                     Op::Online(d, o) => {
-                        let a = fleet[d].get_or_insert_with(|| Attributes::new(&format!("d{d}")).unwrap());
+                        known(&mut fleet, &mut g, d);
+                        let Some(a) = fleet[d].as_mut() else { continue };
                         let c = a.set_online(o);
                         g.device_changed(a, c);
                         continue;
                     }
                 };
-                let a = fleet[d].get_or_insert_with(|| Attributes::new(&format!("d{d}")).unwrap());
+                known(&mut fleet, &mut g, d);
+                let Some(a) = fleet[d].as_mut() else { continue };
                 let c = a.apply(&change.0, &change.1);
                 g.device_changed(a, c);
             }

@@ -188,8 +188,28 @@ impl Inventory {
         endpoint: &str,
         f: impl FnOnce(&mut Attributes, &mut FleetContext<'_>) -> Changed,
     ) -> Result<Vec<MembershipChange>, InventoryError> {
-        if !self.devices.contains_key(endpoint) {
-            let a = Attributes::new(endpoint)?;
+        self.update_named(endpoint, || Arc::from(endpoint), f)
+    }
+
+    /// [`Inventory::update`] of a device whose name the caller holds shared (the
+    /// registry's copy): a new device keeps that copy rather than one of its own.
+    pub fn update_shared(
+        &mut self,
+        endpoint: &Arc<str>,
+        f: impl FnOnce(&mut Attributes, &mut FleetContext<'_>) -> Changed,
+    ) -> Result<Vec<MembershipChange>, InventoryError> {
+        self.update_named(endpoint, || Arc::clone(endpoint), f)
+    }
+
+    fn update_named(
+        &mut self,
+        endpoint: &str,
+        name: impl FnOnce() -> Arc<str>,
+        f: impl FnOnce(&mut Attributes, &mut FleetContext<'_>) -> Changed,
+    ) -> Result<Vec<MembershipChange>, InventoryError> {
+        let new = !self.devices.contains_key(endpoint);
+        if new {
+            let a = Attributes::with_shared_endpoint(name())?;
             if self.devices.len() >= self.max_devices {
                 return Err(InventoryError::Full(self.max_devices));
             }
@@ -205,7 +225,22 @@ impl Inventory {
             interner: Some(&mut self.interner),
         };
         let changed = f(a, &mut cx);
+        let changed = if new { Changed::all() } else { changed };
         Ok(self.groups.device_changed(a, changed))
+    }
+
+    /// Makes the device named `name` hold that copy of its name, in the inventory and
+    /// in its groups: after a restart the registry and the inventory each read their own
+    /// copy of every name from storage, and sharing the registry's saves one a device.
+    pub fn share_name(&mut self, name: &Arc<str>) {
+        let Some((key, mut a)) = self.devices.remove_entry(&**name) else {
+            return;
+        };
+        if !Arc::ptr_eq(&key, name) {
+            a.share_endpoint(name);
+            self.groups.share_name(name);
+        }
+        self.devices.insert(Arc::clone(name), a);
     }
 
     /// Applies an operator patch to a known device; a refused patch changes
@@ -388,6 +423,33 @@ mod tests {
             .apply_resource(ep, &p("/3/0/3"), &Value::String("2.1.0".into()))
             .unwrap();
         assert_eq!(joined(&c), [("target".into(), ep.into(), false)]);
+    }
+
+    #[test]
+    fn names_are_shared_with_the_caller() {
+        let mut inv = inventory();
+        inv.define_group("all", "", Filter::compile("true").unwrap())
+            .unwrap();
+        // A new device keeps the caller's copy.
+        let registry_copy: Arc<str> = Arc::from("a");
+        inv.update_shared(&registry_copy, |a, _| a.set_online(true))
+            .unwrap();
+        assert!(Arc::ptr_eq(
+            inv.get("a").unwrap().shared_endpoint(),
+            &registry_copy
+        ));
+        // A device read back with a copy of its own takes the registry's, in its groups too.
+        inv.register("b").unwrap();
+        let b: Arc<str> = Arc::from("b");
+        inv.share_name(&b);
+        assert!(Arc::ptr_eq(inv.get("b").unwrap().shared_endpoint(), &b));
+        let members = inv.groups().members("all", None, 10).unwrap().members;
+        assert_eq!(members.len(), 2);
+        assert!(members.iter().any(|m| Arc::ptr_eq(m, &b)));
+        assert!(members.iter().any(|m| Arc::ptr_eq(m, &registry_copy)));
+        // An unknown name changes nothing.
+        inv.share_name(&Arc::from("c"));
+        assert_eq!(inv.len(), 2);
     }
 
     #[test]

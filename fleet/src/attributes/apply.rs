@@ -12,8 +12,8 @@
 use lwm2m_objects::{Path, Value};
 
 use super::{
-    replace, set_shared, truncate, Attributes, FleetContext, PowerSource, MAX_DEVICE_STRING,
-    MAX_INSTANCES,
+    replace, set_shared, truncate, Attributes, Detail, FleetContext, PowerSource,
+    MAX_DEVICE_STRING, MAX_INSTANCES,
 };
 use crate::changed::{Attr, Changed};
 
@@ -152,12 +152,14 @@ impl Attributes {
             return Changed::NONE;
         };
         let before = self.derived();
+        let d = self.detail_mut();
         let mut changed = match (res.is_multi(), instance) {
-            (false, None) => self.set_single(res, value, cx),
+            (false, None) => d.set_single(res, value, cx),
             (false, Some(_)) => Changed::NONE,
-            (true, None) => self.set_multi(res, &[(0, value)]),
-            (true, Some(ri)) => self.set_instance(res, ri, Some(value)),
+            (true, None) => d.set_multi(res, &[(0, value)]),
+            (true, Some(ri)) => d.set_instance(res, ri, Some(value)),
         };
+        self.trim_detail();
         changed |= self.derived_changes(before);
         changed | self.rederive_after(changed, cx)
     }
@@ -181,18 +183,20 @@ impl Attributes {
             return Changed::NONE;
         };
         let before = self.derived();
+        let d = self.detail_mut();
         let mut changed = if res.is_multi() {
             let refs: Vec<(u16, &Value)> = instances
                 .iter()
                 .take(MAX_INSTANCES)
                 .map(|(i, v)| (*i, v))
                 .collect();
-            self.set_multi(res, &refs)
+            d.set_multi(res, &refs)
         } else if let [(_, v)] = instances {
-            self.set_single(res, v, cx)
+            d.set_single(res, v, cx)
         } else {
             Changed::NONE
         };
+        self.trim_detail();
         changed |= self.derived_changes(before);
         changed | self.rederive_after(changed, cx)
     }
@@ -207,10 +211,13 @@ impl Attributes {
     /// As [`Attributes::forget`], deriving with the fleet's context.
     pub fn forget_in(&mut self, path: &Path, cx: &mut FleetContext<'_>) -> Changed {
         let before = self.derived();
+        let Some(d) = self.detail.as_deref_mut() else {
+            return Changed::NONE;
+        };
         let mut changed = Changed::NONE;
         if let Some((res, Some(ri))) = target(path) {
             if res.is_multi() {
-                changed |= self.set_instance(res, ri, None);
+                changed |= d.set_instance(res, ri, None);
             }
         } else {
             let ids = path.ids();
@@ -223,10 +230,11 @@ impl Attributes {
                     _ => false,
                 };
                 if under {
-                    changed |= self.clear(res);
+                    changed |= d.clear(res);
                 }
             }
         }
+        self.trim_detail();
         changed |= self.derived_changes(before);
         changed | self.rederive_after(changed, cx)
     }
@@ -242,7 +250,10 @@ impl Attributes {
         }
         more
     }
+}
 
+/// What a device reports, field by field; the callers derive and trim.
+impl Detail {
     fn set_single(&mut self, res: Res, v: &Value, cx: &mut FleetContext<'_>) -> Changed {
         let c = Changed::NONE;
         match res {
@@ -668,7 +679,7 @@ mod tests {
         for i in 100..200 {
             a.apply(&p(&format!("/5/0/8/{i}")), &Value::Integer(1));
         }
-        assert_eq!(a.protocols.len(), MAX_INSTANCES);
+        assert_eq!(a.detail().protocols.len(), MAX_INSTANCES);
 
         // Single resources through apply_multi: exactly one entry.
         assert_eq!(

@@ -139,30 +139,28 @@ impl Attributes {
         };
 
         let mut changed = Changed::NONE;
+        let d = self.detail_mut();
         if let Some(b) = &patch.billing_state {
-            changed.note(
-                Attr::Billing,
-                set_shared(&mut self.billing, b.as_deref(), cx),
-            );
+            changed.note(Attr::Billing, set_shared(&mut d.billing, b.as_deref(), cx));
         }
         if let Some(r) = &patch.rate_plan {
             changed.note(
                 Attr::RatePlan,
-                set_shared(&mut self.rate_plan, r.as_deref(), cx),
+                set_shared(&mut d.rate_plan, r.as_deref(), cx),
             );
         }
-        if let Some(h) = home {
-            if replace(&mut self.home_network, h) {
-                changed.insert(Attr::HomeNetwork);
-                changed |= self.rederive_roaming(cx);
-            }
-        }
+        let home_moved = home.is_some_and(|h| replace(&mut d.home_network, h));
         if let Some(l) = labels {
-            if *l != *self.labels {
-                self.labels = l;
+            if *l != *d.labels {
+                d.labels = l;
                 changed.insert(Attr::Labels);
             }
         }
+        if home_moved {
+            changed.insert(Attr::HomeNetwork);
+            changed |= self.rederive_roaming(cx);
+        }
+        self.trim_detail();
         Ok(changed)
     }
 

@@ -126,28 +126,28 @@ impl Serialize for Attributes {
             lwm2m_version: self.lwm2m_version(),
             objects: self.objects().collect(),
             protocols: self.protocols(),
-            delivery: self.delivery,
+            delivery: self.detail().delivery,
             online: self.online,
             awake: self.awake,
             queue_mode: self.queue_mode,
             next_wake: self.next_wake_unix_ms,
             last_seen: self.last_seen_unix_ms,
             bearer: self.bearer(),
-            bearer_code: self.bearer_code,
+            bearer_code: self.detail().bearer_code,
             available_bearers: self.available_bearers(),
             has_wifi: self.has_wifi(),
-            signal: self.signal_dbm,
-            link_quality: self.link_quality,
-            cell_id: self.cell_id,
-            mcc: self.mcc,
-            mnc: self.mnc,
-            roaming: self.roaming,
-            home_network: self.home_network,
-            lat: self.lat,
-            lon: self.lon,
+            signal: self.detail().signal_dbm,
+            link_quality: self.detail().link_quality,
+            cell_id: self.detail().cell_id,
+            mcc: self.detail().mcc,
+            mnc: self.detail().mnc,
+            roaming: self.detail().roaming,
+            home_network: self.detail().home_network,
+            lat: self.detail().lat,
+            lon: self.detail().lon,
             region: self.region(),
-            battery: self.battery,
-            power_sources: &self.power_sources,
+            battery: self.detail().battery,
+            power_sources: &self.detail().power_sources,
             on_mains: self.on_mains(),
             billing: self.billing(),
             rate_plan: self.rate_plan(),
@@ -256,13 +256,13 @@ impl<'de> Deserialize<'de> for Attributes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Attributes, D::Error> {
         let i = In::deserialize(d)?;
         let mut a = Attributes::new(&i.endpoint).map_err(D::Error::custom)?;
-        a.manufacturer = device_string(i.manufacturer);
-        a.model = device_string(i.model);
-        a.serial = i.serial.map(|s| truncate(&s, MAX_DEVICE_STRING).into());
-        a.firmware = device_string(i.firmware);
-        a.hardware = device_string(i.hardware);
-        a.software = device_string(i.software);
-        a.device_type = device_string(i.device_type);
+        a.detail_mut().manufacturer = device_string(i.manufacturer);
+        a.detail_mut().model = device_string(i.model);
+        a.detail_mut().serial = i.serial.map(|s| truncate(&s, MAX_DEVICE_STRING).into());
+        a.detail_mut().firmware = device_string(i.firmware);
+        a.detail_mut().hardware = device_string(i.hardware);
+        a.detail_mut().software = device_string(i.software);
+        a.detail_mut().device_type = device_string(i.device_type);
         a.lwm2m_version = device_string(i.lwm2m_version);
         a.objects = i
             .objects
@@ -278,35 +278,35 @@ impl<'de> Deserialize<'de> for Attributes {
                 .map(|(c, i)| (i, c))
                 .collect()
         };
-        a.protocols = numbered(i.protocols);
-        a.delivery = i.delivery.filter(|d| *d <= 2);
+        a.detail_mut().protocols = numbered(i.protocols);
+        a.detail_mut().delivery = i.delivery.filter(|d| *d <= 2);
         a.online = i.online;
         a.awake = i.awake;
         a.queue_mode = i.queue_mode;
         a.next_wake_unix_ms = i.next_wake;
         a.last_seen_unix_ms = i.last_seen;
-        a.bearer_code = i.bearer_code;
-        a.available_bearers = numbered(i.available_bearers);
-        a.signal_dbm = i.signal;
-        a.link_quality = i.link_quality;
-        a.cell_id = i.cell_id;
-        a.mcc = i.mcc.filter(|m| *m < 1000);
-        a.mnc = i.mnc.filter(|m| *m < 1000);
-        a.roaming = i.roaming;
-        a.home_network = i.home_network;
+        a.detail_mut().bearer_code = i.bearer_code;
+        a.detail_mut().available_bearers = numbered(i.available_bearers);
+        a.detail_mut().signal_dbm = i.signal;
+        a.detail_mut().link_quality = i.link_quality;
+        a.detail_mut().cell_id = i.cell_id;
+        a.detail_mut().mcc = i.mcc.filter(|m| *m < 1000);
+        a.detail_mut().mnc = i.mnc.filter(|m| *m < 1000);
+        a.detail_mut().roaming = i.roaming;
+        a.detail_mut().home_network = i.home_network;
         match (i.lat, i.lon) {
             (Some(lat), Some(lon)) if valid_point(lat, lon) => {
-                a.lat = Some(lat);
-                a.lon = Some(lon);
+                a.detail_mut().lat = Some(lat);
+                a.detail_mut().lon = Some(lon);
             }
-            (Some(lat), None) if valid_point(lat, 0.0) => a.lat = Some(lat),
-            (None, Some(lon)) if valid_point(0.0, lon) => a.lon = Some(lon),
+            (Some(lat), None) if valid_point(lat, 0.0) => a.detail_mut().lat = Some(lat),
+            (None, Some(lon)) if valid_point(0.0, lon) => a.detail_mut().lon = Some(lon),
             _ => {}
         }
-        a.region = i
+        a.detail_mut().region = i
             .region
             .map(|r| truncate(&r, crate::regions::MAX_NAME_LEN).into());
-        a.battery = i.battery.filter(|b| *b <= 100);
+        a.detail_mut().battery = i.battery.filter(|b| *b <= 100);
         let mut power: Vec<PowerSource> = i
             .power_sources
             .into_iter()
@@ -320,22 +320,23 @@ impl<'de> Deserialize<'de> for Attributes {
             .collect();
         power.sort_by_key(|p| p.instance);
         power.dedup_by_key(|p| p.instance);
-        a.power_sources = power.into_boxed_slice();
+        a.detail_mut().power_sources = power.into_boxed_slice();
         check_external_string("billing", i.billing.as_deref()).map_err(D::Error::custom)?;
         check_external_string("rate_plan", i.rate_plan.as_deref()).map_err(D::Error::custom)?;
-        a.billing = i.billing.map(Into::into);
-        a.rate_plan = i.rate_plan.map(Into::into);
+        a.detail_mut().billing = i.billing.map(Into::into);
+        a.detail_mut().rate_plan = i.rate_plan.map(Into::into);
         if i.labels.len() > MAX_LABELS {
             return Err(D::Error::custom(super::ExternalError::TooManyLabels));
         }
         for (k, v) in &i.labels {
             check_label(k, v).map_err(D::Error::custom)?;
         }
-        a.labels = i
+        a.detail_mut().labels = i
             .labels
             .into_iter()
             .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
             .collect();
+        a.trim_detail();
         Ok(a)
     }
 }
@@ -344,25 +345,32 @@ impl Attributes {
     /// Moves the strings that repeat across the fleet into `interner`, for
     /// attributes read back from storage.
     pub fn share_strings(&mut self, interner: &mut Interner) {
-        for slot in [
-            &mut self.manufacturer,
-            &mut self.model,
-            &mut self.firmware,
-            &mut self.hardware,
-            &mut self.software,
-            &mut self.device_type,
-            &mut self.lwm2m_version,
-            &mut self.billing,
-            &mut self.rate_plan,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *slot = interner.intern(slot);
-        }
-        for (_, v) in self.objects.iter_mut() {
+        if let Some(v) = &mut self.lwm2m_version {
             *v = interner.intern(v);
         }
+        if let Some(d) = self.detail.as_deref_mut() {
+            for slot in [
+                &mut d.manufacturer,
+                &mut d.model,
+                &mut d.firmware,
+                &mut d.hardware,
+                &mut d.software,
+                &mut d.device_type,
+                &mut d.billing,
+                &mut d.rate_plan,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *slot = interner.intern(slot);
+            }
+        }
+        let list: Vec<(u16, std::sync::Arc<str>)> = self
+            .objects
+            .iter()
+            .map(|(id, v)| (*id, interner.intern(v)))
+            .collect();
+        self.objects = interner.share_objects(list);
     }
 }
 
@@ -470,8 +478,8 @@ mod tests {
         a.share_strings(&mut i);
         b.share_strings(&mut i);
         assert!(Arc::ptr_eq(
-            a.model.as_ref().unwrap(),
-            b.model.as_ref().unwrap()
+            a.detail().model.as_ref().unwrap(),
+            b.detail().model.as_ref().unwrap()
         ));
         assert_eq!(a, b);
     }

@@ -73,6 +73,13 @@ impl FleetContext<'_> {
             None => Arc::from(s),
         }
     }
+
+    fn share_objects(&mut self, list: Vec<(u16, Arc<str>)>) -> ObjectList {
+        match self.interner.as_deref_mut() {
+            Some(i) => i.share_objects(list),
+            None => Arc::from(list),
+        }
+    }
 }
 
 /// One power source of /3/0/6, with its voltage from /3/0/7 (same resource
@@ -99,10 +106,39 @@ impl PowerSource {
 }
 
 /// Everything known about one device; `None` where unknown.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Split in two: what every device has from its registration and session, inline, and
+/// what it reports and its operator sets, in a [`Detail`] allocated on first use. A
+/// device between its Register and its first read (a whole fleet after an outage, or
+/// devices that answer no reads) costs about a quarter of the full record.
+#[derive(Clone, Debug)]
 pub struct Attributes {
     endpoint: Arc<str>,
+    lwm2m_version: Option<Arc<str>>,
+    /// Sorted by object id; shared, as most of a fleet announces one of a few lists.
+    objects: ObjectList,
+    online: Option<bool>,
+    awake: Option<bool>,
+    queue_mode: Option<bool>,
+    next_wake_unix_ms: Option<i64>,
+    last_seen_unix_ms: Option<i64>,
+    /// When a queue-mode device last woke, Unix milliseconds, and the interval before
+    /// that wake: what predicts the next one. Bookkeeping of the session, not an
+    /// attribute: neither stored (a restart learns it again from two wakes) nor compared.
+    woke_at_unix_ms: Option<i64>,
+    /// Seconds: PSM timers run to 413 days.
+    wake_interval_s: Option<u32>,
+    /// `None` while every field of a [`Detail`] is unknown.
+    detail: Option<Box<Detail>>,
+}
 
+/// A registration's objects and their versions, as the inventory shares them.
+pub(crate) type ObjectList = Arc<[(u16, Arc<str>)]>;
+
+/// What a device reports (/3, /4, /5, /6) and what its operator sets, with what derives
+/// from them.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct Detail {
     manufacturer: Option<Arc<str>>,
     model: Option<Arc<str>>,
     serial: Option<Box<str>>,
@@ -110,18 +146,9 @@ pub struct Attributes {
     hardware: Option<Arc<str>>,
     software: Option<Arc<str>>,
     device_type: Option<Arc<str>>,
-    lwm2m_version: Option<Arc<str>>,
-    /// Sorted by object id.
-    objects: Box<[(u16, Arc<str>)]>,
     /// (resource instance, protocol), sorted by instance.
     protocols: Box<[(u16, u8)]>,
     delivery: Option<u8>,
-
-    online: Option<bool>,
-    awake: Option<bool>,
-    queue_mode: Option<bool>,
-    next_wake_unix_ms: Option<i64>,
-    last_seen_unix_ms: Option<i64>,
 
     bearer_code: Option<u8>,
     /// (resource instance, bearer), sorted by instance.
@@ -146,6 +173,25 @@ pub struct Attributes {
     labels: Labels,
 }
 
+/// What [`Attributes::detail`] reads for a device without a [`Detail`] of its own.
+static NO_DETAIL: std::sync::LazyLock<Detail> = std::sync::LazyLock::new(Detail::default);
+
+/// Equal when every attribute is: a [`Detail`] whose fields are all unknown is no detail,
+/// and the wake bookkeeping is not an attribute.
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Attributes) -> bool {
+        self.endpoint == other.endpoint
+            && self.lwm2m_version == other.lwm2m_version
+            && self.objects == other.objects
+            && self.online == other.online
+            && self.awake == other.awake
+            && self.queue_mode == other.queue_mode
+            && self.next_wake_unix_ms == other.next_wake_unix_ms
+            && self.last_seen_unix_ms == other.last_seen_unix_ms
+            && self.detail() == other.detail()
+    }
+}
+
 /// Operator labels as stored: (key, value), sorted by key.
 type Labels = Box<[(Box<str>, Box<str>)]>;
 
@@ -160,6 +206,11 @@ struct Derived {
 impl Attributes {
     /// A device known by name only.
     pub fn new(endpoint: &str) -> Result<Attributes, EndpointError> {
+        Attributes::with_shared_endpoint(Arc::from(endpoint))
+    }
+
+    /// [`Attributes::new`] keeping the caller's copy of the name (the registry's).
+    pub fn with_shared_endpoint(endpoint: Arc<str>) -> Result<Attributes, EndpointError> {
         if endpoint.is_empty() {
             return Err(EndpointError::Empty);
         }
@@ -167,40 +218,17 @@ impl Attributes {
             return Err(EndpointError::TooLong);
         }
         Ok(Attributes {
-            endpoint: Arc::from(endpoint),
-            manufacturer: None,
-            model: None,
-            serial: None,
-            firmware: None,
-            hardware: None,
-            software: None,
-            device_type: None,
+            endpoint,
             lwm2m_version: None,
-            objects: Box::default(),
-            protocols: Box::default(),
-            delivery: None,
+            objects: Arc::new([]),
             online: None,
             awake: None,
             queue_mode: None,
             next_wake_unix_ms: None,
             last_seen_unix_ms: None,
-            bearer_code: None,
-            available_bearers: Box::default(),
-            signal_dbm: None,
-            link_quality: None,
-            cell_id: None,
-            mnc: None,
-            mcc: None,
-            lat: None,
-            lon: None,
-            region: None,
-            battery: None,
-            power_sources: Box::default(),
-            roaming: false,
-            home_network: None,
-            billing: None,
-            rate_plan: None,
-            labels: Box::default(),
+            woke_at_unix_ms: None,
+            wake_interval_s: None,
+            detail: None,
         })
     }
 
@@ -211,33 +239,56 @@ impl Attributes {
     pub fn shared_endpoint(&self) -> &Arc<str> {
         &self.endpoint
     }
+
+    /// Takes `name`'s allocation for the endpoint name, if it is the same name.
+    pub(crate) fn share_endpoint(&mut self, name: &Arc<str>) {
+        if *self.endpoint == **name {
+            self.endpoint = Arc::clone(name);
+        }
+    }
+
+    fn detail(&self) -> &Detail {
+        self.detail.as_deref().unwrap_or(&NO_DETAIL)
+    }
+
+    /// The detail to change, allocated if the device had none; [`Self::trim_detail`]
+    /// gives it back once nothing in it is known.
+    fn detail_mut(&mut self) -> &mut Detail {
+        self.detail.get_or_insert_with(Box::default)
+    }
+
+    fn trim_detail(&mut self) {
+        if self.detail.as_deref().is_some_and(|d| *d == *NO_DETAIL) {
+            self.detail = None;
+        }
+    }
     /// /3/0/0
     pub fn manufacturer(&self) -> Option<&str> {
-        self.manufacturer.as_deref()
+        self.detail().manufacturer.as_deref()
     }
     /// /3/0/1
     pub fn model(&self) -> Option<&str> {
-        self.model.as_deref()
+        self.detail().model.as_deref()
     }
     /// /3/0/2
     pub fn serial(&self) -> Option<&str> {
-        self.serial.as_deref()
+        self.detail().serial.as_deref()
     }
     /// /3/0/3
     pub fn firmware(&self) -> Option<&str> {
-        self.firmware.as_deref()
+        self.detail().firmware.as_deref()
     }
     /// /3/0/18
     pub fn hardware(&self) -> Option<&str> {
-        self.hardware.as_deref()
+        self.detail().hardware.as_deref()
     }
     /// /3/0/19
     pub fn software(&self) -> Option<&str> {
-        self.software.as_deref()
+        self.detail().software.as_deref()
     }
     /// /3/0/17
     pub fn device_type(&self) -> Option<&str> {
-        self.device_type.as_deref()
+        self.detail().device_type.as_deref()
     }
     /// From the registration, e.g. "1.1".
     pub fn lwm2m_version(&self) -> Option<&str> {
@@ -253,11 +304,11 @@ impl Attributes {
     /// /5/0/8 firmware update protocols, distinct and sorted: 0 CoAP,
     /// 1 CoAPS, 2 HTTP 1.1, 3 HTTPS 1.1, 4 CoAP over TCP, 5 CoAP over TLS.
     pub fn protocols(&self) -> Vec<u8> {
-        distinct(self.protocols.iter().map(|(_, p)| *p))
+        distinct(self.detail().protocols.iter().map(|(_, p)| *p))
     }
     /// /5/0/9: 0 pull, 1 push, 2 both.
     pub fn delivery(&self) -> Option<u8> {
-        self.delivery
+        self.detail().delivery
     }
     pub fn online(&self) -> Option<bool> {
         self.online
@@ -278,26 +329,27 @@ impl Attributes {
     }
     /// /4/0/0, the bearer in use.
     pub fn bearer_code(&self) -> Option<u8> {
-        self.bearer_code
+        self.detail().bearer_code
     }
     pub fn bearer(&self) -> Option<BearerKind> {
-        self.bearer_code.map(BearerKind::of)
+        self.detail().bearer_code.map(BearerKind::of)
     }
     /// /4/0/1, distinct and sorted.
     pub fn available_bearers(&self) -> Vec<u8> {
-        distinct(self.available_bearers.iter().map(|(_, b)| *b))
+        distinct(self.detail().available_bearers.iter().map(|(_, b)| *b))
     }
     /// Whether the device can use Wi-Fi: it lists WLAN among its available
     /// bearers or uses it; unknown when it reports neither list nor bearer.
     pub fn has_wifi(&self) -> Option<bool> {
         let listed = self
+            .detail()
             .available_bearers
             .iter()
             .any(|(_, b)| *b == network::code::WLAN);
-        let current = self.bearer_code.map(|c| c == network::code::WLAN);
+        let current = self.detail().bearer_code.map(|c| c == network::code::WLAN);
         if listed || current == Some(true) {
             Some(true)
-        } else if !self.available_bearers.is_empty() || current.is_some() {
+        } else if !self.detail().available_bearers.is_empty() || current.is_some() {
             Some(false)
         } else {
             None
@@ -305,52 +357,58 @@ impl Attributes {
     }
     /// /4/0/2, dBm.
     pub fn signal_dbm(&self) -> Option<i32> {
-        self.signal_dbm
+        self.detail().signal_dbm
     }
     /// /4/0/3
     pub fn link_quality(&self) -> Option<i32> {
-        self.link_quality
+        self.detail().link_quality
     }
     /// /4/0/8
     pub fn cell_id(&self) -> Option<i64> {
-        self.cell_id
+        self.detail().cell_id
     }
     /// /4/0/10 SMCC, the serving network's country code.
     pub fn mcc(&self) -> Option<u16> {
-        self.mcc
+        self.detail().mcc
     }
     /// /4/0/9 SMNC, the serving network's code.
     pub fn mnc(&self) -> Option<u16> {
-        self.mnc
+        self.detail().mnc
     }
     /// /6/0/0, degrees.
     pub fn lat(&self) -> Option<f64> {
-        self.lat
+        self.detail().lat
     }
     /// /6/0/1, degrees.
     pub fn lon(&self) -> Option<f64> {
-        self.lon
+        self.detail().lon
     }
     /// The first operator region containing the location.
     pub fn region(&self) -> Option<&str> {
-        self.region.as_deref()
+        self.detail().region.as_deref()
     }
     /// /3/0/9, percent.
     pub fn battery(&self) -> Option<u8> {
-        self.battery
+        self.detail().battery
     }
     /// /3/0/6 with /3/0/7, by resource instance.
     pub fn power_sources(&self) -> &[PowerSource] {
-        &self.power_sources
+        &self.detail().power_sources
     }
     /// Whether a mains-like source (DC, PoE, USB, AC) is available; unknown
     /// when no power source is reported.
     pub fn on_mains(&self) -> Option<bool> {
-        if self.power_sources.iter().all(|p| p.source.is_none()) {
+        if self
+            .detail()
+            .power_sources
+            .iter()
+            .all(|p| p.source.is_none())
+        {
             return None;
         }
         Some(
-            self.power_sources
+            self.detail()
+                .power_sources
                 .iter()
                 .any(|p| p.is_mains() && p.is_available()),
         )
@@ -358,27 +416,28 @@ impl Attributes {
     /// Whether the serving network is known and is not a home network: the
     /// device's own `home_network` if the operator set one, else the fleet's.
     pub fn roaming(&self) -> bool {
-        self.roaming
+        self.detail().roaming
     }
     pub fn home_network(&self) -> Option<HomeNetwork> {
-        self.home_network
+        self.detail().home_network
     }
     /// "active", "suspended" or whatever the billing system says.
     pub fn billing(&self) -> Option<&str> {
-        self.billing.as_deref()
+        self.detail().billing.as_deref()
     }
     pub fn rate_plan(&self) -> Option<&str> {
-        self.rate_plan.as_deref()
+        self.detail().rate_plan.as_deref()
     }
     /// Operator labels, sorted by key.
     pub fn labels(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.labels.iter().map(|(k, v)| (&**k, &**v))
+        self.detail().labels.iter().map(|(k, v)| (&**k, &**v))
     }
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
+        self.detail()
+            .labels
             .binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
-            .map(|i| &*self.labels[i].1)
+            .map(|i| &*self.detail().labels[i].1)
     }
 
     // ---- session state, set by the server ----
@@ -400,6 +459,20 @@ impl Attributes {
             Attr::NextWake,
             replace(&mut self.next_wake_unix_ms, unix_ms),
         )
+    }
+    /// A queue-mode device woke at `unix_ms`; see [`Attributes::predicted_wake_unix_ms`].
+    /// Changes no attribute.
+    pub fn note_woke(&mut self, unix_ms: i64) {
+        self.wake_interval_s = self
+            .woke_at_unix_ms
+            .and_then(|at| u32::try_from(unix_ms.checked_sub(at)? / 1000).ok());
+        self.woke_at_unix_ms = Some(unix_ms);
+    }
+    /// The last wake plus the interval before it, to the second: when the device should
+    /// wake next if it keeps its rhythm. Unknown before its second wake.
+    pub fn predicted_wake_unix_ms(&self) -> Option<i64> {
+        let interval_ms = i64::from(self.wake_interval_s?) * 1000;
+        self.woke_at_unix_ms?.checked_add(interval_ms)
     }
     pub fn set_last_seen(&mut self, unix_ms: i64) -> Changed {
         Changed::NONE.with_if(
@@ -449,7 +522,9 @@ impl Attributes {
         if same {
             return Changed::NONE;
         }
-        self.objects = list.into_iter().map(|(id, v)| (id, cx.intern(v))).collect();
+        let list: Vec<(u16, Arc<str>)> =
+            list.into_iter().map(|(id, v)| (id, cx.intern(v))).collect();
+        self.objects = cx.share_objects(list);
         Changed::NONE.with(Attr::Objects)
     }
 
@@ -461,20 +536,32 @@ impl Attributes {
     }
 
     fn rederive_region(&mut self, cx: &FleetContext<'_>) -> Changed {
-        let region = match (cx.regions, self.lat, self.lon) {
+        let d = self.detail();
+        let region = match (cx.regions, d.lat, d.lon) {
             (Some(r), Some(lat), Some(lon)) => r.shared_region_of(lat, lon).cloned(),
             _ => None,
         };
-        Changed::NONE.with_if(Attr::Region, replace(&mut self.region, region))
+        if d.region == region {
+            return Changed::NONE;
+        }
+        self.detail_mut().region = region;
+        self.trim_detail();
+        Changed::NONE.with(Attr::Region)
     }
 
     fn rederive_roaming(&mut self, cx: &FleetContext<'_>) -> Changed {
-        let visited = self.mcc.zip(self.mnc);
-        let roaming = match &self.home_network {
+        let d = self.detail();
+        let visited = d.mcc.zip(d.mnc);
+        let roaming = match &d.home_network {
             Some(h) => network::is_roaming(visited, std::slice::from_ref(h)),
             None => network::is_roaming(visited, cx.home_networks),
         };
-        Changed::NONE.with_if(Attr::Roaming, replace(&mut self.roaming, roaming))
+        if d.roaming == roaming {
+            return Changed::NONE;
+        }
+        self.detail_mut().roaming = roaming;
+        self.trim_detail();
+        Changed::NONE.with(Attr::Roaming)
     }
 
     fn derived(&self) -> Derived {
@@ -579,6 +666,54 @@ mod tests {
             Changed::NONE.with(Attr::Lwm2mVersion)
         );
         assert_eq!(a.set_lwm2m_version("1.1"), Changed::NONE);
+    }
+
+    #[test]
+    fn a_device_known_by_its_registration_holds_no_detail() {
+        use lwm2m_objects::{Path, Value};
+        let mut a = Attributes::new("d").unwrap();
+        a.set_online(true);
+        a.set_lwm2m_version("1.1");
+        a.set_objects([(3, "1.1")]);
+        assert!(a.detail.is_none());
+        // A value of the wrong type, a forget and a patch that clears leave none behind.
+        a.apply(&Path::resource(3, 0, 0), &Value::Integer(1));
+        a.forget(&Path::object(3));
+        let mut cx = FleetContext::default();
+        let clear: ExternalPatch = serde_json::from_str(r#"{"billing_state":null}"#).unwrap();
+        a.apply_external(&clear, &mut cx).unwrap();
+        assert!(a.detail.is_none());
+        // A reported value allocates it; forgetting it gives it back, equal to before.
+        let before = a.clone();
+        a.apply(&Path::resource(3, 0, 9), &Value::Integer(80));
+        assert_eq!(a.battery(), Some(80));
+        assert_ne!(a, before);
+        a.forget(&Path::resource(3, 0, 9));
+        assert!(a.detail.is_none());
+        assert_eq!(a, before);
+        assert!(
+            size_of::<Attributes>() <= 128,
+            "{}",
+            size_of::<Attributes>()
+        );
+    }
+
+    #[test]
+    fn the_next_wake_is_predicted_from_the_last_interval() {
+        let mut a = Attributes::new("d").unwrap();
+        a.note_woke(1_000);
+        assert_eq!(a.predicted_wake_unix_ms(), None);
+        a.note_woke(61_000);
+        assert_eq!(a.predicted_wake_unix_ms(), Some(121_000));
+        // A PSM timer of 400 days.
+        let days_400 = 400 * 86_400_000;
+        a.note_woke(61_000 + days_400);
+        assert_eq!(a.predicted_wake_unix_ms(), Some(61_000 + 2 * days_400));
+        // A clock set back gives no interval rather than a negative one.
+        a.note_woke(500);
+        assert_eq!(a.predicted_wake_unix_ms(), None);
+        // Bookkeeping, not an attribute.
+        assert_eq!(a, Attributes::new("d").unwrap());
     }
 
     #[test]
