@@ -162,7 +162,7 @@ async fn lifetime_expiry_is_reported_by_the_timer() {
         _ => None,
     })
     .await;
-    assert_eq!(reg.endpoint, "brief");
+    assert_eq!(&*reg.endpoint, "brief");
     server.shutdown().await;
     // The store forgot it too: a restart does not bring it back.
     let server = Server::start(config(dir.path())).expect("restart");
@@ -279,7 +279,7 @@ async fn a_register_again_replaces_the_stored_registration_and_a_start_keeps_the
     };
     let server = Server::start(config(dir.path())).expect("restart");
     let reg = server.registration("twice").await.expect("restored");
-    assert_eq!(reg.id, stored);
+    assert_eq!(&*reg.id, stored);
     server.shutdown().await;
     assert_eq!(stored_ids(dir.path()), vec![stored]);
 }

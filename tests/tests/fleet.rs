@@ -413,7 +413,7 @@ async fn a_parked_device_wakes_with_an_update_from_a_new_port_and_keeps_its_obse
         _ => None,
     })
     .await;
-    assert_eq!(first.endpoint, ep);
+    assert_eq!(&*first.endpoint, ep);
     let observe = Operation::Observe {
         path: Path::resource(3, 0, 9),
         attributes: Attributes::default(),
@@ -566,7 +566,7 @@ async fn a_fleet_device_downloading_firmware_does_not_park() {
         _ => None,
     })
     .await;
-    assert_eq!(woke.endpoint, ep);
+    assert_eq!(&*woke.endpoint, ep);
     let write = Operation::Write {
         path: Path::resource(5, 0, 1),
         node: Node::Resource(Resource::Single {

@@ -80,8 +80,8 @@ pub struct ClientPageJson {
 
 pub fn registration_json(r: &Registration) -> RegistrationJson {
     RegistrationJson {
-        endpoint: r.endpoint.clone(),
-        registration_id: r.id.clone(),
+        endpoint: r.endpoint.to_string(),
+        registration_id: r.id.to_string(),
         version: r.version.to_string(),
         binding: r.binding.to_string(),
         lifetime_s: r.lifetime_s,
@@ -91,8 +91,8 @@ pub fn registration_json(r: &Registration) -> RegistrationJson {
             crate::registry::Transport::Udp => "udp",
             crate::registry::Transport::Dtls => "dtls",
         },
-        sms: r.sms.clone(),
-        profile_id: r.profile_id.clone(),
+        sms: r.sms().map(str::to_string),
+        profile_id: r.profile_id().map(str::to_string),
         root_path: r.objects.root_path.clone(),
         content_formats: r.objects.content_formats.clone(),
         objects: r
@@ -151,7 +151,7 @@ pub async fn list(
     let names = page
         .clients
         .iter()
-        .map(|c| c.registration.endpoint.as_str());
+        .map(|c| c.registration.endpoint.as_ref());
     Ok(Json(ClientPageJson {
         total: page.total,
         offset: q.offset,

@@ -522,7 +522,7 @@ async fn queue(
     op: Operation,
     o: &Options,
 ) -> Result<Response, ApiError> {
-    let endpoint = registration.endpoint.as_str();
+    let endpoint = &*registration.endpoint;
     let id = RequestTracker::new_id();
     let expires = o.expires.unwrap_or(state.settings.request_expiry);
     let submitted = state

@@ -875,7 +875,7 @@ fn concerns(e: &ServerEvent, endpoint: &str) -> bool {
         ServerEvent::Notification { endpoint: ep, .. }
         | ServerEvent::Awake { endpoint: ep, .. } => ep == endpoint,
         ServerEvent::Registered { registration, .. }
-        | ServerEvent::Updated { registration, .. } => registration.endpoint == endpoint,
+        | ServerEvent::Updated { registration, .. } => *registration.endpoint == *endpoint,
         _ => false,
     }
 }

@@ -115,8 +115,8 @@ struct Inner {
     cells: Mutex<CellTable>,
     /// The regions as the operator wrote them.
     regions_json: Mutex<Option<serde_json::Value>>,
-    /// Queue-mode devices awake now, until when; and when each last woke, to predict the
-    /// next wake from the last interval.
+    /// Queue-mode devices awake now, until when (when each last woke is in its
+    /// attributes, which predict the next wake from it).
     wake: Mutex<Wakes>,
     events: broadcast::Sender<FleetEvent>,
     reads: Arc<Semaphore>,
@@ -125,7 +125,6 @@ struct Inner {
 #[derive(Default)]
 struct Wakes {
     awake_until: HashMap<Arc<str>, u64>,
-    last_woke: HashMap<Arc<str>, (u64, Option<u64>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,7 +200,7 @@ impl Fleet {
 
     /// The stored devices that are registered now are online, the others not.
     async fn reconcile_online(&self) {
-        let mut registered = HashSet::new();
+        let mut registered: HashSet<Arc<str>> = HashSet::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -211,19 +210,22 @@ impl Fleet {
                 .await;
             let n = page.clients.len();
             for c in page.clients {
-                after = Some(c.registration.endpoint.clone());
+                after = Some(c.registration.endpoint.to_string());
                 registered.insert(c.registration.endpoint);
             }
             if n < 10_000 {
                 break;
             }
         }
-        let known: Vec<String> = lock(&self.inner.inventory)
-            .iter()
-            .map(|a| a.endpoint().to_string())
-            .collect();
+        let known: Vec<String> = {
+            let mut inventory = lock(&self.inner.inventory);
+            for name in &registered {
+                inventory.share_name(name);
+            }
+            inventory.iter().map(|a| a.endpoint().to_string()).collect()
+        };
         for ep in known {
-            let online = registered.contains(&ep);
+            let online = registered.contains(ep.as_str());
             self.change(&ep, |a, _| {
                 a.set_online(online) | a.set_awake(online && a.queue_mode() != Some(true))
             });
@@ -237,12 +239,30 @@ impl Fleet {
         endpoint: &str,
         f: impl FnOnce(&mut Attributes, &mut lwm2m_fleet::attributes::FleetContext<'_>) -> Changed,
     ) {
+        self.change_named(endpoint, None, f)
+    }
+
+    /// [`Fleet::change`] of a device named by the registry's shared copy of its name,
+    /// which a new device keeps.
+    fn change_named(
+        &self,
+        endpoint: &str,
+        shared: Option<&Arc<str>>,
+        f: impl FnOnce(&mut Attributes, &mut lwm2m_fleet::attributes::FleetContext<'_>) -> Changed,
+    ) {
         let mut changed_any = false;
-        let result = lock(&self.inner.inventory).update(endpoint, |a, cx| {
+        let g = |a: &mut Attributes, cx: &mut lwm2m_fleet::attributes::FleetContext<'_>| {
             let c = f(a, cx);
             changed_any = c != Changed::NONE;
             c
-        });
+        };
+        let result = {
+            let mut inventory = lock(&self.inner.inventory);
+            match shared {
+                Some(name) => inventory.update_shared(name, g),
+                None => inventory.update(endpoint, g),
+            }
+        };
         self.after_change(endpoint, changed_any, result);
     }
 
@@ -328,7 +348,7 @@ impl Fleet {
             ServerEvent::Deregistered { registration } | ServerEvent::Expired { registration } => {
                 lock(&self.inner.wake)
                     .awake_until
-                    .remove(registration.endpoint.as_str());
+                    .remove(&*registration.endpoint);
                 self.change(&registration.endpoint, |a, _| {
                     a.set_online(false) | a.set_awake(false)
                 });
@@ -348,15 +368,10 @@ impl Fleet {
             }
             ServerEvent::Awake { endpoint, .. } => self.woke(&endpoint, now),
             ServerEvent::Sleeping { endpoint, .. } => {
-                let next = {
-                    let mut w = lock(&self.inner.wake);
-                    w.awake_until.remove(endpoint.as_str());
-                    w.last_woke
-                        .get(endpoint.as_str())
-                        .and_then(|(at, interval)| interval.map(|i| at + i))
-                };
+                lock(&self.inner.wake).awake_until.remove(endpoint.as_str());
                 self.change(&endpoint, |a, _| {
-                    a.set_awake(false) | a.set_next_wake(next.and_then(|n| i64::try_from(n).ok()))
+                    let next = a.predicted_wake_unix_ms();
+                    a.set_awake(false) | a.set_next_wake(next)
                 });
             }
             ServerEvent::Notification {
@@ -424,7 +439,7 @@ impl Fleet {
     fn on_session(&self, reg: &crate::registry::Registration, objects: bool, now: u64) {
         let version = reg.version.to_string();
         let queue = reg.queue_mode;
-        self.change(&reg.endpoint, |a, cx| {
+        self.change_named(&reg.endpoint, Some(&reg.endpoint), |a, cx| {
             let mut c = a.set_online(true)
                 | a.set_awake(true)
                 | a.set_queue_mode(queue)
@@ -445,18 +460,16 @@ impl Fleet {
         let until = now.saturating_add(
             u64::try_from(self.inner.handle.awake_window().as_millis()).unwrap_or(u64::MAX),
         );
-        // The inventory's copy of the name: these maps hold every queue-mode device.
+        // The inventory's copy of the name: the map holds every queue-mode device awake.
         let ep: Arc<str> = lock(&self.inner.inventory)
             .get(endpoint)
             .map(|a| Arc::clone(a.shared_endpoint()))
             .unwrap_or_else(|| Arc::from(endpoint));
-        {
-            let mut w = lock(&self.inner.wake);
-            w.awake_until.insert(ep.clone(), until);
-            let interval = w.last_woke.get(&ep).map(|(at, _)| now.saturating_sub(*at));
-            w.last_woke.insert(ep.clone(), (now, interval));
-        }
-        self.change(endpoint, |a, _| a.set_awake(true));
+        lock(&self.inner.wake).awake_until.insert(ep.clone(), until);
+        self.change(endpoint, |a, _| {
+            a.note_woke(i64::try_from(now).unwrap_or(i64::MAX));
+            a.set_awake(true)
+        });
         let _ = self.inner.events.send(FleetEvent::Woke {
             endpoint: ep,
             awake_until_unix_ms: until,

@@ -26,8 +26,8 @@ pub use request::{
     LINK_FORMAT, MAX_ENDPOINT_LEN, MAX_PAYLOAD_LEN, MAX_QUERY_OPTIONS, MAX_VERSION,
 };
 pub use table::{
-    Changes, EnqueueError, IdSource, OsIds, RdOutcome, Registered, Registration, Registry,
-    RegistryConfig, Removed, Transport, Updated, ID_BYTES, ID_LEN,
+    Changes, EnqueueError, IdSource, OsIds, RdOutcome, Registered, Registration,
+    RegistrationExtras, Registry, RegistryConfig, Removed, Transport, Updated, ID_BYTES, ID_LEN,
 };
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! through `parse_request` and `Registry` with a simulated clock.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lwm2m_objects::Version;
@@ -71,6 +72,40 @@ fn register(reg: &mut Registry<&'static str>, query: &[&str], now: Instant) -> R
         Ok(RdOutcome::Registered(r)) => r,
         other => panic!("expected Registered, got {other:?}"),
     }
+}
+
+#[test]
+fn a_register_again_keeps_the_shared_name() {
+    let mut reg = Registry::new(config());
+    let t0 = Instant::now();
+    let first = register(&mut reg, &["ep=a", "lt=60"], t0);
+    let name = reg.get(&first.id).unwrap().endpoint.clone();
+    let second = register(&mut reg, &["ep=a", "lt=60"], t0);
+    assert_ne!(first.id, second.id);
+    assert!(Arc::ptr_eq(&reg.get(&second.id).unwrap().endpoint, &name));
+}
+
+#[test]
+fn extras_take_room_only_when_sent() {
+    let mut reg = Registry::new(config());
+    let t0 = Instant::now();
+    let plain = register(&mut reg, &["ep=a", "lt=60"], t0);
+    assert!(reg.get(&plain.id).unwrap().extras.is_none());
+    let with = register(&mut reg, &["ep=b", "lt=60", "pid=6:1", "vendor=7"], t0);
+    let r = reg.get(&with.id).unwrap();
+    assert_eq!((r.profile_id(), r.sms()), (Some("6:1"), None));
+    assert_eq!(
+        r.extra_params(),
+        [("vendor".to_string(), Some("7".to_string()))]
+    );
+    // An Update that brings an SMS number keeps what was there.
+    let u = match update_req(&with.id, &["sms=+358"], b"") {
+        RdRequest::Update(u) => u,
+        _ => unreachable!(),
+    };
+    assert!(reg.update(u, peer(5683), t0).unwrap().changes.sms);
+    let r = reg.get(&with.id).unwrap();
+    assert_eq!((r.profile_id(), r.sms()), (Some("6:1"), Some("+358")));
 }
 
 // ----------------------------------------------------------- parsing
@@ -275,12 +310,9 @@ fn register_gives_a_short_url_safe_location() {
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     assert!(r.replaced.is_none());
     let got = reg.get(&r.id).unwrap();
-    assert_eq!(got.endpoint, "a");
+    assert_eq!(&*got.endpoint, "a");
     assert_eq!(got.peer, peer(5683));
-    assert_eq!(
-        reg.by_endpoint("a").map(|g| g.id.as_str()),
-        Some(r.id.as_str())
-    );
+    assert_eq!(reg.by_endpoint("a").map(|g| &*g.id), Some(r.id.as_str()));
     let other = register(&mut reg, &["ep=b"], t0);
     assert_ne!(other.id, r.id);
 }
@@ -299,10 +331,10 @@ fn re_register_replaces_and_reports_the_old_registration() {
     );
     assert_ne!(first.id, second.id);
     let old = second.replaced.expect("the old registration");
-    assert_eq!((old.id.as_str(), old.lifetime_s), (first.id.as_str(), 60));
+    assert_eq!((&*old.id, old.lifetime_s), (first.id.as_str(), 60));
     assert_eq!(reg.len(), 1);
     assert!(reg.get(&first.id).is_none());
-    assert_eq!(reg.by_endpoint("a").unwrap().id, second.id);
+    assert_eq!(reg.by_endpoint("a").unwrap().id.as_ref(), second.id);
     // The old id is gone for Update and De-register.
     let e = reg
         .handle(update_req(&first.id, &[], b""), peer(1), t0)
@@ -366,7 +398,7 @@ fn update_applies_only_given_parameters() {
     assert!(!out.changes.binding && !out.changes.sms && !out.changes.queue_mode);
     let g = reg.get(&r.id).unwrap();
     assert_eq!(g.lifetime_s, 300);
-    assert_eq!(g.sms.as_deref(), Some("1"));
+    assert_eq!(g.sms(), Some("1"));
     assert_eq!(g.peer, peer(40000), "quirk 2: new port after sleep");
     assert_eq!(g.objects.instances(33629).collect::<Vec<_>>(), vec![1]);
     assert!(
@@ -397,7 +429,7 @@ fn deregister_removes_and_hands_back_queued_requests() {
     let del = parse_request(Method::Delete, &loc(&r.id), &[], b"", None).unwrap();
     match reg.handle(del, peer(1), t0).unwrap() {
         RdOutcome::Deregistered(d) => {
-            assert_eq!(d.registration.id, r.id);
+            assert_eq!(&*d.registration.id, r.id);
             assert_eq!(d.dropped, vec!["w1"]);
         }
         other => panic!("{other:?}"),
@@ -429,12 +461,12 @@ fn expiry_is_exact_at_the_boundary() {
     assert_eq!(e.code, (4, 4));
     let gone = reg.expire(at);
     assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0].registration.id, a.id);
+    assert_eq!(gone[0].registration.id.as_ref(), a.id);
     assert!(reg.get(&a.id).is_none() && reg.by_endpoint("a").is_none());
     assert_eq!(reg.next_expiry(), Some(t0 + Duration::from_secs(70)));
     let gone = reg.expire(t0 + Duration::from_secs(10 * 365 * 86400));
     assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0].registration.id, b.id);
+    assert_eq!(gone[0].registration.id.as_ref(), b.id);
     assert_eq!(reg.len(), 1, "lt=0 never expires");
     assert_eq!(reg.next_expiry(), None);
 }
@@ -649,7 +681,7 @@ fn restore_puts_back_a_stored_registration_with_its_times() {
     let mut fresh = registry();
     assert_eq!(fresh.restore(stored.clone()).unwrap(), None);
     assert_eq!(fresh.expires_at(&r.id), Some(t0 + Duration::from_secs(70)));
-    assert_eq!(fresh.by_endpoint("a").unwrap().id, r.id);
+    assert_eq!(fresh.by_endpoint("a").unwrap().id.as_ref(), r.id);
     assert_eq!(fresh.restore(stored.clone()).unwrap(), Some(stored));
     assert_eq!(fresh.len(), 1);
 }
@@ -792,7 +824,7 @@ fn the_inventory_is_sorted_and_filtered_by_prefix() {
     }
     let names = |prefix: &str| -> Vec<String> {
         reg.with_prefix(prefix)
-            .map(|r| r.endpoint.clone())
+            .map(|r| r.endpoint.to_string())
             .collect()
     };
     assert_eq!(names("truck-"), ["truck-1", "truck-10", "truck-2"]);

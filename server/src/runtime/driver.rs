@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::inventory::SecurityCommand;
 use super::observed::{Key, Observed, ObservedTable};
+use super::peers::PeerIndex;
 use super::persist::{self, Clock};
 use super::route::{self, Route};
 use super::sockets::{flush_plain, flush_secure, recv_from};
@@ -115,7 +116,7 @@ pub(super) struct Driver {
     pending: HashMap<Key, Pending>,
     observed: ObservedTable,
     /// Which registration a peer address belongs to, for Send (which names no endpoint).
-    by_peer: HashMap<(Transport, SocketAddr), Arc<str>>,
+    by_peer: PeerIndex,
     metrics: Arc<Metrics>,
     /// The endpoint's retransmission count already added to the metrics.
     retransmissions_counted: u64,
@@ -151,7 +152,7 @@ impl Driver {
             clock: Clock::now(),
             pending: HashMap::new(),
             observed: ObservedTable::default(),
-            by_peer: HashMap::new(),
+            by_peer: PeerIndex::default(),
             metrics,
             retransmissions_counted: 0,
             formatted: persist::FormattedObjects::default(),
@@ -215,7 +216,7 @@ impl Driver {
                         // (the list is in id order), and the earlier one goes.
                         Ok(Some(earlier)) => {
                             tracing::warn!(%endpoint, kept = %id, dropped = %earlier.id, "two stored registrations of one endpoint");
-                            self.by_peer.remove(&(earlier.transport, earlier.peer));
+                            self.by_peer.remove(earlier.transport, earlier.peer);
                             if let Err(e) = self.store.delete_registration(&earlier.id) {
                                 tracing::warn!(error = %e, "cannot delete the earlier registration");
                             }
@@ -226,7 +227,7 @@ impl Driver {
                         }
                     }
                     if let Some(shared) = self.registry.shared_id(&id) {
-                        self.by_peer.insert((transport, peer), shared);
+                        self.by_peer.insert(transport, peer, shared);
                     }
                     let queued = self
                         .store
@@ -235,7 +236,7 @@ impl Driver {
                     for q in queued {
                         let expires_at = self.clock.instant(q.expires_at_unix_ms).unwrap_or(now);
                         let item = Queued {
-                            endpoint: endpoint.clone(),
+                            endpoint: endpoint.to_string(),
                             seq: Some(q.seq),
                             packet: persist::from_queued(&q),
                             confirmable: true,
@@ -511,9 +512,8 @@ impl Driver {
     fn heard_from(&mut self, registration_id: &str, now: Instant) {
         if self.registry.touch(registration_id, now) {
             if let Some(reg) = self.registry.get(registration_id) {
-                let endpoint = reg.endpoint.clone();
                 self.emit(ServerEvent::Awake {
-                    endpoint,
+                    endpoint: reg.endpoint.to_string(),
                     registration_id: registration_id.to_string(),
                 });
             }
@@ -654,7 +654,7 @@ impl Driver {
         match route::route(packet) {
             Route::Registration(Ok(rd)) => {
                 let (was_awake, target) = match &rd {
-                    RdRequest::Register(r) => (false, Some((r.endpoint.clone(), None))),
+                    RdRequest::Register(r) => (false, Some((Arc::from(r.endpoint.as_str()), None))),
                     RdRequest::Update(u) => (
                         self.registry.marked_awake(&u.id),
                         self.registry
@@ -741,7 +741,7 @@ impl Driver {
             } => {
                 let reg = self
                     .by_peer
-                    .get(&(t, peer))
+                    .get(t, peer)
                     .and_then(|rid| self.registry.get(rid))
                     .map(|r| (r.id.clone(), r.endpoint.clone(), r.transport));
                 let allowed = reg
@@ -753,8 +753,8 @@ impl Driver {
                         self.metrics.sends.inc();
                         self.respond(now, t, id, route::response((2, 4)));
                         self.emit(ServerEvent::SendReceived {
-                            endpoint,
-                            registration_id,
+                            endpoint: endpoint.to_string(),
+                            registration_id: registration_id.to_string(),
                             content_format,
                             payload,
                         });
@@ -790,7 +790,7 @@ impl Driver {
                 let Some(reg) = self.registry.get(&r.id).cloned() else {
                     return;
                 };
-                let previous = r.replaced.as_ref().map(|old| old.id.as_str());
+                let previous = r.replaced.as_ref().map(|old| &*old.id);
                 if let Err(e) = self.store.replace_registration(
                     &persist::to_stored(&reg, &self.clock, &mut self.formatted),
                     previous,
@@ -809,25 +809,25 @@ impl Driver {
                 if let Some(old) = &r.replaced {
                     // The store dropped the old registration's observations atomically.
                     self.cancel_observations(&old.id, now, false);
-                    self.by_peer.remove(&(old.transport, old.peer));
+                    self.by_peer.remove(old.transport, old.peer);
                     if (old.transport, old.peer) != (t, peer) {
                         self.abandon_in_flight(old.transport, old.peer, now);
                     }
                 }
                 if let Some(shared) = self.registry.shared_id(&reg.id) {
-                    self.by_peer.insert((t, peer), shared);
+                    self.by_peer.insert(t, peer, shared);
                 }
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, %peer, "registered");
                 self.metrics.registrations.inc();
                 self.respond(now, t, id, route::created(&r.location_path));
                 self.emit(ServerEvent::Registered {
                     registration: reg.clone(),
-                    replaced: r.replaced.map(|o| o.id),
+                    replaced: r.replaced.map(|o| o.id.to_string()),
                 });
                 if reg.queue_mode {
                     self.emit(ServerEvent::Awake {
-                        endpoint: reg.endpoint.clone(),
-                        registration_id: reg.id.clone(),
+                        endpoint: reg.endpoint.to_string(),
+                        registration_id: reg.id.to_string(),
                     });
                 }
                 self.deliver_ready(&reg.id, now);
@@ -839,7 +839,7 @@ impl Driver {
                 let stored = if u.changes.is_refresh_only() {
                     // Most Updates: the time, perhaps the address, for the refresh log.
                     self.store.refresh_registration(&StoredRefresh {
-                        id: reg.id.clone(),
+                        id: reg.id.to_string(),
                         last_update_unix_ms: self.clock.unix_ms(reg.refreshed_at),
                         peer: reg.peer,
                     })
@@ -856,13 +856,11 @@ impl Driver {
                     tracing::error!(error = %e, id = %reg.id, "update not persisted");
                 }
                 // One lookup, not a scan of every device's address.
-                if let Some(key) = previous.filter(|_| u.changes.peer) {
-                    if self.by_peer.get(&key).is_some_and(|r| **r == *reg.id) {
-                        self.by_peer.remove(&key);
-                    }
+                if let Some((was_t, was_peer)) = previous.filter(|_| u.changes.peer) {
+                    self.by_peer.remove_if(was_t, was_peer, &reg.id);
                 }
                 if let Some(shared) = self.registry.shared_id(&reg.id) {
-                    self.by_peer.insert((t, peer), shared);
+                    self.by_peer.insert(t, peer, shared);
                 }
                 tracing::debug!(endpoint = %reg.endpoint, id = %reg.id, "updated");
                 self.metrics.updates.inc();
@@ -873,8 +871,8 @@ impl Driver {
                 });
                 if !was_awake && self.registry.marked_awake(&reg.id) {
                     self.emit(ServerEvent::Awake {
-                        endpoint: reg.endpoint.clone(),
-                        registration_id: reg.id.clone(),
+                        endpoint: reg.endpoint.to_string(),
+                        registration_id: reg.id.to_string(),
                     });
                 }
                 self.deliver_ready(&reg.id, now);
@@ -905,10 +903,7 @@ impl Driver {
         if let Err(e) = self.store.clear_queue(&reg.endpoint) {
             tracing::warn!(error = %e, "queue not cleared");
         }
-        let key = (reg.transport, reg.peer);
-        if self.by_peer.get(&key).is_some_and(|r| **r == *reg.id) {
-            self.by_peer.remove(&key);
-        }
+        self.by_peer.remove_if(reg.transport, reg.peer, &reg.id);
         self.cancel_observations(&reg.id, now, false);
         self.abandon_in_flight(reg.transport, reg.peer, now);
         for q in removed.dropped {
@@ -1202,7 +1197,7 @@ impl Driver {
                     rid,
                     Pending {
                         reply: q.reply,
-                        endpoint,
+                        endpoint: endpoint.to_string(),
                         request: q.packet,
                         observe: q.observe,
                         stored_seq: q.seq,
@@ -1320,8 +1315,8 @@ impl Driver {
                         self.observed.insert(
                             id,
                             Observed {
-                                endpoint: reg.endpoint.clone(),
-                                registration_id: reg.id.clone(),
+                                endpoint: reg.endpoint.to_string(),
+                                registration_id: reg.id.to_string(),
                                 token: token.clone(),
                                 paths: p.label.paths.clone(),
                                 composite: persist::is_composite(&p.request),

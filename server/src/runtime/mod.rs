@@ -21,6 +21,7 @@ mod driver;
 mod inventory;
 mod manage;
 mod observed;
+mod peers;
 pub mod persist;
 pub mod route;
 mod sockets;

@@ -11,7 +11,7 @@ use lwm2m_objects::link::RegistrationPayload;
 
 use super::route::encode_uint;
 use super::RequestLabel;
-use crate::registry::{Binding, Registration, Transport};
+use crate::registry::{Binding, Registration, RegistrationExtras, Transport};
 use crate::store::{QueuedRequest, QueuedTracking, StoredObservation, StoredRegistration};
 
 /// Milliseconds since the Unix epoch now (0 for a clock set before 1970).
@@ -91,13 +91,13 @@ pub fn to_stored(
     formatted: &mut FormattedObjects,
 ) -> StoredRegistration {
     StoredRegistration {
-        id: reg.id.clone(),
-        endpoint: reg.endpoint.clone(),
+        id: reg.id.to_string(),
+        endpoint: reg.endpoint.to_string(),
         lifetime_s: reg.lifetime_s,
         lwm2m_version: reg.version.to_string(),
         binding: reg.binding.to_string(),
         queue_mode: reg.queue_mode,
-        sms: reg.sms.clone(),
+        sms: reg.sms().map(str::to_string),
         root_path: reg.objects.root_path.clone(),
         objects_link_format: formatted.get(&reg.objects),
         peer: reg.peer,
@@ -127,17 +127,16 @@ pub fn from_stored(s: &StoredRegistration, clock: &Clock) -> Result<Registration
             .map_err(|_| RestoreError::Field("objects_link_format"))?,
     );
     Ok(Registration {
-        id: s.id.clone(),
-        endpoint: s.endpoint.clone(),
+        id: Arc::from(s.id.as_str()),
+        endpoint: Arc::from(s.endpoint.as_str()),
         version,
         lifetime_s: s.lifetime_s,
         binding,
         queue_mode: s.queue_mode,
-        sms: s.sms.clone(),
-        // Not kept by the store's record version 1.
-        profile_id: None,
+        // The profile id and unknown parameters are not kept by the store's record
+        // version 1.
+        extras: RegistrationExtras::boxed(s.sms.clone(), None, Vec::new()),
         objects,
-        extra_params: Vec::new(),
         peer: s.peer,
         transport: if s.secure {
             Transport::Dtls
@@ -280,8 +279,8 @@ pub fn to_observation(
     let composite = is_composite(request);
     StoredObservation {
         token: token.to_vec(),
-        registration_id: reg.id.clone(),
-        endpoint: reg.endpoint.clone(),
+        registration_id: reg.id.to_string(),
+        endpoint: reg.endpoint.to_string(),
         paths: vec![format!("/{}", path.join("/"))],
         composite,
         content_format: uint(response, CoapOption::ContentFormat)
@@ -324,12 +323,10 @@ mod tests {
             lifetime_s: 60,
             binding: Binding::parse("UQ").expect("binding"),
             queue_mode: true,
-            sms: Some("123".into()),
-            profile_id: None,
+            extras: RegistrationExtras::boxed(Some("123".into()), None, Vec::new()),
             objects: std::sync::Arc::new(
                 RegistrationPayload::parse("</1/0>,</3/0>").expect("payload"),
             ),
-            extra_params: Vec::new(),
             peer: "127.0.0.1:5000".parse().expect("addr"),
             transport: Transport::Dtls,
             registered_at: now,
@@ -343,12 +340,7 @@ mod tests {
         assert_eq!(back.objects, reg.objects);
         assert_eq!(back.transport, Transport::Dtls);
         assert_eq!(
-            (
-                back.id.as_str(),
-                back.version,
-                back.binding,
-                back.queue_mode
-            ),
+            (&*back.id, back.version, back.binding, back.queue_mode),
             ("abc", reg.version, reg.binding, true)
         );
         let drift = |a: Instant, b: Instant| a.max(b) - a.min(b);
