@@ -192,12 +192,21 @@ impl Inventory {
     }
 
     /// [`Inventory::update`] of a device whose name the caller holds shared (the
-    /// registry's copy): a new device keeps that copy rather than one of its own.
+    /// registry's copy): the device keeps that copy rather than one of its own, a known
+    /// device that held another one too (it registered afresh after its registration
+    /// expired, say).
     pub fn update_shared(
         &mut self,
         endpoint: &Arc<str>,
         f: impl FnOnce(&mut Attributes, &mut FleetContext<'_>) -> Changed,
     ) -> Result<Vec<MembershipChange>, InventoryError> {
+        let other_copy = self
+            .devices
+            .get_key_value(&**endpoint)
+            .is_some_and(|(k, _)| !Arc::ptr_eq(k, endpoint));
+        if other_copy {
+            self.share_name(endpoint);
+        }
         self.update_named(endpoint, || Arc::clone(endpoint), f)
     }
 
@@ -450,6 +459,13 @@ mod tests {
         // An unknown name changes nothing.
         inv.share_name(&Arc::from("c"));
         assert_eq!(inv.len(), 2);
+        // A known device registering afresh (a new copy of its name) takes the new copy.
+        let again: Arc<str> = Arc::from("a");
+        inv.update_shared(&again, |a, _| a.set_online(true))
+            .unwrap();
+        assert!(Arc::ptr_eq(inv.get("a").unwrap().shared_endpoint(), &again));
+        let members = inv.groups().members("all", None, 10).unwrap().members;
+        assert!(members.iter().any(|m| Arc::ptr_eq(m, &again)));
     }
 
     #[test]
