@@ -15,7 +15,7 @@ use crate::attributes::ObjectList;
 /// Default number of distinct strings kept.
 pub const DEFAULT_CAPACITY: usize = 65_536;
 
-/// A bounded table of shared strings.
+/// Bounded tables of shared strings and object lists.
 #[derive(Debug)]
 pub struct Interner {
     strings: Table<str>,

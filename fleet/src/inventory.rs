@@ -45,7 +45,8 @@ pub struct InventoryConfig {
     pub regions: Regions,
     /// Home networks of devices whose operator set none of their own.
     pub home_networks: Vec<HomeNetwork>,
-    /// Distinct shared strings kept (models, firmware versions, ...).
+    /// Distinct shared strings kept (models, firmware versions, ...), and as many
+    /// distinct object lists.
     pub interner_capacity: usize,
 }
 

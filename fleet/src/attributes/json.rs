@@ -114,6 +114,7 @@ fn as_map<S: Serializer, K: Serialize, V: Serialize>(
 
 impl Serialize for Attributes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let detail = self.detail();
         let out = Out {
             endpoint: self.endpoint(),
             manufacturer: self.manufacturer(),
@@ -126,28 +127,28 @@ impl Serialize for Attributes {
             lwm2m_version: self.lwm2m_version(),
             objects: self.objects().collect(),
             protocols: self.protocols(),
-            delivery: self.detail().delivery,
+            delivery: detail.delivery,
             online: self.online,
             awake: self.awake,
             queue_mode: self.queue_mode,
             next_wake: self.next_wake_unix_ms,
             last_seen: self.last_seen_unix_ms,
             bearer: self.bearer(),
-            bearer_code: self.detail().bearer_code,
+            bearer_code: detail.bearer_code,
             available_bearers: self.available_bearers(),
             has_wifi: self.has_wifi(),
-            signal: self.detail().signal_dbm,
-            link_quality: self.detail().link_quality,
-            cell_id: self.detail().cell_id,
-            mcc: self.detail().mcc,
-            mnc: self.detail().mnc,
-            roaming: self.detail().roaming,
-            home_network: self.detail().home_network,
-            lat: self.detail().lat,
-            lon: self.detail().lon,
+            signal: detail.signal_dbm,
+            link_quality: detail.link_quality,
+            cell_id: detail.cell_id,
+            mcc: detail.mcc,
+            mnc: detail.mnc,
+            roaming: detail.roaming,
+            home_network: detail.home_network,
+            lat: detail.lat,
+            lon: detail.lon,
             region: self.region(),
-            battery: self.detail().battery,
-            power_sources: &self.detail().power_sources,
+            battery: detail.battery,
+            power_sources: &detail.power_sources,
             on_mains: self.on_mains(),
             billing: self.billing(),
             rate_plan: self.rate_plan(),
@@ -256,20 +257,26 @@ impl<'de> Deserialize<'de> for Attributes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Attributes, D::Error> {
         let i = In::deserialize(d)?;
         let mut a = Attributes::new(&i.endpoint).map_err(D::Error::custom)?;
-        a.detail_mut().manufacturer = device_string(i.manufacturer);
-        a.detail_mut().model = device_string(i.model);
-        a.detail_mut().serial = i.serial.map(|s| truncate(&s, MAX_DEVICE_STRING).into());
-        a.detail_mut().firmware = device_string(i.firmware);
-        a.detail_mut().hardware = device_string(i.hardware);
-        a.detail_mut().software = device_string(i.software);
-        a.detail_mut().device_type = device_string(i.device_type);
         a.lwm2m_version = device_string(i.lwm2m_version);
+        a.online = i.online;
+        a.awake = i.awake;
+        a.queue_mode = i.queue_mode;
+        a.next_wake_unix_ms = i.next_wake;
+        a.last_seen_unix_ms = i.last_seen;
         a.objects = i
             .objects
             .into_iter()
             .take(MAX_OBJECTS)
             .map(|(id, v)| (id, truncate(&v, MAX_DEVICE_STRING).into()))
             .collect();
+        let detail = a.detail_mut();
+        detail.manufacturer = device_string(i.manufacturer);
+        detail.model = device_string(i.model);
+        detail.serial = i.serial.map(|s| truncate(&s, MAX_DEVICE_STRING).into());
+        detail.firmware = device_string(i.firmware);
+        detail.hardware = device_string(i.hardware);
+        detail.software = device_string(i.software);
+        detail.device_type = device_string(i.device_type);
         let numbered = |codes: Vec<u8>| -> Box<[(u16, u8)]> {
             codes
                 .into_iter()
@@ -278,35 +285,30 @@ impl<'de> Deserialize<'de> for Attributes {
                 .map(|(c, i)| (i, c))
                 .collect()
         };
-        a.detail_mut().protocols = numbered(i.protocols);
-        a.detail_mut().delivery = i.delivery.filter(|d| *d <= 2);
-        a.online = i.online;
-        a.awake = i.awake;
-        a.queue_mode = i.queue_mode;
-        a.next_wake_unix_ms = i.next_wake;
-        a.last_seen_unix_ms = i.last_seen;
-        a.detail_mut().bearer_code = i.bearer_code;
-        a.detail_mut().available_bearers = numbered(i.available_bearers);
-        a.detail_mut().signal_dbm = i.signal;
-        a.detail_mut().link_quality = i.link_quality;
-        a.detail_mut().cell_id = i.cell_id;
-        a.detail_mut().mcc = i.mcc.filter(|m| *m < 1000);
-        a.detail_mut().mnc = i.mnc.filter(|m| *m < 1000);
-        a.detail_mut().roaming = i.roaming;
-        a.detail_mut().home_network = i.home_network;
+        detail.protocols = numbered(i.protocols);
+        detail.delivery = i.delivery.filter(|d| *d <= 2);
+        detail.bearer_code = i.bearer_code;
+        detail.available_bearers = numbered(i.available_bearers);
+        detail.signal_dbm = i.signal;
+        detail.link_quality = i.link_quality;
+        detail.cell_id = i.cell_id;
+        detail.mcc = i.mcc.filter(|m| *m < 1000);
+        detail.mnc = i.mnc.filter(|m| *m < 1000);
+        detail.roaming = i.roaming;
+        detail.home_network = i.home_network;
         match (i.lat, i.lon) {
             (Some(lat), Some(lon)) if valid_point(lat, lon) => {
-                a.detail_mut().lat = Some(lat);
-                a.detail_mut().lon = Some(lon);
+                detail.lat = Some(lat);
+                detail.lon = Some(lon);
             }
-            (Some(lat), None) if valid_point(lat, 0.0) => a.detail_mut().lat = Some(lat),
-            (None, Some(lon)) if valid_point(0.0, lon) => a.detail_mut().lon = Some(lon),
+            (Some(lat), None) if valid_point(lat, 0.0) => detail.lat = Some(lat),
+            (None, Some(lon)) if valid_point(0.0, lon) => detail.lon = Some(lon),
             _ => {}
         }
-        a.detail_mut().region = i
+        detail.region = i
             .region
             .map(|r| truncate(&r, crate::regions::MAX_NAME_LEN).into());
-        a.detail_mut().battery = i.battery.filter(|b| *b <= 100);
+        detail.battery = i.battery.filter(|b| *b <= 100);
         let mut power: Vec<PowerSource> = i
             .power_sources
             .into_iter()
@@ -320,18 +322,18 @@ impl<'de> Deserialize<'de> for Attributes {
             .collect();
         power.sort_by_key(|p| p.instance);
         power.dedup_by_key(|p| p.instance);
-        a.detail_mut().power_sources = power.into_boxed_slice();
+        detail.power_sources = power.into_boxed_slice();
         check_external_string("billing", i.billing.as_deref()).map_err(D::Error::custom)?;
         check_external_string("rate_plan", i.rate_plan.as_deref()).map_err(D::Error::custom)?;
-        a.detail_mut().billing = i.billing.map(Into::into);
-        a.detail_mut().rate_plan = i.rate_plan.map(Into::into);
+        detail.billing = i.billing.map(Into::into);
+        detail.rate_plan = i.rate_plan.map(Into::into);
         if i.labels.len() > MAX_LABELS {
             return Err(D::Error::custom(super::ExternalError::TooManyLabels));
         }
         for (k, v) in &i.labels {
             check_label(k, v).map_err(D::Error::custom)?;
         }
-        a.detail_mut().labels = i
+        detail.labels = i
             .labels
             .into_iter()
             .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
