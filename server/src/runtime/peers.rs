@@ -1,5 +1,5 @@
-//! Which registration each peer address belongs to, for what names no registration
-//! (a Send, a DTLS session's first request).
+//! Which registration each peer address belongs to, for a Send, which names no
+//! registration.
 //!
 //! A million devices each have an entry, so the key is packed: a `(Transport,
 //! SocketAddr)` takes 36 bytes and pads the table's slot to 56, the packed key 23 in a
