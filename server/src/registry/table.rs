@@ -341,12 +341,6 @@ impl<R> Registry<R> {
         self.by_id.get(id).map(|e| &e.reg)
     }
 
-    /// The registration's id as the registry's indexes share it, for callers that index
-    /// devices too (one allocation for all, however many maps hold it).
-    pub fn shared_id(&self, id: &str) -> Option<Arc<str>> {
-        self.by_id.get_key_value(id).map(|(k, _)| k.clone())
-    }
-
     pub fn by_endpoint(&self, endpoint: &str) -> Option<&Registration> {
         self.by_endpoint.get(endpoint).and_then(|id| self.get(id))
     }
@@ -550,13 +544,11 @@ impl<R> Registry<R> {
         // In place: an Update moves the expiry and the awake window only, so the entry
         // keeps its slot and its place by endpoint (removing and inserting it again was
         // most of the registry's cost of an Update).
-        let key = self
-            .by_id
-            .get_key_value(req.id.as_str())
-            .map(|(k, _)| k.clone());
-        let (Some(key), Some(entry)) = (key, self.by_id.get_mut(req.id.as_str())) else {
+        let Some(entry) = self.by_id.get_mut(req.id.as_str()) else {
             return Err(unknown(&req.id));
         };
+        // The indexes' key: the registration's own id.
+        let key = entry.reg.id.clone();
         let reg = &mut entry.reg;
         let mut c = Changes::default();
         if let Some(lt) = req.lifetime_s {

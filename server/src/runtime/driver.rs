@@ -226,9 +226,8 @@ impl Driver {
                             continue;
                         }
                     }
-                    if let Some(shared) = self.registry.shared_id(&id) {
-                        self.by_peer.insert(transport, peer, shared);
-                    }
+                    // The registration's id is the allocation the registry's indexes hold.
+                    self.by_peer.insert(transport, peer, id.clone());
                     let queued = self
                         .store
                         .peek_queue(&endpoint, max_queued)
@@ -654,23 +653,23 @@ impl Driver {
         match route::route(packet) {
             Route::Registration(Ok(rd)) => {
                 let (was_awake, target) = match &rd {
-                    RdRequest::Register(r) => (false, Some((Arc::from(r.endpoint.as_str()), None))),
+                    RdRequest::Register(r) => (false, Some((r.endpoint.as_str(), None))),
                     RdRequest::Update(u) => (
                         self.registry.marked_awake(&u.id),
                         self.registry
                             .get(&u.id)
-                            .map(|r| (r.endpoint.clone(), Some(r.transport))),
+                            .map(|r| (&*r.endpoint, Some(r.transport))),
                     ),
                     RdRequest::Deregister { id } => (
                         false,
                         self.registry
                             .get(id)
-                            .map(|r| (r.endpoint.clone(), Some(r.transport))),
+                            .map(|r| (&*r.endpoint, Some(r.transport))),
                     ),
                 };
                 // An unknown registration id is the registry's 4.04 to answer.
                 if let Some((endpoint, over)) = target {
-                    if let Err(e) = self.may_speak_for(t, peer, &endpoint, over) {
+                    if let Err(e) = self.may_speak_for(t, peer, endpoint, over) {
                         self.respond(now, t, id, route::error_response(&e));
                         return;
                     }
@@ -814,9 +813,7 @@ impl Driver {
                         self.abandon_in_flight(old.transport, old.peer, now);
                     }
                 }
-                if let Some(shared) = self.registry.shared_id(&reg.id) {
-                    self.by_peer.insert(t, peer, shared);
-                }
+                self.by_peer.insert(t, peer, reg.id.clone());
                 tracing::info!(endpoint = %reg.endpoint, id = %reg.id, %peer, "registered");
                 self.metrics.registrations.inc();
                 self.respond(now, t, id, route::created(&r.location_path));
@@ -859,9 +856,7 @@ impl Driver {
                 if let Some((was_t, was_peer)) = previous.filter(|_| u.changes.peer) {
                     self.by_peer.remove_if(was_t, was_peer, &reg.id);
                 }
-                if let Some(shared) = self.registry.shared_id(&reg.id) {
-                    self.by_peer.insert(t, peer, shared);
-                }
+                self.by_peer.insert(t, peer, reg.id.clone());
                 tracing::debug!(endpoint = %reg.endpoint, id = %reg.id, "updated");
                 self.metrics.updates.inc();
                 self.respond(now, t, id, route::response((2, 4)));
