@@ -7,6 +7,9 @@
 //! Update came and carry every notification's token and sequence number): a sleeping
 //! queue-mode device is parked and wakes with an Update (not a Register) from a new
 //! port, keeping its observation; a device downloading firmware is not parked.
+//!
+//! The inventory writes a device's other changes at each flush and its time last seen,
+//! which every Update moves, only every `seen_flush_interval` (and at a stop).
 
 mod http_support;
 
@@ -615,4 +618,74 @@ async fn a_fleet_device_downloading_firmware_does_not_park() {
     .await;
     fleet.shutdown(4).await;
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_last_seen_alone_waits_for_its_own_interval_and_a_stop_writes_it() {
+    use lwm2m_server::fleet::{Fleet as Inventory, FleetSettings};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    let settings = FleetSettings {
+        inventory_reads: false,
+        flush_interval: Duration::from_millis(20),
+        seen_flush_interval: Duration::from_secs(3600),
+        ..FleetSettings::default()
+    };
+    let inventory = Inventory::start(server.clone(), settings)
+        .await
+        .expect("inventory");
+    let stored = |what: &str| {
+        inventory
+            .stored_attributes("seen-0")
+            .expect("the store reads")
+            .unwrap_or_else(|| panic!("{what}: no stored attributes"))
+            .last_seen_unix_ms()
+    };
+    let mut cfg = ClientConfig::new(server.coap_addr(), "seen-0");
+    cfg.lifetime = 300;
+    let client = lwm2m_client_sim::client::Client::start(cfg)
+        .await
+        .expect("client");
+    client.wait_registered(STEP).await.expect("registered");
+    until("the registration's attributes are written", || {
+        inventory
+            .stored_attributes("seen-0")
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    let written = stored("after the Register");
+    assert!(
+        written.is_some(),
+        "a Register writes the time last seen with the rest"
+    );
+
+    // The Update moves the time in memory; the flushes that follow leave it on disk.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    client.update().await.expect("update");
+    until("the Update reaches the inventory", || {
+        inventory
+            .attributes("seen-0")
+            .and_then(|a| a.last_seen_unix_ms())
+            > written
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stored("ten flushes after the Update"), written);
+
+    let latest = inventory
+        .attributes("seen-0")
+        .and_then(|a| a.last_seen_unix_ms());
+    server.shutdown().await;
+    until("the stop writes the time last seen", || {
+        inventory
+            .stored_attributes("seen-0")
+            .ok()
+            .flatten()
+            .and_then(|a| a.last_seen_unix_ms())
+            == latest
+    })
+    .await;
+    drop(client);
 }

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use lwm2m_campaign::{CellStatus, CellTable, DeviceFacts};
 use lwm2m_fleet::attributes::BearerKind;
-use lwm2m_fleet::{Attributes, Changed, Inventory, InventoryConfig, MembershipChange, Regions};
+use lwm2m_fleet::{
+    Attr, Attributes, Changed, Inventory, InventoryConfig, MembershipChange, Regions,
+};
 use lwm2m_objects::{Node, Path, Resource, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
@@ -48,6 +50,12 @@ pub struct FleetSettings {
     pub read_concurrency: usize,
     /// How often changed attributes are written.
     pub flush_interval: Duration,
+    /// How often attributes whose only change is the time last seen are written. Every
+    /// Update moves that time, so writing it at each flush rewrote the record of every
+    /// device heard from (at 30,000 Updates a second, most of the table each second); a
+    /// crash loses at most this much of it, and a registered device's registration
+    /// (stored at its every Update) says when it was last heard from anyway.
+    pub seen_flush_interval: Duration,
     pub max_devices: usize,
 }
 
@@ -57,6 +65,7 @@ impl Default for FleetSettings {
             inventory_reads: true,
             read_concurrency: 256,
             flush_interval: Duration::from_secs(1),
+            seen_flush_interval: Duration::from_secs(60),
             max_devices: lwm2m_fleet::inventory::DEFAULT_MAX_DEVICES,
         }
     }
@@ -112,6 +121,9 @@ struct Inner {
     inventory: Mutex<Inventory>,
     /// Endpoints whose attributes changed since the last flush.
     dirty: Mutex<HashSet<Arc<str>>>,
+    /// Endpoints whose only change since their last write is the time last seen:
+    /// written every `seen_flush_interval`, or with their next other change.
+    seen: Mutex<HashSet<Arc<str>>>,
     cells: Mutex<CellTable>,
     /// The regions as the operator wrote them.
     regions_json: Mutex<Option<serde_json::Value>>,
@@ -176,6 +188,7 @@ impl Fleet {
                 store,
                 inventory: Mutex::new(inventory),
                 dirty: Mutex::new(HashSet::new()),
+                seen: Mutex::new(HashSet::new()),
                 cells: Mutex::new(cells),
                 regions_json: Mutex::new(regions_json),
                 wake: Mutex::new(Wakes::default()),
@@ -198,9 +211,11 @@ impl Fleet {
         self.inner.events.subscribe()
     }
 
-    /// The stored devices that are registered now are online, the others not.
+    /// The stored devices that are registered now are online, the others not; a
+    /// registered device was last seen when its registration says, if that is later
+    /// than its stored attributes say (they write that time only now and then).
     async fn reconcile_online(&self) {
-        let mut registered: HashSet<Arc<str>> = HashSet::new();
+        let mut registered: HashMap<Arc<str>, u64> = HashMap::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -211,7 +226,7 @@ impl Fleet {
             let n = page.clients.len();
             for c in page.clients {
                 after = Some(c.registration.endpoint.to_string());
-                registered.insert(c.registration.endpoint);
+                registered.insert(c.registration.endpoint, c.last_seen_unix_ms);
             }
             if n < 10_000 {
                 break;
@@ -219,15 +234,25 @@ impl Fleet {
         }
         let known: Vec<String> = {
             let mut inventory = lock(&self.inner.inventory);
-            for name in &registered {
+            for name in registered.keys() {
                 inventory.share_name(name);
             }
             inventory.iter().map(|a| a.endpoint().to_string()).collect()
         };
         for ep in known {
-            let online = registered.contains(ep.as_str());
+            let seen = registered.get(ep.as_str()).copied();
+            let online = seen.is_some();
             self.change(&ep, |a, _| {
-                a.set_online(online) | a.set_awake(online && a.queue_mode() != Some(true))
+                let mut c =
+                    a.set_online(online) | a.set_awake(online && a.queue_mode() != Some(true));
+                let stored = a.last_seen_unix_ms().unwrap_or(0);
+                if let Some(t) = seen
+                    .and_then(|t| i64::try_from(t).ok())
+                    .filter(|t| *t > stored)
+                {
+                    c |= a.set_last_seen(t);
+                }
+                c
             });
         }
     }
@@ -250,11 +275,10 @@ impl Fleet {
         shared: Option<&Arc<str>>,
         f: impl FnOnce(&mut Attributes, &mut lwm2m_fleet::attributes::FleetContext<'_>) -> Changed,
     ) {
-        let mut changed_any = false;
+        let mut changed = Changed::NONE;
         let g = |a: &mut Attributes, cx: &mut lwm2m_fleet::attributes::FleetContext<'_>| {
-            let c = f(a, cx);
-            changed_any = c != Changed::NONE;
-            c
+            changed = f(a, cx);
+            changed
         };
         let result = {
             let mut inventory = lock(&self.inner.inventory);
@@ -263,22 +287,26 @@ impl Fleet {
                 None => inventory.update(endpoint, g),
             }
         };
-        self.after_change(endpoint, changed_any, result);
+        self.after_change(endpoint, changed, result);
     }
 
     fn after_change(
         &self,
         endpoint: &str,
-        changed_any: bool,
+        changed: Changed,
         result: Result<Vec<MembershipChange>, lwm2m_fleet::InventoryError>,
     ) {
         match result {
             Ok(changes) => {
-                if !changed_any && changes.is_empty() {
+                if changed.is_empty() && changes.is_empty() {
                     return;
                 }
                 let ep: Arc<str> = Arc::from(endpoint);
-                lock(&self.inner.dirty).insert(ep.clone());
+                if changed == Changed::NONE.with(Attr::LastSeen) && changes.is_empty() {
+                    lock(&self.inner.seen).insert(ep.clone());
+                } else {
+                    lock(&self.inner.dirty).insert(ep.clone());
+                }
                 for c in changes {
                     let _ = self.inner.events.send(FleetEvent::Membership(c));
                 }
@@ -297,7 +325,7 @@ impl Fleet {
             return;
         }
         // One update: the attributes report what they changed, so nothing is compared.
-        let mut changed_any = false;
+        let mut changed = Changed::NONE;
         let result = lock(&self.inner.inventory).update(endpoint, |a, cx| {
             let mut c = Changed::NONE;
             for (p, v) in &values {
@@ -306,10 +334,10 @@ impl Fleet {
             for (p, list) in &multis {
                 c |= a.apply_multi_in(p, list, cx);
             }
-            changed_any = c != Changed::NONE;
+            changed = c;
             c
         });
-        self.after_change(endpoint, changed_any, result);
+        self.after_change(endpoint, changed, result);
     }
 
     /// Follows the server's events until it stops.
@@ -476,31 +504,48 @@ impl Fleet {
         });
     }
 
-    /// Writes the attributes changed since the last flush, once per interval.
+    /// Writes the attributes changed since the last flush, once per interval, and those
+    /// only seen again once per `seen_flush_interval`.
     async fn flush_loop(self) {
         let mut tick = tokio::time::interval(self.inner.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopped = self.inner.handle.stopped();
         tokio::pin!(stopped);
+        let mut seen_due = tokio::time::Instant::now() + self.inner.settings.seen_flush_interval;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = &mut stopped => {
-                    self.flush();
+                    self.write_dirty(true);
                     break;
                 }
             }
             let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || this.flush()).await;
+            let now = tokio::time::Instant::now();
+            let with_seen = now >= seen_due;
+            if with_seen {
+                seen_due = now + self.inner.settings.seen_flush_interval;
+            }
+            let _ = tokio::task::spawn_blocking(move || this.write_dirty(with_seen)).await;
         }
     }
 
-    /// Writes the changed attributes now.
-    pub fn flush(&self) {
-        let dirty: Vec<Arc<str>> = lock(&self.inner.dirty).drain().collect();
+    /// Writes the changed attributes; the times last seen too if `with_seen`.
+    fn write_dirty(&self, with_seen: bool) {
+        let mut dirty: HashSet<Arc<str>> = std::mem::take(&mut *lock(&self.inner.dirty));
+        {
+            // A device in both goes with its other change, which writes its whole record.
+            let mut seen = lock(&self.inner.seen);
+            if with_seen {
+                dirty.extend(seen.drain());
+            } else {
+                seen.retain(|ep| !dirty.contains(ep));
+            }
+        }
         if dirty.is_empty() {
             return;
         }
+        let dirty: Vec<Arc<str>> = dirty.into_iter().collect();
         let mut changes = Vec::with_capacity(dirty.len());
         {
             let inv = lock(&self.inner.inventory);
@@ -519,6 +564,11 @@ impl Fleet {
     }
 
     // ---- what the API and campaigns ask ----
+
+    /// A device's attributes as last written to the store (those in memory may be newer).
+    pub fn stored_attributes(&self, endpoint: &str) -> Result<Option<Attributes>, FleetError> {
+        Ok(self.inner.store.get(Table::Attributes, endpoint)?)
+    }
 
     pub fn attributes(&self, endpoint: &str) -> Option<Attributes> {
         lock(&self.inner.inventory).get(endpoint).cloned()
