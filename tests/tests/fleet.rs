@@ -689,3 +689,60 @@ async fn the_time_last_seen_alone_waits_for_its_own_interval_and_a_stop_writes_i
     .await;
     drop(client);
 }
+
+/// A SIGKILL before the inventory wrote an Update's time last seen costs nothing: the
+/// restart takes it from the registration, which the store keeps at every Update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sigkill_a_registered_device_was_last_seen_at_its_last_update() {
+    /// The inventory's time last seen of the device once it is past `after`, polled
+    /// every 20 ms for at most [`STEP`].
+    async fn last_seen_after(api: &Api, after: i64) -> i64 {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let (status, a) = api
+                .call(
+                    Method::GET,
+                    "/api/clients/{endpoint}/attributes",
+                    &[("endpoint", "seen-kill")],
+                    "",
+                    Body::None,
+                    Auth::Bearer(ADMIN),
+                )
+                .await;
+            let seen = a["last_seen"].as_i64().unwrap_or(0);
+            if status == StatusCode::OK && seen > after {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "last seen stays at {seen} ({status}), not after {after}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let srv = start(&data, &["--api-token", ADMIN], &[]);
+    let mut cfg = ClientConfig::new(srv.coap, "seen-kill");
+    cfg.lifetime = 300;
+    let client = lwm2m_client_sim::client::Client::start(cfg)
+        .await
+        .expect("client");
+    client.wait_registered(STEP).await.expect("registered");
+    let api = Api::new(srv.http);
+    let registered = last_seen_after(&api, 0).await;
+    // Past the next flush, which writes the Register's attributes.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    client.update().await.expect("update");
+    let updated = last_seen_after(&api, registered).await;
+
+    drop(srv); // SIGKILL, before the time is due to be written
+    let srv = start(&data, &["--api-token", ADMIN], &[]);
+    // The registration's time is the driver's, a little before the inventory's.
+    let restored = last_seen_after(&Api::new(srv.http), registered).await;
+    assert!(
+        restored >= updated - 1_000,
+        "last seen at {restored} after the restart: the Update of {updated} was lost"
+    );
+    drop(client);
+}
