@@ -634,10 +634,13 @@ async fn the_time_last_seen_alone_waits_for_its_own_interval_and_a_stop_writes_i
     let inventory = Inventory::start(server.clone(), settings)
         .await
         .expect("inventory");
-    let stored = |what: &str| {
+    let on_disk = || {
         inventory
             .stored_attributes("seen-0")
             .expect("the store reads")
+    };
+    let stored = |what: &str| {
+        on_disk()
             .unwrap_or_else(|| panic!("{what}: no stored attributes"))
             .last_seen_unix_ms()
     };
@@ -648,11 +651,7 @@ async fn the_time_last_seen_alone_waits_for_its_own_interval_and_a_stop_writes_i
         .expect("client");
     client.wait_registered(STEP).await.expect("registered");
     until("the registration's attributes are written", || {
-        inventory
-            .stored_attributes("seen-0")
-            .ok()
-            .flatten()
-            .is_some()
+        on_disk().is_some()
     })
     .await;
     let written = stored("after the Register");
@@ -679,12 +678,7 @@ async fn the_time_last_seen_alone_waits_for_its_own_interval_and_a_stop_writes_i
         .and_then(|a| a.last_seen_unix_ms());
     server.shutdown().await;
     until("the stop writes the time last seen", || {
-        inventory
-            .stored_attributes("seen-0")
-            .ok()
-            .flatten()
-            .and_then(|a| a.last_seen_unix_ms())
-            == latest
+        on_disk().and_then(|a| a.last_seen_unix_ms()) == latest
     })
     .await;
     drop(client);

@@ -539,7 +539,10 @@ impl Fleet {
             if with_seen {
                 dirty.extend(seen.drain());
             } else {
-                seen.retain(|ep| !dirty.contains(ep));
+                // As much work as the write itself, not a pass over every device seen.
+                for ep in &dirty {
+                    seen.remove(ep);
+                }
             }
         }
         if dirty.is_empty() {
