@@ -168,9 +168,12 @@ impl Driver {
         }
     }
 
-    fn emit(&self, e: ServerEvent) {
-        // No subscriber is not an error: nobody is listening yet.
-        let _ = self.events.send(e);
+    /// Events wait for the pass's commit, as replies do: a listener hears only of what is
+    /// stored, and hears of a whole pass at once. Sent one by one as they happened, each
+    /// event woke the listeners again (they are quicker than the pass), a futex wake and
+    /// a context switch per event on a machine whose cores the devices' traffic needs.
+    fn emit(&mut self, e: ServerEvent) {
+        self.completed.push(Completion::Event(e));
     }
 
     // ----- start ---------------------------------------------------------------------
@@ -1249,7 +1252,10 @@ impl Driver {
                 Completion::Reply(tx, outcome) => {
                     let _ = tx.send(outcome);
                 }
-                Completion::Event(e) => self.emit(e),
+                Completion::Event(e) => {
+                    // No subscriber is not an error: nobody is listening yet.
+                    let _ = self.events.send(e);
+                }
             }
         }
     }
