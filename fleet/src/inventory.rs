@@ -104,6 +104,18 @@ impl Inventory {
         self.devices.get(endpoint).map(|a| &**a)
     }
 
+    /// Sets a device's key in the server's store (see [`Attributes::store_key`]); no
+    /// attribute changes, so no group is evaluated. False for an unknown device.
+    pub fn set_store_key(&mut self, endpoint: &str, key: u32) -> bool {
+        match self.devices.get_mut(endpoint) {
+            Some(a) => {
+                a.set_store_key(key);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The devices, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Attributes> {
         self.devices.values().map(|a| &**a)

@@ -38,6 +38,9 @@ use store::{FleetStore, FleetStoreError, Table};
 const REGIONS_KEY: &str = "regions";
 /// Fleet events held for a campaign runner that is behind.
 const FLEET_EVENT_CAPACITY: usize = 65_536;
+/// The server events the inventory takes in one go before it tells its own: a bound on
+/// the fleet events held meanwhile (a few per server event), far below the capacity.
+const FOLLOW_BATCH: usize = 256;
 
 /// How the fleet is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +134,8 @@ struct Inner {
     /// attributes, which predict the next wake from it).
     wake: Mutex<Wakes>,
     events: broadcast::Sender<FleetEvent>,
+    /// Fleet events of the changes being made, sent together by [`Fleet::publish`].
+    held: Mutex<Vec<FleetEvent>>,
     reads: Arc<Semaphore>,
 }
 
@@ -162,7 +167,8 @@ impl Fleet {
                 Err(e) => tracing::error!(error = %e, "stored regions not loaded"),
             }
         }
-        for (_, attrs) in store.all::<Attributes>(Table::Attributes)? {
+        for (key, mut attrs) in store.all_attributes::<Attributes>()? {
+            attrs.set_store_key(key);
             inventory.insert(attrs)?;
         }
         for (_, g) in store.all::<GroupRecord>(Table::Groups)? {
@@ -193,6 +199,7 @@ impl Fleet {
                 regions_json: Mutex::new(regions_json),
                 wake: Mutex::new(Wakes::default()),
                 events,
+                held: Mutex::new(Vec::new()),
             }),
         };
         // Subscribed before the reconciliation, so no registration falls in between.
@@ -255,6 +262,22 @@ impl Fleet {
                 c
             });
         }
+        self.publish();
+    }
+
+    /// Holds an event until [`Fleet::publish`]. A listener (the campaign runner) is
+    /// quicker than a batch of changes; told of each at once, it went back to wait after
+    /// every one and was woken again for the next, a context switch per change.
+    fn announce(&self, e: FleetEvent) {
+        lock(&self.inner.held).push(e);
+    }
+
+    /// Sends the held events, in the order they happened.
+    fn publish(&self) {
+        let held = std::mem::take(&mut *lock(&self.inner.held));
+        for e in held {
+            let _ = self.inner.events.send(e);
+        }
     }
 
     /// Runs `f` on a device's attributes (creating them if new), then tells whoever
@@ -308,16 +331,23 @@ impl Fleet {
                     lock(&self.inner.dirty).insert(ep.clone());
                 }
                 for c in changes {
-                    let _ = self.inner.events.send(FleetEvent::Membership(c));
+                    self.announce(FleetEvent::Membership(c));
                 }
-                let _ = self.inner.events.send(FleetEvent::Changed { endpoint: ep });
+                self.announce(FleetEvent::Changed { endpoint: ep });
             }
             Err(e) => tracing::warn!(endpoint, error = %e, "inventory not updated"),
         }
     }
 
-    /// Puts what a device answered or notified at `path` into its attributes.
+    /// Puts what a device answered at `path` into its attributes, and tells of it.
     pub(crate) fn apply_node(&self, endpoint: &str, path: &Path, node: &Node) {
+        self.take_node(endpoint, path, node);
+        self.publish();
+    }
+
+    /// Puts what a device answered or notified at `path` into its attributes; the fleet
+    /// events wait for [`Fleet::publish`].
+    fn take_node(&self, endpoint: &str, path: &Path, node: &Node) {
         let mut values: Vec<(Path, Value)> = Vec::new();
         let mut multis: Vec<(Path, Vec<(u16, Value)>)> = Vec::new();
         collect(path, node, &mut values, &mut multis);
@@ -340,19 +370,29 @@ impl Fleet {
         self.after_change(endpoint, changed, result);
     }
 
-    /// Follows the server's events until it stops.
+    /// Follows the server's events until it stops: what has arrived, up to
+    /// [`FOLLOW_BATCH`] events, and then the fleet events they caused.
     async fn follow(self, mut rx: broadcast::Receiver<ServerEvent>) {
         loop {
-            let event = match rx.recv().await {
-                Ok(e) => e,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "the inventory fell behind the server's events");
-                    continue;
-                }
+            match rx.recv().await {
+                Ok(e) => self.on_event(e),
+                Err(broadcast::error::RecvError::Lagged(n)) => Self::lagged(n),
                 Err(broadcast::error::RecvError::Closed) => break,
-            };
-            self.on_event(event);
+            }
+            for _ in 1..FOLLOW_BATCH {
+                match rx.try_recv() {
+                    Ok(e) => self.on_event(e),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => Self::lagged(n),
+                    Err(_) => break,
+                }
+            }
+            self.publish();
         }
+        self.publish();
+    }
+
+    fn lagged(missed: u64) {
+        tracing::warn!(missed, "the inventory fell behind the server's events");
     }
 
     fn on_event(&self, event: ServerEvent) {
@@ -420,7 +460,7 @@ impl Fleet {
                         self.inner.handle.read_answer(&device, &op, &packet)
                     {
                         for (p, n) in nodes.iter() {
-                            self.apply_node(&endpoint, p, n);
+                            self.take_node(&endpoint, p, n);
                         }
                     }
                 } else {
@@ -433,7 +473,7 @@ impl Fleet {
                     if let Ok(crate::dm::DmResponse::Observed { node, .. }) =
                         self.inner.handle.read_answer(&device, &op, &packet)
                     {
-                        self.apply_node(&endpoint, &path, &node);
+                        self.take_node(&endpoint, &path, &node);
                     }
                 }
                 self.change(&endpoint, |a, _| a.set_last_seen(now as i64));
@@ -447,13 +487,13 @@ impl Fleet {
                 match self.inner.handle.read_send(content_format, &payload) {
                     Ok(crate::dm::SendData::Nodes(nodes)) => {
                         for (p, n) in nodes.iter() {
-                            self.apply_node(&endpoint, p, n);
+                            self.take_node(&endpoint, p, n);
                         }
                     }
                     Ok(crate::dm::SendData::Series { path, series }) => {
                         // The newest reading is the current value.
                         if let Some(last) = series.last() {
-                            self.apply_node(&endpoint, &path, &last.node);
+                            self.take_node(&endpoint, &path, &last.node);
                         }
                     }
                     Err(_) => {}
@@ -498,7 +538,7 @@ impl Fleet {
             a.note_woke(i64::try_from(now).unwrap_or(i64::MAX));
             a.set_awake(true)
         });
-        let _ = self.inner.events.send(FleetEvent::Woke {
+        self.announce(FleetEvent::Woke {
             endpoint: ep,
             awake_until_unix_ms: until,
         });
@@ -549,18 +589,23 @@ impl Fleet {
             return;
         }
         let dirty: Vec<Arc<str>> = dirty.into_iter().collect();
-        let mut changes = Vec::with_capacity(dirty.len());
+        let mut records = Vec::with_capacity(dirty.len());
         {
-            let inv = lock(&self.inner.inventory);
+            let mut inv = lock(&self.inner.inventory);
             for ep in &dirty {
-                let record = match inv.get(ep) {
-                    Some(a) => store::encode(ep, a).ok(),
-                    None => None,
-                };
-                changes.push((ep.to_string(), record));
+                // The inventory never forgets a device, so there is nothing to remove.
+                match record_of(&mut inv, &self.inner.store, ep) {
+                    Some(Ok(record)) => records.push(record),
+                    Some(Err(e)) => {
+                        tracing::error!(endpoint = %ep, error = %e, "attributes not written")
+                    }
+                    None => {}
+                }
             }
         }
-        if let Err(e) = self.inner.store.apply(Table::Attributes, changes) {
+        // In key order, new devices last: each leaf of the table is visited once.
+        records.sort_unstable_by_key(|(key, _)| *key);
+        if let Err(e) = self.inner.store.put_attributes(&records) {
             tracing::error!(error = %e, devices = dirty.len(), "attributes not written");
             lock(&self.inner.dirty).extend(dirty);
         }
@@ -570,7 +615,11 @@ impl Fleet {
 
     /// A device's attributes as last written to the store (those in memory may be newer).
     pub fn stored_attributes(&self, endpoint: &str) -> Result<Option<Attributes>, FleetError> {
-        Ok(self.inner.store.get(Table::Attributes, endpoint)?)
+        let key = match lock(&self.inner.inventory).get(endpoint) {
+            Some(a) if a.store_key() != 0 => a.store_key(),
+            _ => return Ok(None),
+        };
+        Ok(self.inner.store.get_attributes(key)?)
     }
 
     pub fn attributes(&self, endpoint: &str) -> Option<Attributes> {
@@ -613,12 +662,12 @@ impl Fleet {
             }
             for (ep, patch) in patches {
                 memberships.extend(inv.patch_external(ep, patch)?);
-                if let Some(a) = inv.get(ep) {
-                    records.push((ep.clone(), Some(store::encode(ep, a)?)));
+                if let Some(record) = record_of(&mut inv, &self.inner.store, ep) {
+                    records.push(record?);
                 }
             }
         }
-        self.inner.store.apply(Table::Attributes, records)?;
+        self.inner.store.put_attributes(&records)?;
         for c in memberships {
             let _ = self.inner.events.send(FleetEvent::Membership(c));
         }
@@ -771,6 +820,27 @@ impl Fleet {
 }
 
 /// A group's definition and member count.
+/// A device's attributes record with its key in the store, given now if the device has
+/// none yet; `None` for a device the inventory does not hold.
+fn record_of(
+    inv: &mut Inventory,
+    store: &FleetStore,
+    endpoint: &str,
+) -> Option<Result<(u32, Vec<u8>), FleetStoreError>> {
+    let key = match inv.get(endpoint)?.store_key() {
+        0 => match store.new_attributes_key() {
+            Ok(k) => {
+                inv.set_store_key(endpoint, k);
+                k
+            }
+            Err(e) => return Some(Err(e)),
+        },
+        k => k,
+    };
+    let a = inv.get(endpoint)?;
+    Some(store::encode(endpoint, a).map(|bytes| (key, bytes)))
+}
+
 fn group_record(g: &lwm2m_fleet::GroupInfo<'_>) -> (GroupRecord, usize) {
     (
         GroupRecord {

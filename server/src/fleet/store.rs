@@ -5,19 +5,34 @@
 //! many records (the attributes that changed since the last flush, a campaign's state)
 //! is one durable transaction.
 //!
+//! Attributes are keyed by a number given when a device is first written, not by its
+//! name: a fleet's names are scattered (IMEIs, serials), so a second's worth of new
+//! devices keyed by name landed in most leaves of the table and rewrote it whole (tens
+//! of megabytes a flush at 100,000 devices). In arrival order they append.
+//!
 //! A campaign is a header in [`Table::Campaigns`] and one row per device in a table
 //! of its own keyed by (campaign id, slot), so that saving a campaign of a million
 //! devices writes the ones that changed.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// redb's page cache (its default is 1 GiB).
 const CACHE_BYTES: usize = 8 << 20;
 
 pub const FILE_NAME: &str = "fleet.redb";
+
+/// Device attributes by [`Attributes::store_key`](lwm2m_fleet::Attributes::store_key).
+const ATTRIBUTES: TableDefinition<'static, u32, &'static [u8]> =
+    TableDefinition::new("attributes_in_arrival_order");
+
+/// Device attributes by endpoint, as stores before 2026-12-04 kept them: moved into
+/// [`ATTRIBUTES`] when such a store is opened.
+const ATTRIBUTES_BY_NAME: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("attributes");
 
 /// Campaigns' device rows, by campaign id and slot.
 const CAMPAIGN_ROWS: TableDefinition<'static, (&'static str, u32), &'static [u8]> =
@@ -26,10 +41,9 @@ const CAMPAIGN_ROWS: TableDefinition<'static, (&'static str, u32), &'static [u8]
 /// A campaign's rows to write: a slot and its row, or `None` to delete it.
 pub type RowChange = (u32, Option<Vec<u8>>);
 
-/// The tables, each keyed by a name: an endpoint, a group id, a cell id, a campaign id.
+/// The tables keyed by a name: a group id, a cell id, a campaign id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
-    Attributes,
     Groups,
     Regions,
     Cells,
@@ -37,8 +51,7 @@ pub enum Table {
 }
 
 impl Table {
-    const ALL: [Table; 5] = [
-        Table::Attributes,
+    const ALL: [Table; 4] = [
         Table::Groups,
         Table::Regions,
         Table::Cells,
@@ -47,7 +60,6 @@ impl Table {
 
     fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
         TableDefinition::new(match self {
-            Table::Attributes => "attributes",
             Table::Groups => "groups",
             Table::Regions => "regions",
             Table::Cells => "cells",
@@ -66,6 +78,8 @@ pub enum FleetStoreError {
     Corrupt(String, String),
     #[error("record {0} does not encode: {1}")]
     Encode(String, String),
+    #[error("every attributes key is taken")]
+    KeysExhausted,
 }
 
 macro_rules! backend_from {
@@ -91,6 +105,8 @@ pub type Change = (String, Option<Vec<u8>>);
 
 pub struct FleetStore {
     db: Database,
+    /// The attributes key given last.
+    last_key: AtomicU32,
 }
 
 impl std::fmt::Debug for FleetStore {
@@ -115,15 +131,85 @@ impl FleetStore {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(dir.join(FILE_NAME))?;
-        let store = FleetStore { db };
-        store.write(|txn| {
+        let store = FleetStore {
+            db,
+            last_key: AtomicU32::new(0),
+        };
+        let last = store.write(|txn| {
             for t in Table::ALL {
                 txn.open_table(t.def())?;
             }
             txn.open_table(CAMPAIGN_ROWS)?;
-            Ok(())
+            let mut attributes = txn.open_table(ATTRIBUTES)?;
+            let mut last = match attributes.last()? {
+                Some((k, _)) => k.value(),
+                None => 0,
+            };
+            let legacy = txn
+                .list_tables()?
+                .any(|t| t.name() == ATTRIBUTES_BY_NAME.name());
+            if legacy {
+                let by_name = txn.open_table(ATTRIBUTES_BY_NAME)?;
+                for entry in by_name.iter()? {
+                    let (_, v) = entry?;
+                    last = last.checked_add(1).ok_or(FleetStoreError::KeysExhausted)?;
+                    attributes.insert(last, v.value())?;
+                }
+                drop(by_name);
+                txn.delete_table(ATTRIBUTES_BY_NAME)?;
+            }
+            Ok(last)
         })?;
+        store.last_key.store(last, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// A key for a device's first attributes record, after every key given before.
+    pub fn new_attributes_key(&self) -> Result<u32, FleetStoreError> {
+        self.last_key
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| k.checked_add(1))
+            .map(|k| k + 1)
+            .map_err(|_| FleetStoreError::KeysExhausted)
+    }
+
+    /// Writes attributes records by key in one transaction.
+    pub fn put_attributes(&self, records: &[(u32, Vec<u8>)]) -> Result<(), FleetStoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut t = txn.open_table(ATTRIBUTES)?;
+            for (key, bytes) in records {
+                t.insert(key, bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_attributes<T: DeserializeOwned>(
+        &self,
+        key: u32,
+    ) -> Result<Option<T>, FleetStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ATTRIBUTES)?;
+        let v = t.get(key)?;
+        v.map(|v| decode(&key.to_string(), v.value())).transpose()
+    }
+
+    /// Every attributes record with its key, in arrival order; one that does not decode
+    /// is reported and skipped.
+    pub fn all_attributes<T: DeserializeOwned>(&self) -> Result<Vec<(u32, T)>, FleetStoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ATTRIBUTES)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            match decode(&k.value().to_string(), v.value()) {
+                Ok(value) => out.push((k.value(), value)),
+                Err(e) => tracing::error!(error = %e, "attributes record skipped"),
+            }
+        }
+        Ok(out)
     }
 
     fn write<T>(
@@ -283,20 +369,27 @@ mod tests {
             let s = FleetStore::open(dir.path()).unwrap();
             s.put(Table::Groups, "g1", &serde_json::json!({"filter": "true"}))
                 .unwrap();
-            s.apply(
-                Table::Attributes,
-                vec![
-                    ("a".into(), Some(b"{\"x\":1}".to_vec())),
-                    ("b".into(), Some(b"{\"x\":2}".to_vec())),
-                ],
-            )
-            .unwrap();
-            s.apply(Table::Attributes, vec![("a".into(), None)])
+            let (a, b) = (
+                s.new_attributes_key().unwrap(),
+                s.new_attributes_key().unwrap(),
+            );
+            assert_eq!((a, b), (1, 2));
+            s.put_attributes(&[(b, b"{\"x\":2}".to_vec()), (a, b"{\"x\":1}".to_vec())])
                 .unwrap();
+            s.put_attributes(&[(a, b"{\"x\":3}".to_vec())]).unwrap();
         }
         let s = FleetStore::open(dir.path()).unwrap();
-        let attrs: Vec<(String, serde_json::Value)> = s.all(Table::Attributes).unwrap();
-        assert_eq!(attrs, vec![("b".to_string(), serde_json::json!({"x": 2}))]);
+        let attrs: Vec<(u32, serde_json::Value)> = s.all_attributes().unwrap();
+        assert_eq!(
+            attrs,
+            vec![
+                (1, serde_json::json!({"x": 3})),
+                (2, serde_json::json!({"x": 2}))
+            ]
+        );
+        assert_eq!(s.new_attributes_key().unwrap(), 3, "after the stored keys");
+        let one: Option<serde_json::Value> = s.get_attributes(2).unwrap();
+        assert_eq!(one, Some(serde_json::json!({"x": 2})));
         let g: Option<serde_json::Value> = s.get(Table::Groups, "g1").unwrap();
         assert_eq!(g, Some(serde_json::json!({"filter": "true"})));
         assert!(s.delete(Table::Groups, "g1").unwrap());
@@ -338,6 +431,40 @@ mod tests {
         assert!(rows(&s, "c").is_empty());
         assert!(!s.delete_campaign("c").unwrap());
         assert_eq!(rows(&s, "c2"), [(0, "z".into())]);
+    }
+
+    #[test]
+    fn attributes_kept_by_name_move_to_arrival_order_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A store as written before attributes had keys of their own.
+            let db = redb::Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(ATTRIBUTES_BY_NAME).unwrap();
+                t.insert("zeta", b"{\"endpoint\":\"zeta\"}".as_slice())
+                    .unwrap();
+                t.insert("alpha", b"{\"endpoint\":\"alpha\"}".as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let expected = vec![
+            (1, serde_json::json!({"endpoint": "alpha"})),
+            (2, serde_json::json!({"endpoint": "zeta"})),
+        ];
+        {
+            let s = FleetStore::open(dir.path()).unwrap();
+            let attrs: Vec<(u32, serde_json::Value)> = s.all_attributes().unwrap();
+            assert_eq!(attrs, expected);
+            assert_eq!(s.new_attributes_key().unwrap(), 3);
+        }
+        // Opened again, nothing moves twice and the old table is gone.
+        let s = FleetStore::open(dir.path()).unwrap();
+        let attrs: Vec<(u32, serde_json::Value)> = s.all_attributes().unwrap();
+        assert_eq!(attrs, expected);
+        let txn = s.db.begin_read().unwrap();
+        assert!(!txn.list_tables().unwrap().any(|t| t.name() == "attributes"));
     }
 
     #[test]
