@@ -740,3 +740,48 @@ async fn after_a_sigkill_a_registered_device_was_last_seen_at_its_last_update() 
     );
     drop(client);
 }
+
+/// Attributes are stored under a key given at a device's first write; a restart must
+/// take the stored key back, or every later write of the device would add a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_keeps_one_stored_record_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let patch = |api: Api, site: &'static str| async move {
+        let (status, body) = api
+            .call(
+                Method::PATCH,
+                "/api/clients/{endpoint}/attributes",
+                &[("endpoint", "one-record")],
+                "",
+                Body::Json(serde_json::json!({ "labels": { "site": site } })),
+                Auth::Bearer(ADMIN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    };
+    let mut cfg = ClientConfig::new("127.0.0.1:9".parse().unwrap(), "one-record");
+    cfg.lifetime = 300;
+    for site in ["north", "south"] {
+        let srv = start(&data, &["--api-token", ADMIN], &[]);
+        cfg.server = srv.coap;
+        let client = lwm2m_client_sim::client::Client::start(cfg.clone())
+            .await
+            .expect("client");
+        client.wait_registered(STEP).await.expect("registered");
+        // An operator's patch is written before it is answered.
+        patch(Api::new(srv.http), site).await;
+        drop(srv); // SIGKILL
+        drop(client);
+    }
+    let store = lwm2m_server::fleet::store::FleetStore::open(&data).expect("the fleet store opens");
+    let records: Vec<serde_json::Value> = store
+        .all_attributes::<serde_json::Value>()
+        .expect("records read")
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["endpoint"] == "one-record")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["labels"]["site"], "south");
+}

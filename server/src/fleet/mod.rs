@@ -819,7 +819,6 @@ impl Fleet {
     }
 }
 
-/// A group's definition and member count.
 /// A device's attributes record with its key in the store, given now if the device has
 /// none yet; `None` for a device the inventory does not hold.
 fn record_of(
@@ -841,6 +840,7 @@ fn record_of(
     Some(store::encode(endpoint, a).map(|bytes| (key, bytes)))
 }
 
+/// A group's definition and member count.
 fn group_record(g: &lwm2m_fleet::GroupInfo<'_>) -> (GroupRecord, usize) {
     (
         GroupRecord {
