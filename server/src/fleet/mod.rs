@@ -826,16 +826,16 @@ fn record_of(
     store: &FleetStore,
     endpoint: &str,
 ) -> Option<Result<(u32, Vec<u8>), FleetStoreError>> {
-    let key = match inv.get(endpoint)?.store_key() {
-        0 => match store.new_attributes_key() {
-            Ok(k) => {
-                inv.set_store_key(endpoint, k);
-                k
-            }
-            Err(e) => return Some(Err(e)),
-        },
-        k => k,
+    let a = inv.get(endpoint)?;
+    let key = a.store_key();
+    if key != 0 {
+        return Some(store::encode(endpoint, a).map(|bytes| (key, bytes)));
+    }
+    let key = match store.new_attributes_key() {
+        Ok(k) => k,
+        Err(e) => return Some(Err(e)),
     };
+    inv.set_store_key(endpoint, key);
     let a = inv.get(endpoint)?;
     Some(store::encode(endpoint, a).map(|bytes| (key, bytes)))
 }

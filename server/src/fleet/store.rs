@@ -101,7 +101,7 @@ backend_from!(
 );
 
 /// One change of a batch: a record written, or removed (`None`).
-pub type Change = (String, Option<Vec<u8>>);
+type Change = (String, Option<Vec<u8>>);
 
 pub struct FleetStore {
     db: Database,
@@ -249,7 +249,7 @@ impl FleetStore {
     }
 
     /// Writes and removes records of one table in one transaction.
-    pub fn apply(&self, table: Table, changes: Vec<Change>) -> Result<(), FleetStoreError> {
+    fn apply(&self, table: Table, changes: Vec<Change>) -> Result<(), FleetStoreError> {
         if changes.is_empty() {
             return Ok(());
         }
