@@ -16,8 +16,9 @@ use super::inventory::SecurityCommand;
 use super::observed::{Key, Observed, ObservedTable};
 use super::peers::PeerIndex;
 use super::persist::{self, Clock};
+use super::pipeline::{Completion, Held, Pipeline, Write};
 use super::route::{self, Route};
-use super::sockets::{flush_plain, flush_secure, recv_from};
+use super::sockets::recv_from;
 use super::{
     ClientInfo, ClientPage, Command, ObservationInfo, QueuedInfo, Reply, ReplyTx, RequestError,
     RequestLabel, ServerEvent,
@@ -77,12 +78,6 @@ struct Pending {
     to: Option<SocketAddr>,
 }
 
-/// An outcome a caller hears only once what the pass wrote is committed.
-enum Completion {
-    Reply(ReplyTx, Result<Reply, RequestError>),
-    Event(ServerEvent),
-}
-
 /// The metrics code of a request's outcome: the device's CoAP code, or why there was none.
 fn outcome_code(outcome: &Result<Packet, RequestError>) -> String {
     match outcome {
@@ -125,6 +120,9 @@ pub(super) struct Driver {
     formatted: persist::FormattedObjects,
     /// What completed in this pass, told after the pass's commit.
     completed: Vec<Completion>,
+    /// The writes of the passes, committed by the store thread; what a pass confirms
+    /// waits there for them.
+    pipe: Pipeline,
 }
 
 impl Driver {
@@ -147,6 +145,7 @@ impl Driver {
             credentials,
             dtls_peers: HashMap::new(),
             registry: Registry::new(registry),
+            pipe: Pipeline::start(store.clone()),
             store,
             events,
             clock: Clock::now(),
@@ -325,6 +324,7 @@ impl Driver {
     ) {
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut sbuf = vec![0u8; RECV_BUFFER];
+        let committed = self.pipe.woken();
         loop {
             let deadline = [
                 self.ep.poll_timeout(),
@@ -346,7 +346,6 @@ impl Driver {
             tokio::select! {
                 r = socket.recv_from(&mut buf) => match r {
                     Ok((n, peer)) => {
-                        self.store.begin_group();
                         let now = Instant::now();
                         let data = buf.get(..n).unwrap_or_default();
                         self.ep.handle_datagram(now, peer, data);
@@ -364,7 +363,6 @@ impl Driver {
                 },
                 r = recv_from(secure.as_ref(), &mut sbuf) => match r {
                     Ok((n, peer)) => {
-                        self.store.begin_group();
                         let data = sbuf.get(..n).unwrap_or_default();
                         if let Some(d) = self.dtls.as_mut() {
                             d.handle_datagram(Instant::now(), peer, data);
@@ -414,19 +412,71 @@ impl Driver {
                     Some(Command::Security(c)) => self.on_security(c),
                     Some(Command::Shutdown) | None => break,
                 },
+                () = committed.notified() => self.pipe.committed(),
                 () = sleep => self.on_timer(Instant::now()),
             }
             self.drain_events();
-            // Answers to a group of datagrams go out only once what they confirm is on disk.
-            if let Err(e) = self.store.sync() {
-                tracing::error!(error = %e, "store commit failed: what the last answers confirm is not stored");
-            }
-            self.tell_completed();
-            flush_plain(&mut self.ep, Some(&socket)).await;
-            flush_secure(&mut self.sep, self.dtls.as_mut(), secure.as_ref()).await;
+            // What the pass confirms goes out once what it wrote is on disk.
+            let held = self.hold();
+            self.pipe.end_pass(held);
+            self.release(&socket, secure.as_ref()).await;
             self.update_gauges();
         }
+        let held = self.hold();
+        self.pipe.end_pass(held);
+        self.pipe.finish();
+        self.release(&socket, secure.as_ref()).await;
         tracing::info!("server stopped");
+    }
+
+    /// What the pass would send and tell, for the pipeline to hold.
+    fn hold(&mut self) -> Held {
+        let mut held = Held {
+            completed: std::mem::take(&mut self.completed),
+            ..Held::default()
+        };
+        while let Some(t) = self.ep.poll_transmit() {
+            held.plain.push(t);
+        }
+        while let Some(t) = self.sep.poll_transmit() {
+            held.secure.push(t);
+        }
+        held
+    }
+
+    /// Tells and sends what the pipeline has released, in the order the passes made it,
+    /// then the DTLS records (handshakes need no commit and are sent every pass).
+    async fn release(&mut self, socket: &UdpSocket, secure: Option<&UdpSocket>) {
+        let held = self.pipe.take_ready();
+        for c in held.completed {
+            match c {
+                Completion::Reply(tx, outcome) => {
+                    let _ = tx.send(outcome);
+                }
+                Completion::Event(e) => {
+                    // No subscriber is not an error: nobody is listening yet.
+                    let _ = self.events.send(e);
+                }
+            }
+        }
+        for t in held.plain {
+            if let Err(e) = socket.send_to(&t.bytes, t.peer).await {
+                tracing::debug!(peer = %t.peer, error = %e, "send_to failed");
+            }
+        }
+        let Some(d) = self.dtls.as_mut() else { return };
+        let now = Instant::now();
+        for t in held.secure {
+            if let Err(e) = d.send(now, t.peer, &t.bytes) {
+                tracing::debug!(peer = %t.peer, error = %e, "not sent over DTLS");
+            }
+        }
+        let Some(socket) = secure else { return };
+        while let Some((peer, bytes)) = d.poll_transmit() {
+            if let Err(e) = socket.send_to(&bytes, peer).await {
+                tracing::debug!(%peer, error = %e, "send_to failed (DTLS)");
+            }
+        }
     }
 
     /// Gauges from the live state, and the retransmissions counted since the last call.
@@ -578,7 +628,7 @@ impl Driver {
                     request_id, packet, ..
                 } => {
                     if let Some(o) = self.observed.remove(&(t, request_id)) {
-                        let _ = self.store.delete_observation(&o.token);
+                        self.pipe.push(Write::DeleteObservation(o.token.clone()));
                         self.emit(ServerEvent::ObservationCancelled {
                             endpoint: o.endpoint,
                             token: o.token,
@@ -792,22 +842,10 @@ impl Driver {
                 let Some(reg) = self.registry.get(&r.id).cloned() else {
                     return;
                 };
-                let previous = r.replaced.as_ref().map(|old| &*old.id);
-                if let Err(e) = self.store.replace_registration(
-                    &persist::to_stored(&reg, &self.clock, &mut self.formatted),
-                    previous,
-                ) {
-                    tracing::error!(error = %e, endpoint = %reg.endpoint, "registration not persisted");
-                    if let Ok(removed) = self.registry.deregister(&reg.id, now) {
-                        self.fail_all(removed.dropped, RequestError::Store(e.to_string()));
-                    }
-                    let err = RegistrationError::new(
-                        RegistrationError::INTERNAL,
-                        "registration could not be stored",
-                    );
-                    self.respond(now, t, id, route::error_response(&err));
-                    return;
-                }
+                self.pipe.push(Write::Register {
+                    reg: persist::to_stored(&reg, &self.clock, &mut self.formatted),
+                    previous: r.replaced.as_ref().map(|old| old.id.to_string()),
+                });
                 if let Some(old) = &r.replaced {
                     // The store dropped the old registration's observations atomically.
                     self.cancel_observations(&old.id, now, false);
@@ -836,25 +874,18 @@ impl Driver {
                 let Some(reg) = self.registry.get(&u.id).cloned() else {
                     return;
                 };
-                let stored = if u.changes.is_refresh_only() {
+                // An Update that fails to be stored holds in memory; a crash before the
+                // next one costs at most the lifetime refresh.
+                self.pipe.push(if u.changes.is_refresh_only() {
                     // Most Updates: the time, perhaps the address, for the refresh log.
-                    self.store.refresh_registration(&StoredRefresh {
+                    Write::Refresh(StoredRefresh {
                         id: reg.id.to_string(),
                         last_update_unix_ms: self.clock.unix_ms(reg.refreshed_at),
                         peer: reg.peer,
                     })
                 } else {
-                    self.store.put_registration(&persist::to_stored(
-                        &reg,
-                        &self.clock,
-                        &mut self.formatted,
-                    ))
-                };
-                if let Err(e) = stored {
-                    // The Update holds in memory; a crash before the next one costs
-                    // at most the lifetime refresh.
-                    tracing::error!(error = %e, id = %reg.id, "update not persisted");
-                }
+                    Write::Put(persist::to_stored(&reg, &self.clock, &mut self.formatted))
+                });
                 // One lookup, not a scan of every device's address.
                 if let Some((was_t, was_peer)) = previous.filter(|_| u.changes.peer) {
                     self.by_peer.remove_if(was_t, was_peer, &reg.id);
@@ -895,12 +926,8 @@ impl Driver {
     /// endpoint too, so later notifications get RST), queued requests.
     fn forget_registration(&mut self, removed: Removed<Queued>, now: Instant) {
         let reg = &removed.registration;
-        if let Err(e) = self.store.delete_registration(&reg.id) {
-            tracing::error!(error = %e, id = %reg.id, "registration not deleted from the store");
-        }
-        if let Err(e) = self.store.clear_queue(&reg.endpoint) {
-            tracing::warn!(error = %e, "queue not cleared");
-        }
+        self.pipe.push(Write::Delete(reg.id.to_string()));
+        self.pipe.push(Write::ClearQueue(reg.endpoint.to_string()));
         self.by_peer.remove_if(reg.transport, reg.peer, &reg.id);
         self.cancel_observations(&reg.id, now, false);
         self.abandon_in_flight(reg.transport, reg.peer, now);
@@ -931,7 +958,7 @@ impl Driver {
             self.endpoint(id.0).cancel(now, id.1);
             if let Some(o) = self.observed.remove(&id) {
                 if delete_stored {
-                    let _ = self.store.delete_observation(&o.token);
+                    self.pipe.push(Write::DeleteObservation(o.token));
                 }
             }
         }
@@ -1034,9 +1061,7 @@ impl Driver {
         };
         self.endpoint(rid.0).cancel(Instant::now(), rid.1);
         if let Some(o) = self.observed.remove(&rid) {
-            if let Err(e) = self.store.delete_observation(&o.token) {
-                tracing::warn!(error = %e, "forgotten observation not deleted from the store");
-            }
+            self.pipe.push(Write::DeleteObservation(o.token));
         }
         true
     }
@@ -1066,9 +1091,7 @@ impl Driver {
         let Some(o) = self.observed.remove(&rid) else {
             return;
         };
-        if let Err(e) = self.store.delete_observation(&o.token) {
-            tracing::warn!(error = %e, "cancelled observation not deleted from the store");
-        }
+        self.pipe.push(Write::DeleteObservation(o.token.clone()));
         let operation = if o.composite {
             "Cancel-Observe-Composite"
         } else {
@@ -1124,7 +1147,7 @@ impl Driver {
             self.clock.unix_ms(expires_at),
             Some(tracking),
         );
-        let seq = match self.store.enqueue(&record) {
+        let seq = match self.pipe.enqueue(record) {
             Ok(seq) => seq,
             Err(e) => {
                 let err = match e {
@@ -1212,9 +1235,10 @@ impl Driver {
     /// Ends a request that never reached the endpoint, and its stored copy.
     fn finish_queued(&mut self, q: Queued, outcome: Result<Packet, RequestError>) {
         if let Some(seq) = q.seq {
-            if let Err(e) = self.store.remove_queued(&q.endpoint, seq) {
-                tracing::warn!(error = %e, "queued request not removed from the store");
-            }
+            self.pipe.push(Write::RemoveQueued {
+                endpoint: q.endpoint.clone(),
+                seq,
+            });
         }
         self.metrics
             .request_done(q.label.operation_name(), &outcome_code(&outcome), None);
@@ -1245,35 +1269,15 @@ impl Driver {
         });
     }
 
-    /// Tells what [`complete`](Self::complete) kept; called after the pass's commit.
-    fn tell_completed(&mut self) {
-        for c in std::mem::take(&mut self.completed) {
-            match c {
-                Completion::Reply(tx, outcome) => {
-                    let _ = tx.send(outcome);
-                }
-                Completion::Event(e) => {
-                    // No subscriber is not an error: nobody is listening yet.
-                    let _ = self.events.send(e);
-                }
-            }
-        }
-    }
-
-    fn fail_all(&mut self, items: Vec<Queued>, e: RequestError) {
-        for q in items {
-            self.finish_queued(q, Err(e.clone()));
-        }
-    }
-
     fn on_response(&mut self, now: Instant, id: Key, outcome: Result<Packet, RequestError>) {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
         if let Some(seq) = p.stored_seq {
-            if let Err(e) = self.store.remove_queued(&p.endpoint, seq) {
-                tracing::warn!(error = %e, "delivered request not removed from the store");
-            }
+            self.pipe.push(Write::RemoveQueued {
+                endpoint: p.endpoint.clone(),
+                seq,
+            });
         }
         let latency = outcome
             .is_ok()
@@ -1310,9 +1314,7 @@ impl Driver {
                             packet,
                             self.clock.unix_ms(now),
                         );
-                        if let Err(e) = self.store.put_observation(&record) {
-                            tracing::warn!(error = %e, "observation not persisted");
-                        }
+                        self.pipe.push(Write::PutObservation(record));
                         self.observed.insert(
                             id,
                             Observed {

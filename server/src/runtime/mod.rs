@@ -2,17 +2,18 @@
 //! and [`Registry`](crate::registry::Registry), writes through to the [`RedbStore`], and
 //! exposes a [`ServerHandle`] to the rest of the program.
 //!
-//! The driver runs on a thread of its own with a single-threaded tokio runtime. The store's
-//! calls are blocking; running them inline on that thread keeps the order "persisted, then
-//! answered" trivially true without blocking anyone else's runtime. What one pass of
-//! datagrams (up to 64) writes is committed together, with one fsync, before their answers
-//! are sent ([`RedbStore::group_commit`]).
+//! The driver runs on a thread of its own with a single-threaded tokio runtime. What a
+//! pass (up to 256 datagrams, a command, a timer) writes goes to the store thread of
+//! `pipeline`, which commits it with one fsync ([`RedbStore::group_commit`]) while the
+//! driver handles the next pass; the pass's answers, replies and events are held until
+//! then, so the order "persisted, then answered" holds as before.
 //! Everything else talks to the driver through channels: commands in, a broadcast of
 //! [`ServerEvent`]s out.
 //!
 //! - [`route`]: pure routing of an incoming request (also the fuzzing entry point).
 //! - `persist`: conversions between live state and store records.
 //! - `driver`: the event loop.
+//! - `pipeline`: the driver's writes, committed off its thread, and what waits for them.
 //! - `manage`: typed device management on the handle.
 //! - `inventory`: what the handle can ask of the live state (devices, observations,
 //!   queued requests).
@@ -23,6 +24,7 @@ mod manage;
 mod observed;
 mod peers;
 pub mod persist;
+mod pipeline;
 pub mod route;
 mod sockets;
 pub(crate) use sockets::{bind_udp, flush_plain, flush_secure, recv_from};

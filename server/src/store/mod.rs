@@ -8,7 +8,8 @@
 //!
 //! Every mutating call is one write transaction; when it returns `Ok`, the change is on disk
 //! (redb commits with `Durability::Immediate`, i.e. fsync). A call that fails changes nothing.
-//! The calls are blocking: the tokio driver runs them on a blocking thread.
+//! The calls are blocking: the driver's writes run on a store thread of their own (see
+//! the runtime's `pipeline`), everything else where it stands.
 //!
 //! # Table layout of [`RedbStore`] (file `lwm2m.redb`)
 //!
