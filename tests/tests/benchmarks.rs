@@ -36,6 +36,7 @@ fn the_rate_benchmark_runs_at_a_tiny_size() {
     let text = bench(&["rate", "--count", "300", "--window", "16", "--devices", "5"]);
     for (key, want) in [
         ("echo_done", "300"),
+        ("echo_after_done", "300"),
         ("register_done", "300"),
         ("register_lost", "0"),
         ("update_done", "300"),

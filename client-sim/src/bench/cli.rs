@@ -9,7 +9,7 @@ use super::loadgen::Outcome;
 
 const USAGE: &str = "usage: lwm2m-client-sim bench BENCHMARK [--count N] [options]
   scale    --count N [--rate DEVICES_PER_S] [--settle S] [--server-binary PATH]
-  rate     --count N [--window W] [--devices D] [--server-binary PATH]
+  rate     --count N [--window W] [--devices D] [--cores split|shared] [--server-binary PATH]
   latency  --count N [--window W] [--devices D]
   herd     --count N [--within S] [--server-binary PATH]
   campaign --count N [--cells 20] [--package-kib 256] [--limit-s S] [--server-binary PATH]
@@ -23,6 +23,8 @@ struct Args {
     devices: usize,
     within: u64,
     server: Option<PathBuf>,
+    /// `rate`: the devices and the peer on cores of their own (see [`super::cores`]).
+    split_cores: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -34,6 +36,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         devices: 200,
         within: 10,
         server: None,
+        split_cores: true,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -47,6 +50,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--devices" => a.devices = (n("--devices")? as usize).clamp(1, 10_000),
             "--within" => a.within = n("--within")?.max(1),
             "--server-binary" => a.server = Some(PathBuf::from(v)),
+            "--cores" => {
+                a.split_cores = match v.as_str() {
+                    "split" => true,
+                    "shared" => false,
+                    other => return Err(format!("--cores: split or shared, not {other}")),
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -145,19 +155,41 @@ pub async fn main(args: &[String]) -> ExitCode {
             }),
         "rate" => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("lwm2m-client-sim"));
-            let regs = super::rate_registrations(&server, &exe, count, a.window, &mut report).await;
+            let split = match a.split_cores {
+                true => match super::cores::Split::of_this_process() {
+                    Ok(split) => split,
+                    Err(e) => {
+                        eprintln!("bench: cannot read this process's cores ({e}); sharing them");
+                        None
+                    }
+                },
+                false => None,
+            };
+            let cores = split
+                .as_ref()
+                .map_or_else(|| "shared".to_string(), super::cores::Split::describe);
+            let regs = super::rate_registrations(
+                &server,
+                &exe,
+                count,
+                a.window,
+                split.as_ref(),
+                &mut report,
+            )
+            .await;
             match regs {
                 Ok(r) => {
                     let reads = super::rate_reads(count, a.devices, a.window, &mut report).await;
                     reads.map(|reads| {
                         println!(
-                            "bench rate count={count} window={} {} {} {} register_ratio={:.2} update_ratio={:.2}",
+                            "bench rate count={count} window={} cores={cores} {} {} {} {} register_ratio={:.2} update_ratio={:.2}",
                             a.window,
                             summary("echo", &r.echo),
                             summary("register", &r.register),
                             summary("update", &r.update),
-                            r.register.rate() / r.echo.rate().max(1e-9),
-                            r.update.rate() / r.echo.rate().max(1e-9),
+                            summary("echo_after", &r.echo_after),
+                            r.register.rate() / r.echo_rate().max(1e-9),
+                            r.update.rate() / r.echo_rate().max(1e-9),
                         );
                         println!(
                             "bench rate reads={count} devices={} {} {} read_ratio={:.2}",

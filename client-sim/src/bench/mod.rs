@@ -18,6 +18,7 @@
 
 pub mod campaign;
 pub mod cli;
+pub mod cores;
 pub mod loadgen;
 mod reads;
 mod server;
@@ -46,6 +47,8 @@ pub enum BenchError {
     Server(String),
     #[error("devices: {0}")]
     Devices(String),
+    #[error("cannot split the cores: {0}")]
+    Cores(std::io::Error),
 }
 
 /// Progress callback: jobs done so far and the time since the phase started.
@@ -203,41 +206,54 @@ pub async fn scale(
 /// What `rate` measured for Registers and Updates.
 #[derive(Debug, Clone)]
 pub struct RegisterRate {
+    /// The echo baseline, before the server runs and after it has stopped: on a
+    /// shared machine it drifts, and the server's phases lie between the two.
     pub echo: Outcome,
+    pub echo_after: Outcome,
     pub register: Outcome,
     pub update: Outcome,
 }
 
+impl RegisterRate {
+    /// The baseline the ratios divide by: the mean of the two echo rates.
+    pub fn echo_rate(&self) -> f64 {
+        (self.echo.rate() + self.echo_after.rate()) / 2.0
+    }
+}
+
 /// Registers then Updates of `count` devices against the binary, `window` in flight,
-/// and the same Register datagrams against a UDP echo server (a child process too).
+/// and the same Register datagrams against a UDP echo server (a child process too),
+/// before and after.
 pub async fn rate_registrations(
     server: &Path,
     echo_command: &Path,
     count: usize,
     window: usize,
+    cores: Option<&cores::Split>,
     progress: ProgressFn<'_>,
 ) -> Result<RegisterRate, BenchError> {
-    let echo = server::EchoChild::start(echo_command)?;
-    let to = echo.addr;
-    let echo_outcome = loadgen::run(
-        count,
-        window,
-        Pace::Closed,
-        move |i| async move {
-            let ep = endpoint("bench-", i);
-            exchange(
-                i,
-                to,
-                register_request(&ep, 86_400, false),
-                &Timing::default(),
-            )
-            .await
-        },
-        |done, t| progress("echo", done, t),
-    )
-    .await;
-    drop(echo);
-    let child = ServerChild::start(server, &ServerOptions::for_fleet(count))?;
+    if let Some(split) = cores {
+        split.pin_devices().map_err(BenchError::Cores)?;
+    }
+    let measured = registrations(server, echo_command, count, window, cores, progress).await;
+    if let Some(split) = cores {
+        split.unpin().map_err(BenchError::Cores)?;
+    }
+    measured
+}
+
+async fn registrations(
+    server: &Path,
+    echo_command: &Path,
+    count: usize,
+    window: usize,
+    cores: Option<&cores::Split>,
+    progress: ProgressFn<'_>,
+) -> Result<RegisterRate, BenchError> {
+    let echo_outcome = echo_registers(echo_command, count, window, cores, "echo", progress).await?;
+    let child = on_peer_cores(cores, || {
+        ServerChild::start(server, &ServerOptions::for_fleet(count))
+    })??;
     let (register, locations) = register_all(
         child.coap,
         "bench-",
@@ -274,11 +290,57 @@ pub async fn rate_registrations(
         |done, t| progress("update", done, t),
     )
     .await;
+    drop(child);
+    let echo_after =
+        echo_registers(echo_command, count, window, cores, "echo after", progress).await?;
     Ok(RegisterRate {
         echo: echo_outcome,
+        echo_after,
         register,
         update,
     })
+}
+
+/// Starts a peer (server or echo server) on its cores, when the cores are split.
+fn on_peer_cores<T>(
+    cores: Option<&cores::Split>,
+    start: impl FnOnce() -> T,
+) -> Result<T, BenchError> {
+    match cores {
+        Some(split) => split.on_peer_cores(start).map_err(BenchError::Cores),
+        None => Ok(start()),
+    }
+}
+
+/// The Register datagrams of the fleet against a UDP echo server: the baseline of
+/// [`rate_registrations`].
+async fn echo_registers(
+    echo_command: &Path,
+    count: usize,
+    window: usize,
+    cores: Option<&cores::Split>,
+    phase: &str,
+    progress: ProgressFn<'_>,
+) -> Result<Outcome, BenchError> {
+    let echo = on_peer_cores(cores, || server::EchoChild::start(echo_command))??;
+    let to = echo.addr;
+    Ok(loadgen::run(
+        count,
+        window,
+        Pace::Closed,
+        move |i| async move {
+            let ep = endpoint("bench-", i);
+            exchange(
+                i,
+                to,
+                register_request(&ep, 86_400, false),
+                &Timing::default(),
+            )
+            .await
+        },
+        |done, t| progress(phase, done, t),
+    )
+    .await)
 }
 
 /// What `herd` measured.
